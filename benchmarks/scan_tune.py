@@ -1,0 +1,93 @@
+"""Tile-shape sweep for the scan kernels on the present GPU (a development tool; the benchmark
+against peers is ``flashmarkov bench scan``). Times forward and backward launches directly for
+several ScanConfigs per case and prints the fraction of the copy-bandwidth floor of each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+import triton
+
+from flashmarkov.scan import kernels
+
+CASES = [  # (B, D, T)
+    (2, 256, 65536),
+    (8, 1536, 4096),
+    (16, 2048, 2048),
+    (1, 64, 2**20),
+]
+TIME_CONTIG = {
+    4: [(4096, 1, 8), (2048, 1, 4), (2048, 2, 8), (1024, 4, 8), (8192, 1, 8), (4096, 1, 4), (1024, 1, 2)],
+    2: [(8192, 1, 8), (4096, 1, 4), (4096, 2, 8), (2048, 2, 4), (8192, 1, 16), (16384, 1, 16), (2048, 1, 2)],
+}
+CHANNEL_CONTIG = {
+    4: [(32, 128, 8), (16, 128, 4), (64, 64, 8), (32, 64, 4), (16, 256, 8), (8, 128, 2), (64, 128, 8)],
+    2: [(32, 256, 8), (16, 256, 4), (64, 128, 8), (32, 128, 4), (16, 128, 2), (64, 256, 16), (128, 64, 8)],
+}
+
+
+def copy_bandwidth() -> float:
+    src = torch.empty(2**28, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), return_mode="median")
+    return 2 * src.numel() * 4 / (ms * 1e-3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    bw = copy_bandwidth()
+    print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s")
+    rows = []
+    for (B, D, T), dtype, layout in (
+        (c, d, l) for c in CASES for d in (torch.float32, torch.bfloat16) for l in ("bdt", "btd")
+    ):
+        shape, dim = ((B, D, T), 2) if layout == "bdt" else ((B, T, D), 1)
+        g = (0.9 + 0.1 * torch.rand(shape, device="cuda")).to(dtype)
+        x = torch.randn(shape, device="cuda", dtype=dtype)
+        dy = torch.randn_like(x)
+        y, dx, dg = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+        view = kernels.view_of(x, dim)
+        itemsize = x.element_size()
+        floor_ms = x.numel() * itemsize / bw * 1e3
+        table = (TIME_CONTIG if view.s_t == 1 else CHANNEL_CONTIG)[itemsize]
+        default = kernels.pick_config(view.T, view.Q, itemsize, view.s_t == 1)
+        configs = [default] + [kernels.ScanConfig(*c) for c in table if kernels.ScanConfig(*c) != default]
+        if args.quick:
+            configs = configs[:2]
+        for cfg in configs:
+            if cfg.block_t > 2 * T:
+                continue
+            fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, config=cfg)
+            bwd = lambda: kernels.scan_launch(g, dy, dx, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, y=y, dgates=dg, config=cfg)
+            try:
+                t_f = triton.testing.do_bench(fwd, return_mode="median")
+                t_b = triton.testing.do_bench(bwd, return_mode="median")
+            except Exception as e:  # a config that does not compile is reported, not fatal
+                print("FAILED", shape, dtype, cfg, repr(e)[:200])
+                continue
+            rec = dict(shape=list(shape), layout=layout, dtype=str(dtype), config=[cfg.block_t, cfg.block_q, cfg.num_warps],
+                       default=cfg == default, fwd_ms=t_f, bwd_ms=t_b,
+                       fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b))
+            rows.append(rec)
+            print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} {str(rec['config']):18s} {'*' if rec['default'] else ' '} "
+                  f"fwd {t_f:7.4f} ms {rec['fwd_frac']:.3f}   bwd {t_b:7.4f} ms {rec['bwd_frac']:.3f}   f+b {rec['fwdbwd_frac']:.3f}", flush=True)
+    with open(os.path.join(args.out, "scan_tune.json"), "w") as f:
+        json.dump(dict(gpu=torch.cuda.get_device_name(), copy_Bps=bw, rows=rows), f, indent=1)
+    print("\nbest per case (fwd / bwd):")
+    keys = sorted({(tuple(r["shape"]), r["layout"], r["dtype"]) for r in rows})
+    for k in keys:
+        rs = [r for r in rows if (tuple(r["shape"]), r["layout"], r["dtype"]) == k]
+        bf = max(rs, key=lambda r: r["fwd_frac"]); bb = max(rs, key=lambda r: r["bwd_frac"])
+        d = next(r for r in rs if r["default"])
+        print(f"{k[1]} {str(k[0]):22s} {k[2][6:]:9s} default {d['fwd_frac']:.3f}/{d['bwd_frac']:.3f}  "
+              f"best fwd {bf['fwd_frac']:.3f} {bf['config']}  best bwd {bb['bwd_frac']:.3f} {bb['config']}")
+
+
+if __name__ == "__main__":
+    main()

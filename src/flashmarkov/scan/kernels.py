@@ -1,0 +1,366 @@
+"""Triton kernels for the linear recurrence y[t] = g[t] * y[t-1] + x[t], forward and backward.
+
+Every input is seen as a strided 3-D view (P, T, Q): time T between a batch P and channels Q.
+A program owns one tile of BLOCK_T steps by BLOCK_Q channels, held in registers:
+
+* layout (B, D, T) scans along the contiguous axis: the view is (1, T, B*D) with time stride 1,
+  so a tile is BLOCK_Q rows of BLOCK_T contiguous steps;
+* layout (B, T, D) scans across rows: the view is (B, T, D) with channel stride 1, so a tile is
+  BLOCK_T rows of BLOCK_Q contiguous channels.
+
+Neither needs a transpose. A sequence longer than one tile is split over several programs that
+chain through a single-pass decoupled look-back (Merrill & Garland): each tile publishes its
+aggregate (the affine map h -> A h + B of its steps), then walks back over its predecessors'
+records, WINDOW at a time, until it meets an inclusive prefix. Programs are numbered segment-major,
+so all chains advance together and a tile's predecessors were launched before it.
+
+The backward of a forward-direction scan is a scan in the other direction,
+    a[t] = dy[t] + g[t+1] a[t+1],   dx = a,   dg[t] = a[t] y[t-1],   dh0 = g[first] a[first],
+run by the same kernel (BACKWARD=True): one pass reads g, y, dy and writes dx, dg (5 streams).
+Packed variable-length sequences (VARLEN) reset the recurrence at sequence boundaries found by
+a binary search of the offsets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+Tensor = torch.Tensor
+
+
+@triton.jit
+def _combine(a1, b1, a2, b2):
+    """Compose two affine steps: h -> a2 * (a1 * h + b1) + b2 (first (a1, b1), then (a2, b2))."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Publish a tile's record: STATUS 1 = aggregate (A, B), STATUS 2 = inclusive prefix B.
+
+    p_flag: int32 [n_tiles]; p_ws: [3, n_tiles, BLOCK_Q] (aggregate A, aggregate B, inclusive B).
+    The data stores are made visible before the flag: CTA barrier, then a release exchange.
+    """
+    o_bq = tl.arange(0, BLOCK_Q)
+    p_rec = p_ws + i_tile * BLOCK_Q + o_bq
+    if STATUS == 1:
+        tl.store(p_rec, b_a)
+        tl.store(p_rec + n_tiles * BLOCK_Q, b_b)
+    else:
+        tl.store(p_rec + 2 * n_tiles * BLOCK_Q, b_b)
+    tl.debug_barrier()
+    tl.atomic_xchg(p_flag + i_tile, STATUS, sem="release", scope="gpu")
+
+
+@triton.jit
+def _lookback(
+    p_flag, p_ws, i_chain, i_lseg, n_chains, n_tiles,
+    ACC: tl.constexpr, BLOCK_Q: tl.constexpr, WINDOW: tl.constexpr,
+):
+    """The state entering logical segment ``i_lseg`` of chain ``i_chain``: [BLOCK_Q] in ACC.
+
+    Walks back WINDOW predecessors at a time, composing aggregates until an inclusive prefix.
+    An inclusive record enters as the constant map (A=0, B=prefix), so the composed map's B is
+    the answer once one is met; a zero flag (not yet published) ends the usable run, and the walk
+    waits there.
+    """
+    o_w = tl.arange(0, WINDOW)
+    o_bq = tl.arange(0, BLOCK_Q)
+    c_a = tl.full([BLOCK_Q], 1.0, ACC)
+    c_b = tl.zeros([BLOCK_Q], ACC)
+    j = i_lseg - 1
+    while j >= 0:
+        # [WINDOW] predecessors j, j-1, ..., newest first
+        seg_w = j - o_w
+        m_w = seg_w >= 0
+        tile_w = tl.maximum(seg_w, 0) * n_chains + i_chain
+        f = tl.atomic_add(p_flag + tile_w, 0, mask=m_w, sem="acquire", scope="gpu")
+        f = tl.where(m_w, f, 2)
+        tl.debug_barrier()
+        n_zero = tl.min(tl.where(f == 0, o_w, WINDOW), axis=0)
+        n_inc = tl.min(tl.where(f == 2, o_w, WINDOW), axis=0)
+        n_use = tl.minimum(n_zero, n_inc + 1)
+        m_agg = (o_w < n_use) & (f == 1)
+        m_inc = (o_w < n_use) & (f == 2)
+        # [WINDOW, BLOCK_Q] records; unused entries are the identity map (1, 0)
+        p_rec = p_ws + tile_w[:, None] * BLOCK_Q + o_bq[None, :]
+        b_a = tl.load(p_rec, mask=m_agg[:, None], other=1.0, cache_modifier=".cg")
+        b_a = tl.where(m_inc[:, None], 0.0, b_a)
+        b_b = tl.load(p_rec + n_tiles * BLOCK_Q, mask=m_agg[:, None], other=0.0, cache_modifier=".cg")
+        b_b += tl.load(p_rec + 2 * n_tiles * BLOCK_Q, mask=m_inc[:, None], other=0.0, cache_modifier=".cg")
+        # oldest applied first: a reverse scan leaves the whole composition at entry 0
+        s_a, s_b = tl.associative_scan((b_a, b_b), 0, _combine, reverse=True)
+        w_a = tl.sum(tl.where(o_w[:, None] == 0, s_a, 0.0), axis=0)
+        w_b = tl.sum(tl.where(o_w[:, None] == 0, s_b, 0.0), axis=0)
+        c_b = c_a * w_b + c_b
+        c_a = c_a * w_a
+        j = tl.where(n_inc < n_zero, -1, j - n_use)
+    return c_b
+
+
+@triton.jit
+def _linear_scan_kernel(
+    p_g,  # gates, (P, T, Q) with element strides (s_p, s_t, s_q)
+    p_x,  # tokens (forward) or dy (backward), strides of p_g
+    p_y,  # out: y (forward) or dx (backward), strides of p_g
+    p_yf,  # backward: the forward output y, strides of p_g (None in forward)
+    p_dg,  # backward: out d gates, strides of p_g (None in forward)
+    p_h0,  # initial state, contiguous (N_SEQ, P, Q) (None without)
+    p_hin,  # backward: d final state, contiguous (N_SEQ, P, Q) (None without)
+    p_hout,  # out: final state (forward) or d initial state (backward), contiguous (N_SEQ, P, Q)
+    p_cu,  # int32 [N_SEQ + 1] sequence offsets along T (VARLEN), else None
+    p_flag,  # int32 [n_tiles], zeroed look-back flags (LOOKBACK), else None
+    p_ws,  # ACC [3, n_tiles, BLOCK_Q] look-back records (LOOKBACK), else None
+    T, P, Q,  # view sizes
+    s_p, s_t, s_q,  # element strides of the view
+    n_qblk,  # cdiv(Q, BLOCK_Q)
+    n_seg,  # cdiv(T, BLOCK_T)
+    n_seq,  # number of packed sequences (1 without VARLEN)
+    ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 data
+    BLOCK_T: tl.constexpr,  # steps per tile
+    BLOCK_Q: tl.constexpr,  # channels per tile
+    WINDOW: tl.constexpr,  # predecessors read per look-back step
+    SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
+    REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
+    BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
+    SCAN_REV: tl.constexpr,  # this pass scans towards lower t: REVERSE != BACKWARD
+    VARLEN: tl.constexpr,
+    LOOKBACK: tl.constexpr,  # n_seg > 1: tiles chain through the look-back
+    HAS_H0: tl.constexpr,
+    HAS_HIN: tl.constexpr,
+    HAS_HOUT: tl.constexpr,
+):
+    n_chains = P * n_qblk
+    n_tiles = n_chains * n_seg
+    i_tile = tl.program_id(0)
+    i_lseg = i_tile // n_chains  # position in scan order
+    i_chain = i_tile % n_chains
+    i_p = i_chain // n_qblk
+    i_qb = i_chain % n_qblk
+    if SCAN_REV:
+        i_seg = n_seg - 1 - i_lseg
+    else:
+        i_seg = i_lseg
+    # the original recurrence's step: "next" is t + D, "previous" t - D
+    D: tl.constexpr = -1 if REVERSE else 1
+
+    o_t = i_seg * BLOCK_T + tl.arange(0, BLOCK_T)  # [BLOCK_T]
+    o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
+    m_t = o_t < T
+    m_q = o_q < Q
+    m = m_t[:, None] & m_q[None, :]  # [BLOCK_T, BLOCK_Q]
+    base = i_p.to(tl.int64) * s_p
+    off_t = o_t.to(tl.int64) * s_t
+    off_q = o_q.to(tl.int64) * s_q
+    offs = base + off_t[:, None] + off_q[None, :]  # [BLOCK_T, BLOCK_Q]
+    # first / last position of the original recurrence, without VARLEN
+    t_first = T - 1 if REVERSE else 0
+    t_last = 0 if REVERSE else T - 1
+
+    if BACKWARD:
+        # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
+        m_n = (o_t + D >= 0) & (o_t + D < T)
+        b_g = tl.load(p_g + offs + D * s_t, mask=m_n[:, None] & m_q[None, :], other=1.0).to(ACC)
+    else:
+        b_g = tl.load(p_g + offs, mask=m, other=1.0).to(ACC)
+    b_x = tl.load(p_x + offs, mask=m, other=0.0).to(ACC)
+
+    if VARLEN:
+        # [BLOCK_T] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
+        lo = tl.zeros([BLOCK_T], tl.int32)
+        hi = tl.zeros([BLOCK_T], tl.int32) + n_seq
+        for _ in tl.static_range(SEARCH_STEPS):
+            mid = (lo + hi) >> 1
+            go = tl.load(p_cu + mid) <= o_t
+            lo = tl.where(go, mid, lo)
+            hi = tl.where(go, hi, mid)
+        b_beg = tl.load(p_cu + lo)
+        b_end = tl.load(p_cu + lo + 1)
+        if REVERSE:
+            m_first = (o_t == b_end - 1)[:, None] & m
+            m_last = (o_t == b_beg)[:, None] & m
+        else:
+            m_first = (o_t == b_beg)[:, None] & m
+            m_last = (o_t == b_end - 1)[:, None] & m
+        i_state = (lo.to(tl.int64)[:, None] * P + i_p) * Q + o_q[None, :]  # [BLOCK_T, BLOCK_Q]
+        # restart the recurrence at each sequence's first step (forward) / last step (backward)
+        if BACKWARD:
+            b_g = tl.where(m_last, 0.0, b_g)
+            if HAS_HIN:
+                b_x += tl.load(p_hin + i_state, mask=m_last, other=0.0).to(ACC)
+        else:
+            if HAS_H0:
+                b_x += b_g * tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC)
+            b_g = tl.where(m_first, 0.0, b_g)
+        b_c0 = tl.zeros([BLOCK_Q], ACC)
+    else:
+        m_first = (o_t == t_first)[:, None] & m
+        m_last = (o_t == t_last)[:, None] & m
+        i_state = (i_p * Q + o_q)[None, :] + tl.zeros([BLOCK_T, 1], tl.int32)  # [BLOCK_T, BLOCK_Q]
+        # the state entering the scan's first segment
+        if BACKWARD and HAS_HIN:
+            b_c0 = tl.load(p_hin + i_p * Q + o_q, mask=m_q, other=0.0).to(ACC)
+        elif (not BACKWARD) and HAS_H0:
+            b_c0 = tl.load(p_h0 + i_p * Q + o_q, mask=m_q, other=0.0).to(ACC)
+        else:
+            b_c0 = tl.zeros([BLOCK_Q], ACC)
+
+    # [BLOCK_T, BLOCK_Q] scan of the tile from a zero state: b_y(h) = b_a * h + b_b
+    b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine, reverse=SCAN_REV)
+
+    if LOOKBACK:
+        # the tile's aggregate sits at its last step in scan order
+        I_END: tl.constexpr = 0 if SCAN_REV else BLOCK_T - 1
+        m_end = (tl.arange(0, BLOCK_T) == I_END)[:, None]
+        b_agg_a = tl.sum(tl.where(m_end, b_a, 0.0), axis=0)
+        b_agg_b = tl.sum(tl.where(m_end, b_b, 0.0), axis=0)
+        if i_lseg == 0:
+            b_carry = b_c0
+        else:
+            _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
+            b_carry = _lookback(p_flag, p_ws, i_chain, i_lseg, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
+        _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
+    else:
+        b_carry = b_c0
+    b_y = b_b + b_a * b_carry[None, :]
+    tl.store(p_y + offs, b_y.to(p_y.dtype.element_ty), mask=m)
+
+    # tiles that hold a sequence's first / last step (every tile may, with VARLEN)
+    if VARLEN:
+        has_first = True
+        has_last = True
+    else:
+        has_first = (t_first >= i_seg * BLOCK_T) & (t_first < i_seg * BLOCK_T + BLOCK_T)
+        has_last = (t_last >= i_seg * BLOCK_T) & (t_last < i_seg * BLOCK_T + BLOCK_T)
+    if BACKWARD:
+        # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
+        m_p = (o_t - D >= 0) & (o_t - D < T)
+        b_yp = tl.load(p_yf + offs - D * s_t, mask=m_p[:, None] & m_q[None, :], other=0.0).to(ACC)
+        if HAS_H0:
+            if has_first:
+                b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
+        elif VARLEN:
+            b_yp = tl.where(m_first, 0.0, b_yp)
+        tl.store(p_dg + offs, (b_y * b_yp).to(p_dg.dtype.element_ty), mask=m)
+        if HAS_HOUT:
+            if has_first:
+                # d h0 = g[first] * a[first]
+                b_gf = tl.load(p_g + offs, mask=m_first, other=0.0).to(ACC)
+                tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
+    elif HAS_HOUT:
+        if has_last:
+            tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Tile shape and launch width of one scan launch (see ``pick_config``)."""
+
+    block_t: int
+    block_q: int
+    num_warps: int
+    window: int = 16
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool) -> ScanConfig:
+    """Tiles of ~16 KiB per stream (bounded by the problem), 16-byte vectors along the contiguous
+    axis, and 16 elements per thread and stream."""
+    tile = 16384 // itemsize
+    if time_contiguous:
+        block_t = min(_pow2_at_least(T), tile)
+        block_q = min(_pow2_at_least(Q), max(1, tile // block_t))
+    else:
+        block_q = min(_pow2_at_least(Q), 512 // itemsize)
+        block_t = min(_pow2_at_least(T), max(1, tile // block_q))
+    block_t = max(block_t, 2)
+    num_warps = max(1, min(8, block_t * block_q // 512))
+    return ScanConfig(block_t, block_q, num_warps)
+
+
+@dataclass(frozen=True)
+class View:
+    """A tensor seen as (P, T, Q) with element strides (s_p, s_t, s_q)."""
+
+    P: int
+    T: int
+    Q: int
+    s_p: int
+    s_t: int
+    s_q: int
+
+
+def view_of(x: Tensor, dim: int) -> View | None:
+    """The (P, T, Q) view of ``x`` scanned along ``dim`` without a copy, or None if there is none.
+
+    Time-contiguous data (the scanned axis innermost, e.g. (B, D, T) with dim=-1) becomes
+    (1, T, rows) with row stride T; row-major data with the scanned axis outside (e.g. (B, T, D)
+    with dim=1) becomes (B, T, D). Channel index q (or row) then enumerates the state's elements
+    in order.
+    """
+    T = x.shape[dim]
+    rows = x.numel() // T
+    if x.movedim(dim, -1).is_contiguous():
+        return View(1, T, rows, 0, 1, T)
+    if x.is_contiguous():
+        Q = math.prod(x.shape[dim + 1 :])
+        return View(rows // Q, T, Q, T * Q, Q, 1)
+    return None
+
+
+def scan_launch(
+    gates: Tensor,
+    tokens: Tensor,
+    out: Tensor,
+    view: View,
+    *,
+    reverse: bool,
+    initial_state: Tensor | None,
+    state_out: Tensor | None,
+    cu_seqlens: Tensor | None,
+    y: Tensor | None = None,
+    dgates: Tensor | None = None,
+    dfinal: Tensor | None = None,
+    config: ScanConfig | None = None,
+) -> None:
+    """Launch one forward (``y is None``) or backward pass. All data tensors share ``view``'s
+    strides; states are contiguous (N, *other) or (*other). Backward: ``tokens`` is dy, ``out``
+    receives dx, ``dgates`` dg, ``state_out`` d initial_state; ``y`` is the forward output."""
+    backward = y is not None
+    v = view
+    cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1)
+    n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
+    n_qblk = triton.cdiv(v.Q, cfg.block_q)
+    n_seg = triton.cdiv(v.T, cfg.block_t)
+    n_tiles = v.P * n_qblk * n_seg
+    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
+    lookback = n_seg > 1
+    flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
+    records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
+    _linear_scan_kernel[(n_tiles,)](
+        gates, tokens, out, y, dgates,
+        initial_state, dfinal, state_out, cu_seqlens, flags, records,
+        v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq,
+        ACC=tl.float64 if acc == torch.float64 else tl.float32,
+        BLOCK_T=cfg.block_t,
+        BLOCK_Q=cfg.block_q,
+        WINDOW=cfg.window,
+        SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
+        REVERSE=reverse,
+        BACKWARD=backward,
+        SCAN_REV=reverse != backward,
+        VARLEN=cu_seqlens is not None,
+        LOOKBACK=lookback,
+        HAS_H0=initial_state is not None,
+        HAS_HIN=dfinal is not None,
+        HAS_HOUT=state_out is not None,
+        num_warps=cfg.num_warps,
+    )

@@ -1,0 +1,174 @@
+"""The scan as PyTorch operators: ``flashmarkov::linear_scan`` (differentiable),
+``flashmarkov::linear_scan_bwd`` and ``flashmarkov::linear_scan_out`` (writes into ``out``).
+
+One custom op per job, whatever the device: its implementation asks ``_runtime.backend_for``
+and runs the Triton launcher or the reference. Fake implementations give torch.compile the
+output metadata, so compiled graphs hold the ops without graph breaks. Outputs are laid out like
+their inputs (``torch.empty_like``) on every backend, so real and fake agree.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _runtime
+from . import reference
+
+Tensor = torch.Tensor
+
+
+def _state_shape(tokens: Tensor, dim: int, cu_seqlens: Tensor | None) -> list[int]:
+    shape = [s for i, s in enumerate(tokens.shape) if i != dim % tokens.dim()]
+    return shape if cu_seqlens is None else [cu_seqlens.shape[0] - 1, *shape]
+
+
+def _triton_pass(
+    gates: Tensor,
+    tokens: Tensor,
+    out: Tensor,
+    dim: int,
+    reverse: bool,
+    *,
+    initial_state: Tensor | None,
+    state_out: Tensor | None,
+    cu_seqlens: Tensor | None,
+    y: Tensor | None = None,
+    dgates: Tensor | None = None,
+    dfinal: Tensor | None = None,
+) -> None:
+    """One Triton pass writing ``out`` (and ``dgates``, ``state_out``).
+
+    Runs on the data as it lies when ``gates`` has a copy-free (P, T, Q) view; other tensors
+    whose strides differ from ``gates``' are brought to them (a copy), as is ``gates`` itself when
+    it has no such view.
+    """
+    from .kernels import scan_launch, view_of
+
+    dim = dim % gates.dim()
+    view = view_of(gates, dim)
+    if view is None:
+        gates = gates.contiguous()
+        view = view_of(gates, dim)
+
+    def like_gates(t: Tensor | None, keep_values: bool = True) -> Tensor | None:
+        if t is None or t.stride() == gates.stride():
+            return t
+        work = torch.empty_like(gates, dtype=t.dtype)
+        return work.copy_(t) if keep_values else work
+
+    work_out, work_dg = like_gates(out, False), like_gates(dgates, False)
+    states = tuple(None if s is None else s.contiguous() for s in (initial_state, dfinal))
+    scan_launch(
+        gates, like_gates(tokens), work_out, view,
+        reverse=reverse, initial_state=states[0], state_out=state_out, cu_seqlens=cu_seqlens,
+        y=like_gates(y), dgates=work_dg, dfinal=states[1],
+    )
+    for dst, src in ((out, work_out), (dgates, work_dg)):
+        if dst is not None and src is not dst:
+            dst.copy_(src)
+
+
+@torch.library.custom_op("flashmarkov::linear_scan", mutates_args=())
+def linear_scan_op(
+    gates: Tensor,
+    tokens: Tensor,
+    initial_state: Tensor | None,
+    cu_seqlens: Tensor | None,
+    dim: int,
+    reverse: bool,
+    need_final: bool,
+) -> tuple[Tensor, Tensor]:
+    """(y, final state); the final state is an empty tensor unless ``need_final``."""
+    y = torch.empty_like(tokens)
+    if _runtime.backend_for(tokens.device) == "reference":
+        y_ref, final = reference.linear_scan_ref(
+            gates, tokens, dim=dim, reverse=reverse, initial_state=initial_state,
+            return_final_state=True, cu_seqlens=cu_seqlens,
+        )
+        y.copy_(y_ref)
+        return y, (final.contiguous() if need_final else tokens.new_empty(0))
+    final = None
+    if need_final:
+        final = tokens.new_empty(_state_shape(tokens, dim, cu_seqlens))
+        if cu_seqlens is not None:  # empty sequences keep their initial state
+            final.copy_(initial_state) if initial_state is not None else final.zero_()
+    _triton_pass(gates, tokens, y, dim, reverse, initial_state=initial_state, state_out=final, cu_seqlens=cu_seqlens)
+    return y, (final if need_final else tokens.new_empty(0))
+
+
+@linear_scan_op.register_fake
+def _(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
+    final = tokens.new_empty(_state_shape(tokens, dim, cu_seqlens) if need_final else [0])
+    return torch.empty_like(tokens), final
+
+
+@torch.library.custom_op("flashmarkov::linear_scan_bwd", mutates_args=())
+def linear_scan_bwd_op(
+    gates: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    initial_state: Tensor | None,
+    dfinal: Tensor | None,
+    cu_seqlens: Tensor | None,
+    dim: int,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(d gates, d tokens, d initial_state); the last is empty without an initial state."""
+    dgates, dtokens = torch.empty_like(gates), torch.empty_like(y)
+    if _runtime.backend_for(y.device) == "reference":
+        dg, dx, dh0 = reference.linear_scan_bwd_ref(
+            gates, y, dy, dim=dim, reverse=reverse, initial_state=initial_state, dfinal=dfinal,
+            cu_seqlens=cu_seqlens,
+        )
+        dgates.copy_(dg)
+        dtokens.copy_(dx)
+        return dgates, dtokens, (dh0.contiguous() if dh0 is not None else y.new_empty(0))
+    dh0 = None
+    if initial_state is not None:
+        dh0 = torch.empty_like(initial_state, memory_format=torch.contiguous_format)
+        if cu_seqlens is not None:  # empty sequences pass the final state's gradient through
+            dh0.copy_(dfinal) if dfinal is not None else dh0.zero_()
+    _triton_pass(
+        gates, dy, dtokens, dim, reverse, initial_state=initial_state, state_out=dh0,
+        cu_seqlens=cu_seqlens, y=y, dgates=dgates, dfinal=dfinal,
+    )
+    return dgates, dtokens, (dh0 if dh0 is not None else y.new_empty(0))
+
+
+@linear_scan_bwd_op.register_fake
+def _(gates, y, dy, initial_state, dfinal, cu_seqlens, dim, reverse):
+    dh0 = y.new_empty(0) if initial_state is None else torch.empty_like(initial_state, memory_format=torch.contiguous_format)
+    return torch.empty_like(gates), torch.empty_like(y), dh0
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    gates, _, initial_state, cu_seqlens, dim, reverse, need_final = inputs
+    ctx.save_for_backward(gates, output[0], initial_state, cu_seqlens)
+    ctx.dim, ctx.reverse, ctx.need_final = dim, reverse, need_final
+
+
+def _backward(ctx, dy: Tensor | None, dfinal: Tensor | None):
+    gates, y, initial_state, cu_seqlens = ctx.saved_tensors
+    if dy is None:
+        dy = torch.zeros_like(y)
+    if not ctx.need_final:
+        dfinal = None
+    dg, dx, dh0 = linear_scan_bwd_op(gates, y, dy, initial_state, dfinal, cu_seqlens, ctx.dim, ctx.reverse)
+    return dg, dx, (dh0 if initial_state is not None else None), None, None, None, None
+
+
+linear_scan_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("flashmarkov::linear_scan_out", mutates_args=("out",))
+def linear_scan_out_op(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
+    """Forward scan written into ``out`` (no autograd)."""
+    if _runtime.backend_for(tokens.device) == "reference":
+        out.copy_(reference.linear_scan_ref(gates, tokens, dim=dim, reverse=reverse))
+        return
+    _triton_pass(gates, tokens, out, dim, reverse, initial_state=None, state_out=None, cu_seqlens=None)
+
+
+@linear_scan_out_op.register_fake
+def _(gates, tokens, out, dim, reverse):
+    return None

@@ -1,0 +1,200 @@
+"""flashmarkov.scan on CPU: the Triton kernels through the interpreter, the public API on the
+reference path (gradcheck in float64, torch.compile, opcheck), and bad input."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import flashmarkov
+from flashmarkov.scan import kernels, linear_scan, linear_scan_bwd_ref, linear_scan_ref, pscan, scan_forward
+from flashmarkov.scan.op import linear_scan_op
+
+from ..conftest import INTERPRETED_DTYPES, assert_close
+from .helpers import check_scan, make_gates
+
+LAYOUTS = {"bdt": lambda T: ((2, 3, T), -1), "btd": lambda T: ((2, T, 3), 1)}
+SMALL_TILES = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1, window=2)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles of 8 steps x 2 channels and a look-back window of 2: long chains at small T."""
+    monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: SMALL_TILES)
+
+
+@pytest.mark.parametrize("dtype", INTERPRETED_DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("T", [1, 2, 31, 100, 1000, 4097])
+def test_kernels_lengths(T, layout, dtype, triton_backend, nan_alloc):
+    shape, dim = LAYOUTS[layout](T)
+    check_scan(shape, dim, dtype, triton_backend, with_initial=True, with_final=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("offsets", [None, [0, 37], [0, 9, 9, 30, 37], [0, 1, 36, 37], [0, 0, 16, 37, 37]])
+@pytest.mark.parametrize("reverse,with_initial,with_final", list(itertools.product([False, True], repeat=3)))
+def test_kernels_features(reverse, with_initial, with_final, offsets, layout, triton_backend, nan_alloc, small_tiles):
+    shape, dim = LAYOUTS[layout](37)
+    check_scan(
+        shape, dim, torch.float32, triton_backend,
+        reverse=reverse, with_initial=with_initial, with_final=with_final, offsets=offsets,
+    )
+
+
+@pytest.mark.parametrize("shape,dim", [((5, 3, 2, 19), 2), ((19,), 0), ((2, 19, 1), 1), ((1, 1, 19), -1)])
+def test_kernels_any_rank(shape, dim, triton_backend, nan_alloc, small_tiles):
+    check_scan(shape, dim, torch.float64, triton_backend, reverse=True, with_initial=True, with_final=True)
+
+
+@pytest.mark.parametrize("which", ["gates", "tokens", "dy"])
+def test_kernels_strides(which, triton_backend, nan_alloc):
+    """A transposed (B, T, D) view scans through the time-contiguous path; mismatched strides
+    between inputs are brought together; results match the reference."""
+    g = make_gates((2, 3, 50), torch.float32, triton_backend, allow_growth=True)
+    x = torch.randn(2, 3, 50, device=triton_backend)
+    if which == "gates":
+        g = g.mT.contiguous().mT
+    elif which == "tokens":
+        x = x.mT.contiguous().mT
+    gi, xi = g.clone().requires_grad_(), x.clone().requires_grad_()
+    y = linear_scan(gi.mT, xi.mT, dim=1)
+    dy = torch.randn_like(y)
+    if which == "dy":
+        dy = dy.contiguous()
+    y.backward(dy)
+    y_ref = linear_scan_ref(g.double().mT, x.double().mT, dim=1)
+    assert_close(y, y_ref, torch.float32, "y")
+    dg_ref, dx_ref, _ = linear_scan_bwd_ref(g.double().mT, y_ref, dy.double(), dim=1)
+    assert_close(gi.grad.mT, dg_ref, torch.float32, "d gates")
+    assert_close(xi.grad.mT, dx_ref, torch.float32, "d tokens")
+
+
+def test_scan_forward_out_and_reverse(triton_backend, nan_alloc):
+    g = make_gates((3, 4, 70), torch.float32, triton_backend, allow_growth=True)
+    x = torch.randn(3, 4, 70, device=triton_backend)
+    out = torch.full_like(x, float("nan"))
+    result = scan_forward(g, x, reverse=True, out=out)
+    assert result is out
+    assert_close(out, linear_scan_ref(g.double(), x.double(), reverse=True), torch.float32, "scan_forward out")
+    assert_close(scan_forward(g, x), linear_scan_ref(g.double(), x.double()), torch.float32, "scan_forward")
+
+
+def test_pscan_matches_reference_and_differentiates():
+    g = make_gates((2, 4, 33), torch.float64, "cpu", allow_growth=True).requires_grad_()
+    x = torch.randn(2, 4, 33, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pscan, (g, x))
+    torch.testing.assert_close(pscan(g, x), linear_scan_ref(g.detach(), x.detach()))
+
+
+@pytest.mark.parametrize(
+    "dim,reverse,offsets",
+    [(-1, False, None), (1, True, None), (-1, False, [0, 4, 4, 13]), (1, True, [0, 0, 13])],
+)
+def test_gradcheck_float64(dim, reverse, offsets):
+    shape = (2, 3, 13) if dim == -1 else (2, 13, 3)
+    cu = None if offsets is None else torch.tensor(offsets, dtype=torch.int32)
+    other = (2, 3)
+    s_shape = other if offsets is None else (len(offsets) - 1, *other)
+    g = make_gates(shape, torch.float64, "cpu", allow_growth=True).requires_grad_()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(s_shape, dtype=torch.float64, requires_grad=True)
+
+    def f(g, x, h0):
+        return linear_scan(g, x, dim=dim, reverse=reverse, initial_state=h0, return_final_state=True, cu_seqlens=cu)
+
+    assert torch.autograd.gradcheck(f, (g, x, h0))
+
+
+def test_torch_compile_fullgraph():
+    def model(g, x, h0):
+        y, final = linear_scan(g.sigmoid(), x, dim=1, initial_state=h0, return_final_state=True)
+        return (y * y).sum() + final.sum()
+
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    g = torch.randn(2, 21, 3, requires_grad=True)
+    x = torch.randn(2, 21, 3, requires_grad=True)
+    h0 = torch.randn(2, 3, requires_grad=True)
+    out = compiled(g, x, h0)
+    out.backward()
+    grads = [t.grad.clone() for t in (g, x, h0)]
+    for t in (g, x, h0):
+        t.grad = None
+    expected = model(g, x, h0)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    for got, t in zip(grads, (g, x, h0)):
+        torch.testing.assert_close(got, t.grad)
+
+
+@pytest.mark.parametrize("need_final,offsets", [(True, None), (False, None), (True, [0, 2, 2, 9])])
+def test_opcheck(need_final, offsets):
+    g = make_gates((2, 9, 3), torch.float32, "cpu", allow_growth=True).requires_grad_()
+    x = torch.randn(2, 9, 3, requires_grad=True)
+    cu = None if offsets is None else torch.tensor(offsets, dtype=torch.int32)
+    h0 = torch.randn((2, 3) if cu is None else (3, 2, 3), requires_grad=True)
+    torch.library.opcheck(linear_scan_op, (g, x, h0, cu, 1, False, need_final))
+
+
+def test_package_exports():
+    assert flashmarkov.linear_scan is linear_scan
+    assert flashmarkov.pscan is pscan and flashmarkov.scan_forward is scan_forward
+
+
+# ---- bad input: a clear error naming the argument, before any launch ----
+
+G = torch.rand(2, 3, 8)
+X = torch.randn(2, 3, 8)
+CU = torch.tensor([0, 3, 8], dtype=torch.int32)
+
+BAD = [
+    (dict(gates=[1.0]), TypeError, "gates must be a torch.Tensor"),
+    (dict(gates=G.long()), TypeError, "gates has dtype torch.int64"),
+    (dict(tokens=X.to(torch.int32)), TypeError, "tokens has dtype torch.int32"),
+    (dict(tokens=X.double()), TypeError, "tokens has dtype torch.float64 but gates has torch.float32"),
+    (dict(tokens=X[..., :5]), ValueError, "tokens has shape"),
+    (dict(gates=torch.tensor(1.0), tokens=torch.tensor(1.0)), ValueError, "gates must have at least 1"),
+    (dict(dim=3), ValueError, "dim=3 is out of range"),
+    (dict(dim=1.0), TypeError, "dim must be an int"),
+    (dict(gates=G[..., :0], tokens=X[..., :0]), ValueError, "T = 0"),
+    (dict(reverse=1), TypeError, "reverse must be a bool"),
+    (dict(initial_state=torch.randn(2, 4)), ValueError, "initial_state has shape"),
+    (dict(initial_state=torch.randn(2, 3).double()), TypeError, "initial_state has dtype"),
+    (dict(initial_state=[0.0]), TypeError, "initial_state must be a torch.Tensor"),
+    (dict(cu_seqlens=CU.long()), TypeError, "cu_seqlens has dtype torch.int64"),
+    (dict(cu_seqlens=torch.tensor([0, 8], dtype=torch.int32).reshape(1, 2)), ValueError, "cu_seqlens must be 1-D"),
+    (dict(cu_seqlens=torch.tensor([1, 8], dtype=torch.int32)), ValueError, "must start at 0 and end at 8"),
+    (dict(cu_seqlens=torch.tensor([0, 7], dtype=torch.int32)), ValueError, "must start at 0 and end at 8"),
+    (dict(cu_seqlens=torch.tensor([0, 5, 3, 8], dtype=torch.int32)), ValueError, "non-decreasing"),
+    (dict(cu_seqlens=CU, initial_state=torch.randn(2, 3)), ValueError, r"expected \(2, 2, 3\)"),
+    (dict(return_final_state="yes"), TypeError, "return_final_state must be a bool"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,match", BAD)
+def test_bad_input(kwargs, error, match):
+    args = dict(gates=G, tokens=X)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        linear_scan(**args)
+
+
+def test_bad_device():
+    meta = torch.empty(2, 3, 8, device="meta")
+    with pytest.raises(ValueError, match="tokens is on meta but gates is on cpu"):
+        linear_scan(G, meta)
+
+
+@pytest.mark.parametrize(
+    "out,error,match",
+    [
+        (torch.empty(2, 3, 7), ValueError, "out has shape"),
+        (torch.empty(2, 3, 8, dtype=torch.float64), TypeError, "out has dtype"),
+        ("out", TypeError, "out must be a torch.Tensor"),
+    ],
+)
+def test_scan_forward_bad_out(out, error, match):
+    with pytest.raises(error, match=match):
+        scan_forward(G, X, out=out)
