@@ -13,9 +13,9 @@ status=0
 for step in $steps; do
   echo "=== $step"
   case $step in
-    tests) timeout 420 python3 -m pytest tests -m gpu -q -x -p no:cacheprovider --durations=5 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
+    tests) timeout ${TEST_TIMEOUT:-400} python3 -m pytest tests -m gpu -q --maxfail=5 -p no:cacheprovider --durations=5 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
            status=$((status | ${PIPESTATUS[0]})) ;;
-    tune)  timeout 400 python3 benchmarks/scan_tune.py --out "$OUT" 2>&1 | tee "$OUT/tune.log"
+    tune)  timeout ${TUNE_TIMEOUT:-400} python3 benchmarks/scan_tune.py --out "$OUT" 2>&1 | tee "$OUT/tune.log"
            status=$((status | ${PIPESTATUS[0]})) ;;
     peers) if [ -d .whl ]; then bash .whl/install.sh 2>&1 | tail -5; fi ;;
     bench) export PYTHONPATH="$PYTHONPATH:/tmp/site"
