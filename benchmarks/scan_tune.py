@@ -19,13 +19,13 @@ CASES = [  # (B, D, T)
     (16, 2048, 2048),
     (1, 64, 2**20),
 ]
-TIME_CONTIG = {
-    4: [(4096, 1, 8), (2048, 1, 4), (2048, 2, 8), (1024, 4, 8), (8192, 1, 8), (4096, 1, 4), (1024, 1, 2)],
-    2: [(8192, 1, 8), (4096, 1, 4), (4096, 2, 8), (2048, 2, 4), (8192, 1, 16), (16384, 1, 16), (2048, 1, 2)],
+TIME_CONTIG = {  # (BLOCK_T, BLOCK_Q, num_warps)
+    4: [(2048, 1, 4), (4096, 1, 4), (4096, 1, 8), (2048, 1, 8), (1024, 1, 2), (1024, 2, 4), (8192, 1, 8)],
+    2: [(2048, 1, 4), (2048, 1, 2), (1024, 1, 2), (4096, 1, 8), (1024, 1, 4), (4096, 1, 4), (2048, 2, 8)],
 }
 CHANNEL_CONTIG = {
-    4: [(32, 128, 8), (16, 128, 4), (64, 64, 8), (32, 64, 4), (16, 256, 8), (8, 128, 2), (64, 128, 8)],
-    2: [(32, 256, 8), (16, 256, 4), (64, 128, 8), (32, 128, 4), (16, 128, 2), (64, 256, 16), (128, 64, 8)],
+    4: [(32, 64, 4), (64, 32, 4), (128, 16, 4), (256, 8, 4), (64, 64, 8), (128, 32, 8), (16, 64, 2), (32, 32, 2)],
+    2: [(16, 128, 4), (32, 64, 4), (64, 32, 4), (128, 16, 4), (32, 128, 8), (64, 64, 8), (16, 64, 2)],
 }
 
 
@@ -57,7 +57,7 @@ def main() -> None:
         floor_ms = x.numel() * itemsize / bw * 1e3
         table = (TIME_CONTIG if view.s_t == 1 else CHANNEL_CONTIG)[itemsize]
         default = kernels.pick_config(view.T, view.Q, itemsize, view.s_t == 1)
-        configs = [default] + [kernels.ScanConfig(*c) for c in table if kernels.ScanConfig(*c) != default]
+        configs = [default] + [c for c in (kernels.ScanConfig(*t, kernels.window_for(t[1])) for t in table) if c != default]
         if args.quick:
             configs = configs[:2]
         for cfg in configs:
@@ -66,17 +66,20 @@ def main() -> None:
             fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, config=cfg)
             bwd = lambda: kernels.scan_launch(g, dy, dx, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, y=y, dgates=dg, config=cfg)
             try:
-                t_f = triton.testing.do_bench(fwd, return_mode="median")
-                t_b = triton.testing.do_bench(bwd, return_mode="median")
+                k_f, k_b = fwd(), bwd()
+                t_f = triton.testing.do_bench(fwd, warmup=10, rep=50, return_mode="median")
+                t_b = triton.testing.do_bench(bwd, warmup=10, rep=50, return_mode="median")
             except Exception as e:  # a config that does not compile is reported, not fatal
                 print("FAILED", shape, dtype, cfg, repr(e)[:200])
                 continue
-            rec = dict(shape=list(shape), layout=layout, dtype=str(dtype), config=[cfg.block_t, cfg.block_q, cfg.num_warps],
+            rec = dict(shape=list(shape), layout=layout, dtype=str(dtype), config=[cfg.block_t, cfg.block_q, cfg.num_warps, cfg.window],
                        default=cfg == default, fwd_ms=t_f, bwd_ms=t_b,
-                       fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b))
+                       fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b),
+                       regs=[k_f.n_regs, k_b.n_regs], spills=[k_f.n_spills, k_b.n_spills])
             rows.append(rec)
             print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} {str(rec['config']):18s} {'*' if rec['default'] else ' '} "
-                  f"fwd {t_f:7.4f} ms {rec['fwd_frac']:.3f}   bwd {t_b:7.4f} ms {rec['bwd_frac']:.3f}   f+b {rec['fwdbwd_frac']:.3f}", flush=True)
+                  f"fwd {t_f:7.4f} ms {rec['fwd_frac']:.3f}   bwd {t_b:7.4f} ms {rec['bwd_frac']:.3f}   f+b {rec['fwdbwd_frac']:.3f}"
+                  f"  regs {rec['regs']} spills {rec['spills']}", flush=True)
     with open(os.path.join(args.out, "scan_tune.json"), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), copy_Bps=bw, rows=rows), f, indent=1)
     print("\nbest per case (fwd / bwd):")

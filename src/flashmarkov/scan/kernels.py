@@ -40,67 +40,73 @@ def _combine(a1, b1, a2, b2):
 
 
 @triton.jit
-def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOCK_Q: tl.constexpr):
-    """Publish a tile's record: STATUS 1 = aggregate (A, B), STATUS 2 = inclusive prefix B.
+def _store_record(p_ws, i_field, i_tile, n_tiles, b_v, STATUS: tl.constexpr, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Publish field ``i_field`` (0 aggregate A, 1 aggregate B, 2 inclusive prefix) of a tile.
 
-    p_flag: int32 [n_tiles]; p_ws: [3, n_tiles, BLOCK_Q] (aggregate A, aggregate B, inclusive B).
-    The data stores are made visible before the flag: CTA barrier, then a release exchange.
+    p_ws: int64 words [3 * HALVES, n_tiles, BLOCK_Q], zeroed before the launch. Each word holds
+    32 bits of a value below STATUS, so a reader validates every word on its own: no fences, no
+    flags to order against data. A float64 value takes two words (HALVES = 2), float32 one.
     """
     o_bq = tl.arange(0, BLOCK_Q)
-    p_rec = p_ws + i_tile * BLOCK_Q + o_bq
-    if STATUS == 1:
-        tl.store(p_rec, b_a)
-        tl.store(p_rec + n_tiles * BLOCK_Q, b_b)
+    if ACC == tl.float64:
+        bits = b_v.to(tl.int64, bitcast=True)
+        p_w = p_ws + ((2 * i_field) * n_tiles + i_tile) * BLOCK_Q + o_bq
+        tl.store(p_w, (STATUS << 32) | ((bits >> 32) & 0xFFFFFFFF))
+        tl.store(p_w + n_tiles * BLOCK_Q, (STATUS << 32) | (bits & 0xFFFFFFFF))
     else:
-        tl.store(p_rec + 2 * n_tiles * BLOCK_Q, b_b)
-    tl.debug_barrier()
-    tl.atomic_xchg(p_flag + i_tile, STATUS, sem="release", scope="gpu")
+        bits = b_v.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF
+        tl.store(p_ws + (i_field * n_tiles + i_tile) * BLOCK_Q + o_bq, (STATUS << 32) | bits)
 
 
 @triton.jit
-def _lookback(
-    p_flag, p_ws, i_chain, i_lseg, n_chains, n_tiles,
-    ACC: tl.constexpr, BLOCK_Q: tl.constexpr, WINDOW: tl.constexpr,
-):
-    """The state entering logical segment ``i_lseg`` of chain ``i_chain``: [BLOCK_Q] in ACC.
+def _load_record(p_ws, i_field, tile_w, n_tiles, mask, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Field ``i_field`` of tiles ``tile_w`` [W]: values [W, BLOCK_Q] and their status (0 while
+    unpublished)."""
+    o_w = tile_w[:, None] * BLOCK_Q + tl.arange(0, BLOCK_Q)[None, :]
+    if ACC == tl.float64:
+        p_w = p_ws + (2 * i_field) * n_tiles * BLOCK_Q + o_w
+        w_hi = tl.load(p_w, mask=mask, other=0, volatile=True)
+        w_lo = tl.load(p_w + n_tiles * BLOCK_Q, mask=mask, other=0, volatile=True)
+        status = tl.minimum(w_hi >> 32, w_lo >> 32)
+        b_v = (((w_hi & 0xFFFFFFFF) << 32) | (w_lo & 0xFFFFFFFF)).to(tl.float64, bitcast=True)
+    else:
+        w = tl.load(p_ws + i_field * n_tiles * BLOCK_Q + o_w, mask=mask, other=0, volatile=True)
+        status = w >> 32
+        b_v = (w & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
+    return b_v, status
 
-    Walks back WINDOW predecessors at a time, composing aggregates until an inclusive prefix.
-    An inclusive record enters as the constant map (A=0, B=prefix), so the composed map's B is
-    the answer once one is met; a zero flag (not yet published) ends the usable run, and the walk
-    waits there.
+
+@triton.jit
+def _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC: tl.constexpr, BLOCK_Q: tl.constexpr, WINDOW: tl.constexpr):
+    """Read predecessors j, j-1, ..., j-WINDOW+1 of chain ``i_chain`` (newest first) and compose
+    the run usable now: returns the affine map (w_a, w_b) [BLOCK_Q] from the state before the
+    run to the state after tile j, the run's length, and whether it ended at an inclusive prefix
+    (which enters as the constant map A=0, B=prefix, so then w_b is the state after tile j).
     """
     o_w = tl.arange(0, WINDOW)
-    o_bq = tl.arange(0, BLOCK_Q)
-    c_a = tl.full([BLOCK_Q], 1.0, ACC)
-    c_b = tl.zeros([BLOCK_Q], ACC)
-    j = i_lseg - 1
-    while j >= 0:
-        # [WINDOW] predecessors j, j-1, ..., newest first
-        seg_w = j - o_w
-        m_w = seg_w >= 0
-        tile_w = tl.maximum(seg_w, 0) * n_chains + i_chain
-        f = tl.atomic_add(p_flag + tile_w, 0, mask=m_w, sem="acquire", scope="gpu")
-        f = tl.where(m_w, f, 2)
-        tl.debug_barrier()
-        n_zero = tl.min(tl.where(f == 0, o_w, WINDOW), axis=0)
-        n_inc = tl.min(tl.where(f == 2, o_w, WINDOW), axis=0)
-        n_use = tl.minimum(n_zero, n_inc + 1)
-        m_agg = (o_w < n_use) & (f == 1)
-        m_inc = (o_w < n_use) & (f == 2)
-        # [WINDOW, BLOCK_Q] records; unused entries are the identity map (1, 0)
-        p_rec = p_ws + tile_w[:, None] * BLOCK_Q + o_bq[None, :]
-        b_a = tl.load(p_rec, mask=m_agg[:, None], other=1.0, cache_modifier=".cg")
-        b_a = tl.where(m_inc[:, None], 0.0, b_a)
-        b_b = tl.load(p_rec + n_tiles * BLOCK_Q, mask=m_agg[:, None], other=0.0, cache_modifier=".cg")
-        b_b += tl.load(p_rec + 2 * n_tiles * BLOCK_Q, mask=m_inc[:, None], other=0.0, cache_modifier=".cg")
-        # oldest applied first: a reverse scan leaves the whole composition at entry 0
-        s_a, s_b = tl.associative_scan((b_a, b_b), 0, _combine, reverse=True)
-        w_a = tl.sum(tl.where(o_w[:, None] == 0, s_a, 0.0), axis=0)
-        w_b = tl.sum(tl.where(o_w[:, None] == 0, s_b, 0.0), axis=0)
-        c_b = c_a * w_b + c_b
-        c_a = c_a * w_a
-        j = tl.where(n_inc < n_zero, -1, j - n_use)
-    return c_b
+    seg_w = j - o_w
+    m_w = seg_w >= 0
+    tile_w = tl.maximum(seg_w, 0) * n_chains + i_chain
+    m = m_w[:, None]
+    b_inc, s_inc = _load_record(p_ws, 2, tile_w, n_tiles, m, ACC, BLOCK_Q)
+    b_agg_a, s_a = _load_record(p_ws, 0, tile_w, n_tiles, m, ACC, BLOCK_Q)
+    b_agg_b, s_b = _load_record(p_ws, 1, tile_w, n_tiles, m, ACC, BLOCK_Q)
+    # [WINDOW] status of each predecessor, once every channel of it is published
+    status = tl.where(s_inc == 2, 2, tl.where(tl.minimum(s_a, s_b) == 1, 1, 0))
+    status = tl.where(m_w, tl.min(status, axis=1), 2)
+    n_zero = tl.min(tl.where(status == 0, o_w, WINDOW), axis=0)
+    n_inc = tl.min(tl.where(status == 2, o_w, WINDOW), axis=0)
+    n_use = tl.minimum(n_zero, n_inc + 1)
+    m_agg = ((o_w < n_use) & (status == 1))[:, None]
+    m_inc = ((o_w < n_use) & (status == 2))[:, None]
+    # [WINDOW, BLOCK_Q] maps, identity (1, 0) outside the run; oldest applied first, so a
+    # reverse scan leaves the whole composition at entry 0
+    b_a = tl.where(m_agg, b_agg_a, tl.where(m_inc, 0.0, 1.0))
+    b_b = tl.where(m_agg, b_agg_b, tl.where(m_inc, b_inc, 0.0))
+    s_a, s_b = tl.associative_scan((b_a, b_b), 0, _combine, reverse=True)
+    w_a = tl.sum(tl.where(o_w[:, None] == 0, s_a, 0.0), axis=0)
+    w_b = tl.sum(tl.where(o_w[:, None] == 0, s_b, 0.0), axis=0)
+    return w_a, w_b, n_use, n_inc < n_zero
 
 
 @triton.jit
@@ -114,8 +120,7 @@ def _linear_scan_kernel(
     p_hin,  # backward: d final state, contiguous (N_SEQ, P, Q) (None without)
     p_hout,  # out: final state (forward) or d initial state (backward), contiguous (N_SEQ, P, Q)
     p_cu,  # int32 [N_SEQ + 1] sequence offsets along T (VARLEN), else None
-    p_flag,  # int32 [n_tiles], zeroed look-back flags (LOOKBACK), else None
-    p_ws,  # ACC [3, n_tiles, BLOCK_Q] look-back records (LOOKBACK), else None
+    p_ws,  # int64 [3 * HALVES, n_tiles, BLOCK_Q] zeroed look-back records (LOOKBACK), else None
     T, P, Q,  # view sizes
     s_p, s_t, s_q,  # element strides of the view
     n_qblk,  # cdiv(Q, BLOCK_Q)
@@ -210,6 +215,18 @@ def _linear_scan_kernel(
         else:
             b_c0 = tl.zeros([BLOCK_Q], ACC)
 
+    if LOOKBACK:
+        # (c_a, c_b) maps the state after predecessor j to the state entering this tile; a first
+        # read of the predecessors' records overlaps this tile's loads (done when j < 0)
+        c_a = tl.full([BLOCK_Q], 1.0, ACC)
+        c_b = tl.zeros([BLOCK_Q], ACC)
+        j = i_lseg - 1
+        if i_lseg > 0:
+            w_a, w_b, n_use, done = _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
+            c_b = c_a * w_b + c_b
+            c_a = c_a * w_a
+            j = tl.where(done, -1, j - n_use)
+
     # [BLOCK_T, BLOCK_Q] scan of the tile from a zero state: b_y(h) = b_a * h + b_b
     b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine, reverse=SCAN_REV)
 
@@ -222,9 +239,17 @@ def _linear_scan_kernel(
         if i_lseg == 0:
             b_carry = b_c0
         else:
-            _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
-            b_carry = _lookback(p_flag, p_ws, i_chain, i_lseg, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
-        _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
+            if j >= 0:
+                # not resolved by the first read: let successors skip this tile, then wait
+                _store_record(p_ws, 0, i_tile, n_tiles, b_agg_a, 1, ACC, BLOCK_Q)
+                _store_record(p_ws, 1, i_tile, n_tiles, b_agg_b, 1, ACC, BLOCK_Q)
+                while j >= 0:
+                    w_a, w_b, n_use, done = _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
+                    c_b = c_a * w_b + c_b
+                    c_a = c_a * w_a
+                    j = tl.where(done, -1, j - n_use)
+            b_carry = c_b
+        _store_record(p_ws, 2, i_tile, n_tiles, b_agg_a * b_carry + b_agg_b, 2, ACC, BLOCK_Q)
     else:
         b_carry = b_c0
     b_y = b_b + b_a * b_carry[None, :]
@@ -272,18 +297,23 @@ def _pow2_at_least(n: int) -> int:
 
 
 def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool) -> ScanConfig:
-    """Tiles of ~16 KiB per stream (bounded by the problem), 16-byte vectors along the contiguous
-    axis, and 16 elements per thread and stream."""
-    tile = 16384 // itemsize
+    """Tiles of 2048 elements (1024 in float64) at 16 per thread, 256-byte rows when channels
+    are contiguous, and a look-back window of about 512 words per read."""
+    tile = 1024 if itemsize == 8 else 2048
     if time_contiguous:
         block_t = min(_pow2_at_least(T), tile)
         block_q = min(_pow2_at_least(Q), max(1, tile // block_t))
     else:
-        block_q = min(_pow2_at_least(Q), 512 // itemsize)
+        block_q = min(_pow2_at_least(Q), 256 // itemsize)
         block_t = min(_pow2_at_least(T), max(1, tile // block_q))
     block_t = max(block_t, 2)
     num_warps = max(1, min(8, block_t * block_q // 512))
-    return ScanConfig(block_t, block_q, num_warps)
+    return ScanConfig(block_t, block_q, num_warps, window_for(block_q))
+
+
+def window_for(block_q: int) -> int:
+    """Predecessors per look-back read: up to 32, fewer for wide tiles (about 512 words a read)."""
+    return max(2, min(32, 512 // block_q))
 
 
 @dataclass(frozen=True)
@@ -330,10 +360,11 @@ def scan_launch(
     dgates: Tensor | None = None,
     dfinal: Tensor | None = None,
     config: ScanConfig | None = None,
-) -> None:
+) -> triton.compiler.CompiledKernel:
     """Launch one forward (``y is None``) or backward pass. All data tensors share ``view``'s
     strides; states are contiguous (N, *other) or (*other). Backward: ``tokens`` is dy, ``out``
-    receives dx, ``dgates`` dg, ``state_out`` d initial_state; ``y`` is the forward output."""
+    receives dx, ``dgates`` dg, ``state_out`` d initial_state; ``y`` is the forward output.
+    Returns the compiled kernel (registers and spills are on it)."""
     backward = y is not None
     v = view
     cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1)
@@ -343,11 +374,11 @@ def scan_launch(
     n_tiles = v.P * n_qblk * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
     lookback = n_seg > 1
-    flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
-    records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
-    _linear_scan_kernel[(n_tiles,)](
+    halves = 2 if acc == torch.float64 else 1
+    records = torch.zeros(3 * halves, n_tiles, cfg.block_q, dtype=torch.int64, device=tokens.device) if lookback else None
+    return _linear_scan_kernel[(n_tiles,)](
         gates, tokens, out, y, dgates,
-        initial_state, dfinal, state_out, cu_seqlens, flags, records,
+        initial_state, dfinal, state_out, cu_seqlens, records,
         v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq,
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
         BLOCK_T=cfg.block_t,
