@@ -17,7 +17,7 @@ from .helpers import check_scan, make_gates
 
 LAYOUTS = {"bdt": lambda T: ((2, 3, T), -1), "btd": lambda T: ((2, T, 3), 1)}
 SMALL_TILES = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1, window=2)
-SMALL_TILES_WIDE_WINDOW = kernels.ScanConfig(block_t=4, block_q=2, num_warps=1, window=8)
+
 
 
 @pytest.fixture

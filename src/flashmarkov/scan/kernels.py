@@ -40,12 +40,52 @@ def _combine(a1, b1, a2, b2):
 
 
 @triton.jit
-def _store_record(p_ws, i_field, i_tile, n_tiles, b_v, STATUS: tl.constexpr, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
-    """Publish field ``i_field`` (0 aggregate A, 1 aggregate B, 2 inclusive prefix) of a tile.
+def _shift_next(x, e, V: tl.constexpr):
+    """[R, V, BQ] -> s[:, v] = x[:, v+1], with s[:, V-1] = e[:, 0] (e: [R, 1, BQ]).
 
-    p_ws: int64 words [3 * HALVES, n_tiles, BLOCK_Q], zeroed before the launch. Each word holds
-    32 bits of a value below STATUS, so a reader validates every word on its own: no fences, no
-    flags to order against data. A float64 value takes two words (HALVES = 2), float32 one.
+    Register moves only: the V steps of a row sit in one thread (one 16-byte vector)."""
+    if V == 1:
+        return e
+    else:
+        ev, od = tl.split(tl.reshape(x, [x.shape[0], V // 2, 2, x.shape[2]]).permute(0, 1, 3, 2))
+        return tl.reshape(tl.join(od, _shift_next(ev, e, V // 2)).permute(0, 1, 3, 2), [x.shape[0], V, x.shape[2]])
+
+
+@triton.jit
+def _shift_prev(x, e, V: tl.constexpr):
+    """[R, V, BQ] -> s[:, v] = x[:, v-1], with s[:, 0] = e[:, 0] (e: [R, 1, BQ])."""
+    if V == 1:
+        return e
+    else:
+        ev, od = tl.split(tl.reshape(x, [x.shape[0], V // 2, 2, x.shape[2]]).permute(0, 1, 3, 2))
+        return tl.reshape(tl.join(_shift_prev(od, e, V // 2), ev).permute(0, 1, 3, 2), [x.shape[0], V, x.shape[2]])
+
+
+@triton.jit
+def _to_scan_order(x, FLIP: tl.constexpr, BLOCK_T: tl.constexpr):
+    """[R, V, BQ] in memory order (rows already in scan order) -> [BLOCK_T, BQ] in scan order."""
+    if FLIP:
+        x = tl.flip(x, 1)
+    return tl.reshape(x, [BLOCK_T, x.shape[2]])
+
+
+@triton.jit
+def _from_scan_order(x, FLIP: tl.constexpr, R: tl.constexpr, V: tl.constexpr):
+    """Inverse of ``_to_scan_order``: [BLOCK_T, BQ] -> [R, V, BQ]."""
+    x = tl.reshape(x, [R, V, x.shape[1]])
+    if FLIP:
+        x = tl.flip(x, 1)
+    return x
+
+
+@triton.jit
+def _store_record(p_ws, i_field, i_tile, n_tiles, b_v, STATUS: tl.constexpr, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Publish field ``i_field`` of a tile: 0 = aggregate A, 1 = aggregate B or inclusive prefix.
+
+    p_ws: int64 words [2 * HALVES, n_tiles, BLOCK_Q], zeroed before the launch. Each word holds
+    32 bits of a value below its STATUS (1 aggregate, 2 inclusive), so readers validate every
+    word on its own: no fences, no flags to order against data. A float64 value takes two words
+    (HALVES = 2), float32 one. Field 1 goes from aggregate to inclusive in one word store.
     """
     o_bq = tl.arange(0, BLOCK_Q)
     if ACC == tl.float64:
@@ -60,9 +100,9 @@ def _store_record(p_ws, i_field, i_tile, n_tiles, b_v, STATUS: tl.constexpr, ACC
 
 @triton.jit
 def _load_record(p_ws, i_field, tile_w, n_tiles, mask, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
-    """Field ``i_field`` of tiles ``tile_w`` [W]: values [W, BLOCK_Q] and their status (0 while
-    unpublished)."""
-    o_w = tile_w[:, None] * BLOCK_Q + tl.arange(0, BLOCK_Q)[None, :]
+    """Field ``i_field`` of tiles ``tile_w`` ([W, 1] or scalar): values [W, BLOCK_Q] and their
+    status (0 while unpublished)."""
+    o_w = tile_w * BLOCK_Q + tl.arange(0, BLOCK_Q)
     if ACC == tl.float64:
         p_w = p_ws + (2 * i_field) * n_tiles * BLOCK_Q + o_w
         w_hi = tl.load(p_w, mask=mask, other=0, volatile=True)
@@ -78,35 +118,44 @@ def _load_record(p_ws, i_field, tile_w, n_tiles, mask, ACC: tl.constexpr, BLOCK_
 
 @triton.jit
 def _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC: tl.constexpr, BLOCK_Q: tl.constexpr, WINDOW: tl.constexpr):
-    """Read predecessors j, j-1, ..., j-WINDOW+1 of chain ``i_chain`` (newest first) and compose
-    the run usable now: returns the affine map (w_a, w_b) [BLOCK_Q] from the state before the
-    run to the state after tile j, the run's length, and whether it ended at an inclusive prefix
-    (which enters as the constant map A=0, B=prefix, so then w_b is the state after tile j).
-    """
+    """Read predecessors j-WINDOW+1 .. j of chain ``i_chain`` and compose the newest run usable
+    now. Returns the affine map (w_a, w_b) [BLOCK_Q] from the state before the run to the state
+    after tile j, the run's length, and whether it starts at an inclusive prefix (which enters as
+    the constant map A=0, B=prefix, so then w_b is the state after tile j)."""
     o_w = tl.arange(0, WINDOW)
-    seg_w = j - o_w
-    m_w = seg_w >= 0
-    tile_w = tl.maximum(seg_w, 0) * n_chains + i_chain
-    m = m_w[:, None]
-    b_inc, s_inc = _load_record(p_ws, 2, tile_w, n_tiles, m, ACC, BLOCK_Q)
-    b_agg_a, s_a = _load_record(p_ws, 0, tile_w, n_tiles, m, ACC, BLOCK_Q)
-    b_agg_b, s_b = _load_record(p_ws, 1, tile_w, n_tiles, m, ACC, BLOCK_Q)
-    # [WINDOW] status of each predecessor, once every channel of it is published
-    status = tl.where(s_inc == 2, 2, tl.where(tl.minimum(s_a, s_b) == 1, 1, 0))
-    status = tl.where(m_w, tl.min(status, axis=1), 2)
-    n_zero = tl.min(tl.where(status == 0, o_w, WINDOW), axis=0)
-    n_inc = tl.min(tl.where(status == 2, o_w, WINDOW), axis=0)
-    n_use = tl.minimum(n_zero, n_inc + 1)
-    m_agg = ((o_w < n_use) & (status == 1))[:, None]
-    m_inc = ((o_w < n_use) & (status == 2))[:, None]
-    # [WINDOW, BLOCK_Q] maps, identity (1, 0) outside the run; oldest applied first, so a
-    # reverse scan leaves the whole composition at entry 0
-    b_a = tl.where(m_agg, b_agg_a, tl.where(m_inc, 0.0, 1.0))
-    b_b = tl.where(m_agg, b_agg_b, tl.where(m_inc, b_inc, 0.0))
-    s_a, s_b = tl.associative_scan((b_a, b_b), 0, _combine, reverse=True)
-    w_a = tl.sum(tl.where(o_w[:, None] == 0, s_a, 0.0), axis=0)
-    w_b = tl.sum(tl.where(o_w[:, None] == 0, s_b, 0.0), axis=0)
-    return w_a, w_b, n_use, n_inc < n_zero
+    seg_w = j - (WINDOW - 1) + o_w  # oldest first
+    m_w = (seg_w >= 0)[:, None]
+    tile_w = (tl.maximum(seg_w, 0) * n_chains + i_chain)[:, None]
+    b_b, s_b = _load_record(p_ws, 1, tile_w, n_tiles, m_w, ACC, BLOCK_Q)
+    b_a, s_a = _load_record(p_ws, 0, tile_w, n_tiles, m_w, ACC, BLOCK_Q)
+    # [WINDOW] per predecessor: 2 once every channel is inclusive, 0 while any is unpublished
+    status = tl.min(tl.where(s_b == 2, 2, tl.where((s_b == 1) & (s_a == 1), 1, 0)), axis=1)
+    i_zero = tl.max(tl.where(status == 0, o_w, -1), axis=0)
+    i_inc = tl.max(tl.where(status == 2, o_w, -1), axis=0)
+    done = i_inc > i_zero
+    lo = tl.where(done, i_inc, i_zero + 1)
+    # [WINDOW, BLOCK_Q] maps of the run, identity (1, 0) before it; a channel already inclusive
+    # enters as (0, prefix)
+    m_run = (o_w >= lo)[:, None]
+    b_a = tl.where(m_run, tl.where(s_b == 2, 0.0, b_a), 1.0)
+    b_b = tl.where(m_run, b_b, 0.0)
+    s_ma, s_mb = tl.associative_scan((b_a, b_b), 0, _combine)
+    m_last = (o_w == WINDOW - 1)[:, None]
+    w_a = tl.sum(tl.where(m_last, s_ma, 0.0), axis=0)
+    w_b = tl.sum(tl.where(m_last, s_mb, 0.0), axis=0)
+    return w_a, w_b, WINDOW - lo, done
+
+
+@triton.jit
+def _load_shifted(p, base_q, m_q, t_row, s_t, T, other, x_mem, SHIFT: tl.constexpr, V: tl.constexpr):
+    """[R, V, BQ] values of ``p`` one step after (SHIFT=1) or before (SHIFT=-1) each step of a
+    tile whose aligned values are ``x_mem``: in-register shift plus one load per row of V."""
+    t_e = t_row + (V if SHIFT == 1 else -1)  # [R, 1, 1]
+    e = tl.load(p + base_q + t_e.to(tl.int64) * s_t, mask=m_q & (t_e >= 0) & (t_e < T), other=other)
+    if SHIFT == 1:
+        return _shift_next(x_mem, e, V)
+    else:
+        return _shift_prev(x_mem, e, V)
 
 
 @triton.jit
@@ -120,7 +169,7 @@ def _linear_scan_kernel(
     p_hin,  # backward: d final state, contiguous (N_SEQ, P, Q) (None without)
     p_hout,  # out: final state (forward) or d initial state (backward), contiguous (N_SEQ, P, Q)
     p_cu,  # int32 [N_SEQ + 1] sequence offsets along T (VARLEN), else None
-    p_ws,  # int64 [3 * HALVES, n_tiles, BLOCK_Q] zeroed look-back records (LOOKBACK), else None
+    p_ws,  # int64 [2 * HALVES, n_tiles, BLOCK_Q] zeroed look-back records (LOOKBACK), else None
     T, P, Q,  # view sizes
     s_p, s_t, s_q,  # element strides of the view
     n_qblk,  # cdiv(Q, BLOCK_Q)
@@ -129,6 +178,7 @@ def _linear_scan_kernel(
     ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 data
     BLOCK_T: tl.constexpr,  # steps per tile
     BLOCK_Q: tl.constexpr,  # channels per tile
+    V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1
     WINDOW: tl.constexpr,  # predecessors read per look-back step
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
@@ -153,46 +203,69 @@ def _linear_scan_kernel(
         i_seg = i_lseg
     # the original recurrence's step: "next" is t + D, "previous" t - D
     D: tl.constexpr = -1 if REVERSE else 1
-
-    o_t = i_seg * BLOCK_T + tl.arange(0, BLOCK_T)  # [BLOCK_T]
+    # A tile is [R, V, BLOCK_Q] in memory: rows of V consecutive steps (one 16-byte vector per
+    # thread when time is contiguous), taken in scan order; a reverse scan also flips each row in
+    # registers. The scan itself then always runs forwards over [BLOCK_T, BLOCK_Q] ("scan order").
+    R: tl.constexpr = BLOCK_T // V
+    FLIP: tl.constexpr = SCAN_REV and V > 1
+    o_r = tl.arange(0, R)
+    if SCAN_REV:
+        o_r = R - 1 - o_r
+    t_row = (i_seg * BLOCK_T + o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
+    t_mem = t_row + tl.arange(0, V)[None, :, None]  # [R, V, 1]
     o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
-    m_t = o_t < T
-    m_q = o_q < Q
-    m = m_t[:, None] & m_q[None, :]  # [BLOCK_T, BLOCK_Q]
-    base = i_p.to(tl.int64) * s_p
-    off_t = o_t.to(tl.int64) * s_t
-    off_q = o_q.to(tl.int64) * s_q
-    offs = base + off_t[:, None] + off_q[None, :]  # [BLOCK_T, BLOCK_Q]
-    # first / last position of the original recurrence, without VARLEN
+    m_q = (o_q < Q)[None, None, :]
+    m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
+    base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
+    offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
+    # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
+    t_s = _to_scan_order(t_mem, FLIP, BLOCK_T)
+    q_s = o_q[None, :]
+    m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
+    # first / last step of the original recurrence, without VARLEN
     t_first = T - 1 if REVERSE else 0
     t_last = 0 if REVERSE else T - 1
 
     if BACKWARD:
         # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
-        m_n = (o_t + D >= 0) & (o_t + D < T)
-        b_g = tl.load(p_g + offs + D * s_t, mask=m_n[:, None] & m_q[None, :], other=1.0).to(ACC)
+        b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
+        b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
     else:
-        b_g = tl.load(p_g + offs, mask=m, other=1.0).to(ACC)
-    b_x = tl.load(p_x + offs, mask=m, other=0.0).to(ACC)
+        b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
+    b_g = _to_scan_order(b_g, FLIP, BLOCK_T).to(ACC)
+    b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T).to(ACC)
+
+    if LOOKBACK:
+        # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
+        # immediate predecessor is usually finished: read its prefix now, overlapping this
+        # tile's loads (resolved when j < 0).
+        c_a = tl.full([BLOCK_Q], 1.0, ACC)
+        c_b = tl.zeros([BLOCK_Q], ACC)
+        j = i_lseg - 1
+        if i_lseg > 0:
+            b_pre, s_pre = _load_record(p_ws, 1, i_tile - n_chains, n_tiles, True, ACC, BLOCK_Q)
+            ready = tl.min(s_pre, axis=0) == 2
+            c_b = tl.where(ready, b_pre, c_b)
+            j = tl.where(ready, -1, j)
 
     if VARLEN:
-        # [BLOCK_T] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
-        lo = tl.zeros([BLOCK_T], tl.int32)
-        hi = tl.zeros([BLOCK_T], tl.int32) + n_seq
+        # [BLOCK_T, 1] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
+        lo = tl.zeros([BLOCK_T, 1], tl.int32)
+        hi = tl.zeros([BLOCK_T, 1], tl.int32) + n_seq
         for _ in tl.static_range(SEARCH_STEPS):
             mid = (lo + hi) >> 1
-            go = tl.load(p_cu + mid) <= o_t
+            go = tl.load(p_cu + mid) <= t_s
             lo = tl.where(go, mid, lo)
             hi = tl.where(go, hi, mid)
         b_beg = tl.load(p_cu + lo)
         b_end = tl.load(p_cu + lo + 1)
         if REVERSE:
-            m_first = (o_t == b_end - 1)[:, None] & m
-            m_last = (o_t == b_beg)[:, None] & m
+            m_first = (t_s == b_end - 1) & m
+            m_last = (t_s == b_beg) & m
         else:
-            m_first = (o_t == b_beg)[:, None] & m
-            m_last = (o_t == b_end - 1)[:, None] & m
-        i_state = (lo.to(tl.int64)[:, None] * P + i_p) * Q + o_q[None, :]  # [BLOCK_T, BLOCK_Q]
+            m_first = (t_s == b_beg) & m
+            m_last = (t_s == b_end - 1) & m
+        i_state = (lo.to(tl.int64) * P + i_p) * Q + q_s  # [BLOCK_T, BLOCK_Q]
         # restart the recurrence at each sequence's first step (forward) / last step (backward)
         if BACKWARD:
             b_g = tl.where(m_last, 0.0, b_g)
@@ -204,43 +277,30 @@ def _linear_scan_kernel(
             b_g = tl.where(m_first, 0.0, b_g)
         b_c0 = tl.zeros([BLOCK_Q], ACC)
     else:
-        m_first = (o_t == t_first)[:, None] & m
-        m_last = (o_t == t_last)[:, None] & m
-        i_state = (i_p * Q + o_q)[None, :] + tl.zeros([BLOCK_T, 1], tl.int32)  # [BLOCK_T, BLOCK_Q]
+        m_first = (t_s == t_first) & m
+        m_last = (t_s == t_last) & m
+        i_state = i_p * Q + q_s + tl.zeros([BLOCK_T, 1], tl.int32)  # [BLOCK_T, BLOCK_Q]
         # the state entering the scan's first segment
         if BACKWARD and HAS_HIN:
-            b_c0 = tl.load(p_hin + i_p * Q + o_q, mask=m_q, other=0.0).to(ACC)
+            b_c0 = tl.load(p_hin + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
         elif (not BACKWARD) and HAS_H0:
-            b_c0 = tl.load(p_h0 + i_p * Q + o_q, mask=m_q, other=0.0).to(ACC)
+            b_c0 = tl.load(p_h0 + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
         else:
             b_c0 = tl.zeros([BLOCK_Q], ACC)
 
-    if LOOKBACK:
-        # (c_a, c_b) maps the state after predecessor j to the state entering this tile; a first
-        # read of the predecessors' records overlaps this tile's loads (done when j < 0)
-        c_a = tl.full([BLOCK_Q], 1.0, ACC)
-        c_b = tl.zeros([BLOCK_Q], ACC)
-        j = i_lseg - 1
-        if i_lseg > 0:
-            w_a, w_b, n_use, done = _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
-            c_b = c_a * w_b + c_b
-            c_a = c_a * w_a
-            j = tl.where(done, -1, j - n_use)
-
     # [BLOCK_T, BLOCK_Q] scan of the tile from a zero state: b_y(h) = b_a * h + b_b
-    b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine, reverse=SCAN_REV)
+    b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine)
 
     if LOOKBACK:
         # the tile's aggregate sits at its last step in scan order
-        I_END: tl.constexpr = 0 if SCAN_REV else BLOCK_T - 1
-        m_end = (tl.arange(0, BLOCK_T) == I_END)[:, None]
+        m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
         b_agg_a = tl.sum(tl.where(m_end, b_a, 0.0), axis=0)
         b_agg_b = tl.sum(tl.where(m_end, b_b, 0.0), axis=0)
         if i_lseg == 0:
             b_carry = b_c0
         else:
             if j >= 0:
-                # not resolved by the first read: let successors skip this tile, then wait
+                # not resolved by the first read: let successors skip this tile, then walk back
                 _store_record(p_ws, 0, i_tile, n_tiles, b_agg_a, 1, ACC, BLOCK_Q)
                 _store_record(p_ws, 1, i_tile, n_tiles, b_agg_b, 1, ACC, BLOCK_Q)
                 while j >= 0:
@@ -249,11 +309,11 @@ def _linear_scan_kernel(
                     c_a = c_a * w_a
                     j = tl.where(done, -1, j - n_use)
             b_carry = c_b
-        _store_record(p_ws, 2, i_tile, n_tiles, b_agg_a * b_carry + b_agg_b, 2, ACC, BLOCK_Q)
+        _store_record(p_ws, 1, i_tile, n_tiles, b_agg_a * b_carry + b_agg_b, 2, ACC, BLOCK_Q)
     else:
         b_carry = b_c0
     b_y = b_b + b_a * b_carry[None, :]
-    tl.store(p_y + offs, b_y.to(p_y.dtype.element_ty), mask=m)
+    tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V).to(p_y.dtype.element_ty), mask=m_mem)
 
     # tiles that hold a sequence's first / last step (every tile may, with VARLEN)
     if VARLEN:
@@ -264,18 +324,19 @@ def _linear_scan_kernel(
         has_last = (t_last >= i_seg * BLOCK_T) & (t_last < i_seg * BLOCK_T + BLOCK_T)
     if BACKWARD:
         # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
-        m_p = (o_t - D >= 0) & (o_t - D < T)
-        b_yp = tl.load(p_yf + offs - D * s_t, mask=m_p[:, None] & m_q[None, :], other=0.0).to(ACC)
+        b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
+        b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T).to(ACC)
         if HAS_H0:
             if has_first:
                 b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
         elif VARLEN:
             b_yp = tl.where(m_first, 0.0, b_yp)
-        tl.store(p_dg + offs, (b_y * b_yp).to(p_dg.dtype.element_ty), mask=m)
+        tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V).to(p_dg.dtype.element_ty), mask=m_mem)
         if HAS_HOUT:
             if has_first:
                 # d h0 = g[first] * a[first]
-                b_gf = tl.load(p_g + offs, mask=m_first, other=0.0).to(ACC)
+                offs_s = _to_scan_order(offs, FLIP, BLOCK_T)
+                b_gf = tl.load(p_g + offs_s, mask=m_first, other=0.0).to(ACC)
                 tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
     elif HAS_HOUT:
         if has_last:
@@ -289,31 +350,31 @@ class ScanConfig:
     block_t: int
     block_q: int
     num_warps: int
-    window: int = 16
+    window: int = 4
 
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
+def vector_steps(itemsize: int, time_contiguous: bool) -> int:
+    """Steps per 16-byte vector along a contiguous time axis (1 when channels are contiguous)."""
+    return 16 // itemsize if time_contiguous else 1
+
+
 def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool) -> ScanConfig:
     """Tiles of 2048 elements (1024 in float64) at 16 per thread, 256-byte rows when channels
-    are contiguous, and a look-back window of about 512 words per read."""
+    are contiguous, at least 2 channels (Triton keeps a [BLOCK_T, 1] scan off the vectorised
+    layout), and a look-back window of 4 predecessors."""
     tile = 1024 if itemsize == 8 else 2048
     if time_contiguous:
-        block_t = min(_pow2_at_least(T), tile)
-        block_q = min(_pow2_at_least(Q), max(1, tile // block_t))
+        block_t = max(min(_pow2_at_least(T), tile // 2), vector_steps(itemsize, True))
+        block_q = min(max(_pow2_at_least(Q), 2), max(2, tile // block_t))
     else:
-        block_q = min(_pow2_at_least(Q), 256 // itemsize)
-        block_t = min(_pow2_at_least(T), max(1, tile // block_q))
-    block_t = max(block_t, 2)
+        block_q = min(max(_pow2_at_least(Q), 2), 256 // itemsize)
+        block_t = max(min(_pow2_at_least(T), max(1, tile // block_q)), 2)
     num_warps = max(1, min(8, block_t * block_q // 512))
-    return ScanConfig(block_t, block_q, num_warps, window_for(block_q))
-
-
-def window_for(block_q: int) -> int:
-    """Predecessors per look-back read: up to 32, fewer for wide tiles (about 512 words a read)."""
-    return max(2, min(32, 512 // block_q))
+    return ScanConfig(block_t, block_q, num_warps)
 
 
 @dataclass(frozen=True)
@@ -375,7 +436,7 @@ def scan_launch(
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
     lookback = n_seg > 1
     halves = 2 if acc == torch.float64 else 1
-    records = torch.zeros(3 * halves, n_tiles, cfg.block_q, dtype=torch.int64, device=tokens.device) if lookback else None
+    records = torch.zeros(2 * halves, n_tiles, cfg.block_q, dtype=torch.int64, device=tokens.device) if lookback else None
     return _linear_scan_kernel[(n_tiles,)](
         gates, tokens, out, y, dgates,
         initial_state, dfinal, state_out, cu_seqlens, records,
@@ -383,6 +444,7 @@ def scan_launch(
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
         BLOCK_T=cfg.block_t,
         BLOCK_Q=cfg.block_q,
+        V=vector_steps(tokens.element_size(), v.s_t == 1),
         WINDOW=cfg.window,
         SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
         REVERSE=reverse,
