@@ -62,20 +62,27 @@ def _shift_prev(x, e, V: tl.constexpr):
 
 
 @triton.jit
-def _to_scan_order(x, FLIP: tl.constexpr, BLOCK_T: tl.constexpr):
-    """[R, V, BQ] in memory order (rows already in scan order) -> [BLOCK_T, BQ] in scan order."""
-    if FLIP:
-        x = tl.flip(x, 1)
-    return tl.reshape(x, [BLOCK_T, x.shape[2]])
+def _to_scan_order(x, FLIP: tl.constexpr, BLOCK_T: tl.constexpr, V: tl.constexpr):
+    """[R, V, BQ] in memory order (rows already in scan order) -> [BLOCK_T, BQ] in scan order.
+    With V = 1 the tile is already 2-D [BLOCK_T, BQ]."""
+    if V == 1:
+        return x
+    else:
+        if FLIP:
+            x = tl.flip(x, 1)
+        return tl.reshape(x, [BLOCK_T, x.shape[2]])
 
 
 @triton.jit
 def _from_scan_order(x, FLIP: tl.constexpr, R: tl.constexpr, V: tl.constexpr):
-    """Inverse of ``_to_scan_order``: [BLOCK_T, BQ] -> [R, V, BQ]."""
-    x = tl.reshape(x, [R, V, x.shape[1]])
-    if FLIP:
-        x = tl.flip(x, 1)
-    return x
+    """Inverse of ``_to_scan_order``: [BLOCK_T, BQ] -> [R, V, BQ] (unchanged with V = 1)."""
+    if V == 1:
+        return x
+    else:
+        x = tl.reshape(x, [R, V, x.shape[1]])
+        if FLIP:
+            x = tl.flip(x, 1)
+        return x
 
 
 @triton.jit
@@ -107,7 +114,8 @@ def _load_record(p_ws, i_field, tile_w, n_tiles, mask, ACC: tl.constexpr, BLOCK_
         p_w = p_ws + (2 * i_field) * n_tiles * BLOCK_Q + o_w
         w_hi = tl.load(p_w, mask=mask, other=0, volatile=True)
         w_lo = tl.load(p_w + n_tiles * BLOCK_Q, mask=mask, other=0, volatile=True)
-        status = tl.minimum(w_hi >> 32, w_lo >> 32)
+        # a field being upgraded (aggregate -> inclusive) may show one new and one old half
+        status = tl.where((w_hi >> 32) == (w_lo >> 32), w_hi >> 32, 0)
         b_v = (((w_hi & 0xFFFFFFFF) << 32) | (w_lo & 0xFFFFFFFF)).to(tl.float64, bitcast=True)
     else:
         w = tl.load(p_ws + i_field * n_tiles * BLOCK_Q + o_w, mask=mask, other=0, volatile=True)
@@ -211,15 +219,22 @@ def _linear_scan_kernel(
     o_r = tl.arange(0, R)
     if SCAN_REV:
         o_r = R - 1 - o_r
-    t_row = (i_seg * BLOCK_T + o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
-    t_mem = t_row + tl.arange(0, V)[None, :, None]  # [R, V, 1]
     o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
-    m_q = (o_q < Q)[None, None, :]
+    if V == 1:
+        # channels contiguous: a plain [BLOCK_T, BLOCK_Q] tile, rows in scan order
+        t_row = (i_seg * BLOCK_T + o_r)[:, None]  # [BLOCK_T, 1]
+        t_mem = t_row
+        m_q = (o_q < Q)[None, :]
+        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]  # [1, BLOCK_Q]
+    else:
+        t_row = (i_seg * BLOCK_T + o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
+        t_mem = t_row + tl.arange(0, V)[None, :, None]  # [R, V, 1]
+        m_q = (o_q < Q)[None, None, :]
+        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
     m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
-    base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
     offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
     # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
-    t_s = _to_scan_order(t_mem, FLIP, BLOCK_T)
+    t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, V)
     q_s = o_q[None, :]
     m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
     # first / last step of the original recurrence, without VARLEN
@@ -232,8 +247,8 @@ def _linear_scan_kernel(
         b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
     else:
         b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
-    b_g = _to_scan_order(b_g, FLIP, BLOCK_T).to(ACC)
-    b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T).to(ACC)
+    b_g = _to_scan_order(b_g, FLIP, BLOCK_T, V).to(ACC)
+    b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, V).to(ACC)
 
     if LOOKBACK:
         # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
@@ -325,7 +340,7 @@ def _linear_scan_kernel(
     if BACKWARD:
         # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
         b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
-        b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T).to(ACC)
+        b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, V).to(ACC)
         if HAS_H0:
             if has_first:
                 b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
@@ -335,7 +350,7 @@ def _linear_scan_kernel(
         if HAS_HOUT:
             if has_first:
                 # d h0 = g[first] * a[first]
-                offs_s = _to_scan_order(offs, FLIP, BLOCK_T)
+                offs_s = _to_scan_order(offs, FLIP, BLOCK_T, V)
                 b_gf = tl.load(p_g + offs_s, mask=m_first, other=0.0).to(ACC)
                 tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
     elif HAS_HOUT:
