@@ -40,13 +40,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--case", type=int, default=None, help="run only case N (0-15), for one process per case")
+    ap.add_argument("--configs", default=None, help="BT,BQ,W[,WINDOW];... instead of the built-in lists")
     args = ap.parse_args()
     bw = copy_bandwidth()
-    print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s")
+    print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s", flush=True)
     rows = []
-    for (B, D, T), dtype, layout in (
-        (c, d, l) for c in CASES for d in (torch.float32, torch.bfloat16) for l in ("bdt", "btd")
-    ):
+    cases = [(c, d, l) for c in CASES for d in (torch.float32, torch.bfloat16) for l in ("bdt", "btd")]
+    if args.case is not None:
+        cases = [cases[args.case]]
+    for (B, D, T), dtype, layout in cases:
         shape, dim = ((B, D, T), 2) if layout == "bdt" else ((B, T, D), 1)
         g = (0.9 + 0.1 * torch.rand(shape, device="cuda")).to(dtype)
         x = torch.randn(shape, device="cuda", dtype=dtype)
@@ -56,7 +59,9 @@ def main() -> None:
         itemsize = x.element_size()
         floor_ms = x.numel() * itemsize / bw * 1e3
         table = (TIME_CONTIG if view.s_t == 1 else CHANNEL_CONTIG)[itemsize]
-        default = kernels.pick_config(view.T, view.Q, itemsize, view.s_t == 1)
+        if args.configs:
+            table = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")]
+        default = kernels.pick_config(view.T, view.Q, itemsize, view.s_t == 1, False)
         configs = [default] + [c for c in (kernels.ScanConfig(*t) for t in table) if c != default]
         if args.quick:
             configs = configs[:2]
@@ -80,7 +85,8 @@ def main() -> None:
             print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} {str(rec['config']):18s} {'*' if rec['default'] else ' '} "
                   f"fwd {t_f:7.4f} ms {rec['fwd_frac']:.3f}   bwd {t_b:7.4f} ms {rec['bwd_frac']:.3f}   f+b {rec['fwdbwd_frac']:.3f}"
                   f"  regs {rec['regs']} spills {rec['spills']}", flush=True)
-    with open(os.path.join(args.out, "scan_tune.json"), "w") as f:
+    name = "scan_tune.json" if args.case is None else f"scan_tune_{args.case}.json"
+    with open(os.path.join(args.out, name), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), copy_Bps=bw, rows=rows), f, indent=1)
     print("\nbest per case (fwd / bwd):")
     keys = sorted({(tuple(r["shape"]), r["layout"], r["dtype"]) for r in rows})

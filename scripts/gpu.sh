@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Everything flashmarkov does on the lent GPU machine, in one call:
-#   bash scripts/gpu.sh [tests] [tune] [bench] [demo]     (default: tests bench)
-# Peers come from .whl/ (../shared/tools/peer-wheels.sh) when carried. Results go to $OUT.
+# Everything flashmarkov does on the lent GPU machine, by steps:
+#   bash scripts/gpu.sh [peers] [tests] [bench] [check] [demo] [tune]     (default: tests bench)
+# peers: installs the scan peers from .whl/ (bash ../shared/tools/peer-wheels.sh; carry .whl) into
+# /tmp/site. bench writes $OUT/bdt/ and $OUT/btd/ (scan.json, .md, .png), one run per layout so a
+# timeout loses at most one. Logs go to $OUT; the last lines printed are the summary tables.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD/src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/flashmarkov-out}
 mkdir -p "$OUT"
 steps=${*:-tests bench}
@@ -13,15 +15,24 @@ status=0
 for step in $steps; do
   echo "=== $step"
   case $step in
-    tests) timeout ${TEST_TIMEOUT:-400} python3 -m pytest tests -m gpu -q --maxfail=5 -p no:cacheprovider --durations=5 2>&1 | tee "$OUT/gpu-tests.log" | tail -25
-           status=$((status | ${PIPESTATUS[0]})) ;;
-    tune)  timeout ${TUNE_TIMEOUT:-400} python3 benchmarks/scan_tune.py --out "$OUT" 2>&1 | tee "$OUT/tune.log"
-           status=$((status | ${PIPESTATUS[0]})) ;;
-    peers) if [ -d .whl ]; then bash .whl/install.sh 2>&1 | tail -5; fi ;;
-    bench) export PYTHONPATH="$PYTHONPATH:/tmp/site"
-           timeout 500 python3 -m flashmarkov.bench scan --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60
-           status=$((status | ${PIPESTATUS[0]})) ;;
-    demo)  python3 -m flashmarkov.cli demo 2>&1 | tail -20 ;;
+    peers)
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/accelerated_scan-*.whl .whl/fla_core-*.whl
+      (cd /tmp && MAX_JOBS=16 timeout 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$OLDPWD"/.whl/fpscan-*.tar.gz) \
+        || echo "fpscan did not build; benchmark without it" ;;
+    tests)
+      timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests -m gpu -q --maxfail=5 -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
+      status=$((status | PIPESTATUS[0])) ;;
+    bench)
+      for layout in bdt btd; do
+        mkdir -p "$OUT/$layout"
+        timeout "${BENCH_TIMEOUT:-400}" python3 -m flashmarkov.bench scan --layouts "$layout" --out "$OUT/$layout" \
+          --warmup 10 --rep 50 --compile-budget 60 > "$OUT/bench-$layout.log" 2>&1
+        status=$((status | $?))
+        tail -30 "$OUT/bench-$layout.log"
+      done ;;
+    check) timeout 300 python3 -m flashmarkov.cli check --quick 2>&1 | tail -8; status=$((status | PIPESTATUS[0])) ;;
+    demo)  python3 -m flashmarkov.cli demo 2>&1 | tail -10; status=$((status | PIPESTATUS[0])) ;;
+    tune)  timeout "${TUNE_TIMEOUT:-400}" python3 benchmarks/scan_tune.py --out "$OUT" 2>&1 | tee "$OUT/tune.log" | tail -20 ;;
     *)     echo "unknown step $step"; status=1 ;;
   esac
 done

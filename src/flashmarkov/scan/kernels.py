@@ -62,10 +62,10 @@ def _shift_prev(x, e, V: tl.constexpr):
 
 
 @triton.jit
-def _to_scan_order(x, FLIP: tl.constexpr, BLOCK_T: tl.constexpr, V: tl.constexpr):
+def _to_scan_order(x, FLIP: tl.constexpr, BLOCK_T: tl.constexpr, TILE3: tl.constexpr):
     """[R, V, BQ] in memory order (rows already in scan order) -> [BLOCK_T, BQ] in scan order.
-    With V = 1 the tile is already 2-D [BLOCK_T, BQ]."""
-    if V == 1:
+    Without TILE3 the tile is already 2-D [BLOCK_T, BQ] in scan order."""
+    if not TILE3:
         return x
     else:
         if FLIP:
@@ -74,9 +74,9 @@ def _to_scan_order(x, FLIP: tl.constexpr, BLOCK_T: tl.constexpr, V: tl.constexpr
 
 
 @triton.jit
-def _from_scan_order(x, FLIP: tl.constexpr, R: tl.constexpr, V: tl.constexpr):
-    """Inverse of ``_to_scan_order``: [BLOCK_T, BQ] -> [R, V, BQ] (unchanged with V = 1)."""
-    if V == 1:
+def _from_scan_order(x, FLIP: tl.constexpr, R: tl.constexpr, V: tl.constexpr, TILE3: tl.constexpr):
+    """Inverse of ``_to_scan_order``: [BLOCK_T, BQ] -> [R, V, BQ] (unchanged without TILE3)."""
+    if not TILE3:
         return x
     else:
         x = tl.reshape(x, [R, V, x.shape[1]])
@@ -211,30 +211,33 @@ def _linear_scan_kernel(
         i_seg = i_lseg
     # the original recurrence's step: "next" is t + D, "previous" t - D
     D: tl.constexpr = -1 if REVERSE else 1
-    # A tile is [R, V, BLOCK_Q] in memory: rows of V consecutive steps (one 16-byte vector per
-    # thread when time is contiguous), taken in scan order; a reverse scan also flips each row in
-    # registers. The scan itself then always runs forwards over [BLOCK_T, BLOCK_Q] ("scan order").
-    R: tl.constexpr = BLOCK_T // V
-    FLIP: tl.constexpr = SCAN_REV and V > 1
+    # A reverse scan (SCAN_REV) or a backward pass over contiguous time (V > 1) uses a 3-D tile
+    # [R, V, BLOCK_Q]: rows of V consecutive steps (one 16-byte vector per thread) taken in scan
+    # order, each row flipped in registers for a reverse scan, and shifted by one step in
+    # registers for the backward's g[t+D] and y[t-D]. Otherwise the tile is a plain
+    # [BLOCK_T, BLOCK_Q] in scan order. The scan itself always runs forwards over
+    # [BLOCK_T, BLOCK_Q] ("scan order").
+    TILE3: tl.constexpr = V > 1 and (SCAN_REV or BACKWARD)
+    R: tl.constexpr = BLOCK_T // V if TILE3 else BLOCK_T
+    FLIP: tl.constexpr = SCAN_REV and TILE3
     o_r = tl.arange(0, R)
     if SCAN_REV:
         o_r = R - 1 - o_r
     o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
-    if V == 1:
-        # channels contiguous: a plain [BLOCK_T, BLOCK_Q] tile, rows in scan order
-        t_row = (i_seg * BLOCK_T + o_r)[:, None]  # [BLOCK_T, 1]
-        t_mem = t_row
-        m_q = (o_q < Q)[None, :]
-        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]  # [1, BLOCK_Q]
-    else:
+    if TILE3:
         t_row = (i_seg * BLOCK_T + o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
         t_mem = t_row + tl.arange(0, V)[None, :, None]  # [R, V, 1]
         m_q = (o_q < Q)[None, None, :]
         base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
+    else:
+        t_row = (i_seg * BLOCK_T + o_r)[:, None]  # [BLOCK_T, 1]
+        t_mem = t_row
+        m_q = (o_q < Q)[None, :]
+        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]  # [1, BLOCK_Q]
     m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
     offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
     # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
-    t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, V)
+    t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, TILE3)
     q_s = o_q[None, :]
     m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
     # first / last step of the original recurrence, without VARLEN
@@ -247,8 +250,8 @@ def _linear_scan_kernel(
         b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
     else:
         b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
-    b_g = _to_scan_order(b_g, FLIP, BLOCK_T, V).to(ACC)
-    b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, V).to(ACC)
+    b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
+    b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
 
     if LOOKBACK:
         # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
@@ -328,7 +331,7 @@ def _linear_scan_kernel(
     else:
         b_carry = b_c0
     b_y = b_b + b_a * b_carry[None, :]
-    tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V).to(p_y.dtype.element_ty), mask=m_mem)
+    tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem)
 
     # tiles that hold a sequence's first / last step (every tile may, with VARLEN)
     if VARLEN:
@@ -340,17 +343,17 @@ def _linear_scan_kernel(
     if BACKWARD:
         # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
         b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
-        b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, V).to(ACC)
+        b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, TILE3).to(ACC)
         if HAS_H0:
             if has_first:
                 b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
         elif VARLEN:
             b_yp = tl.where(m_first, 0.0, b_yp)
-        tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V).to(p_dg.dtype.element_ty), mask=m_mem)
+        tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem)
         if HAS_HOUT:
             if has_first:
                 # d h0 = g[first] * a[first]
-                offs_s = _to_scan_order(offs, FLIP, BLOCK_T, V)
+                offs_s = _to_scan_order(offs, FLIP, BLOCK_T, TILE3)
                 b_gf = tl.load(p_g + offs_s, mask=m_first, other=0.0).to(ACC)
                 tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
     elif HAS_HOUT:
@@ -377,18 +380,27 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
     return 16 // itemsize if time_contiguous else 1
 
 
-def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool) -> ScanConfig:
-    """Tiles of 2048 elements (1024 in float64) at 16 per thread, 256-byte rows when channels
-    are contiguous, at least 2 channels (Triton keeps a [BLOCK_T, 1] scan off the vectorised
-    layout), and a look-back window of 4 predecessors."""
-    tile = 1024 if itemsize == 8 else 2048
+def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: bool) -> ScanConfig:
+    """Tile shape from the H200 sweep (notes/scan.md).
+
+    Contiguous time: a forward-direction forward pass takes plain tiles of up to 4096 steps of
+    one row (one tile per row up to T = 4096: no look-back); a 3-D tile (reverse scan, backward)
+    takes 2048 steps of 2 rows, since Triton moves a [BLOCK_T, 1] scan off the vectorised layout.
+    Contiguous channels: 128 steps of 16 channels (wider tiles crashed under the sweep, see
+    notes). 32 elements per thread in either case; a look-back window of 4."""
+    small = 2 if itemsize == 8 else 1  # float64 tiles hold half as many steps
     if time_contiguous:
-        block_t = max(min(_pow2_at_least(T), tile // 2), vector_steps(itemsize, True))
-        block_q = min(max(_pow2_at_least(Q), 2), max(2, tile // block_t))
+        v = vector_steps(itemsize, True)
+        if tile3:
+            block_t = max(min(_pow2_at_least(T), 2048 // small), v)
+            block_q = min(max(_pow2_at_least(Q), 2), max(2, 4096 // small // block_t))
+        else:
+            block_t = max(min(_pow2_at_least(T), 4096 // small), v)
+            block_q = min(_pow2_at_least(Q), max(1, 4096 // small // block_t))
     else:
-        block_q = min(max(_pow2_at_least(Q), 2), 256 // itemsize)
-        block_t = max(min(_pow2_at_least(T), max(1, tile // block_q)), 2)
-    num_warps = max(1, min(8, block_t * block_q // 512))
+        block_q = min(max(_pow2_at_least(Q), 2), 16)
+        block_t = max(min(_pow2_at_least(T), 2048 // small // block_q), 2)
+    num_warps = max(1, min(4, block_t * block_q // 512))
     return ScanConfig(block_t, block_q, num_warps)
 
 
@@ -443,7 +455,9 @@ def scan_launch(
     Returns the compiled kernel (registers and spills are on it)."""
     backward = y is not None
     v = view
-    cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1)
+    scan_rev = reverse != backward
+    vec = vector_steps(tokens.element_size(), v.s_t == 1)
+    cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1, vec > 1 and (scan_rev or backward))
     n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
     n_qblk = triton.cdiv(v.Q, cfg.block_q)
     n_seg = triton.cdiv(v.T, cfg.block_t)
@@ -459,12 +473,12 @@ def scan_launch(
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
         BLOCK_T=cfg.block_t,
         BLOCK_Q=cfg.block_q,
-        V=vector_steps(tokens.element_size(), v.s_t == 1),
+        V=vec,
         WINDOW=cfg.window,
         SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
         REVERSE=reverse,
         BACKWARD=backward,
-        SCAN_REV=reverse != backward,
+        SCAN_REV=scan_rev,
         VARLEN=cu_seqlens is not None,
         LOOKBACK=lookback,
         HAS_H0=initial_state is not None,

@@ -1,0 +1,5 @@
+"""``python -m flashmarkov.bench <op> [options]``."""
+
+from .runner import main
+
+raise SystemExit(main())
