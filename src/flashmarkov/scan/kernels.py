@@ -265,6 +265,9 @@ def _linear_scan_kernel(
             ready = tl.min(s_pre, axis=0) == 2
             c_b = tl.where(ready, b_pre, c_b)
             j = tl.where(ready, -1, j)
+        # Warps reach the look-back code at different times; Triton's reductions and scans share
+        # shared-memory scratch, so every look-back step is fenced by CTA barriers.
+        tl.debug_barrier()
 
     if VARLEN:
         # [BLOCK_T, 1] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
@@ -314,6 +317,7 @@ def _linear_scan_kernel(
         m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
         b_agg_a = tl.sum(tl.where(m_end, b_a, 0.0), axis=0)
         b_agg_b = tl.sum(tl.where(m_end, b_b, 0.0), axis=0)
+        tl.debug_barrier()
         if i_lseg == 0:
             b_carry = b_c0
         else:
@@ -322,10 +326,12 @@ def _linear_scan_kernel(
                 _store_record(p_ws, 0, i_tile, n_tiles, b_agg_a, 1, ACC, BLOCK_Q)
                 _store_record(p_ws, 1, i_tile, n_tiles, b_agg_b, 1, ACC, BLOCK_Q)
                 while j >= 0:
+                    tl.debug_barrier()
                     w_a, w_b, n_use, done = _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
                     c_b = c_a * w_b + c_b
                     c_a = c_a * w_a
                     j = tl.where(done, -1, j - n_use)
+                    tl.debug_barrier()
             b_carry = c_b
         _store_record(p_ws, 1, i_tile, n_tiles, b_agg_a * b_carry + b_agg_b, 2, ACC, BLOCK_Q)
     else:
