@@ -17,14 +17,13 @@ def variants():
     B, D, T = 2, 256, 65536
     rows = B * D
     for dtype in (torch.float32, torch.bfloat16):
-        yield f"lookback  2x256x65536 {dtype}", (rows * T, dtype), View(1, T, rows, 0, 1, T), ScanConfig(4096, 1, 4, 32), False
-        yield f"linear    2x256x65536 {dtype}", (rows * T, dtype), View(1, 4096, rows * 16, 0, 1, 4096), ScanConfig(4096, 1, 4, 32), False
-        yield f"segmajor  2x256x65536 {dtype}", (rows * T, dtype), View(16, 4096, rows, 4096, 1, T), ScanConfig(4096, 1, 4, 32), False
+        yield f"lookback  2x256x65536 {dtype}", (rows * T, dtype), View(1, T, rows, 0, 1, T), ScanConfig(4096, 1, 4), False
+        yield f"linear    2x256x65536 {dtype}", (rows * T, dtype), View(1, 4096, rows * 16, 0, 1, 4096), ScanConfig(4096, 1, 4), False
+        yield f"segmajor  2x256x65536 {dtype}", (rows * T, dtype), View(16, 4096, rows, 4096, 1, T), ScanConfig(4096, 1, 4), False
     for bt in (2048, 4096):
-        for w in (2, 8, 32):
-            yield f"lookback  1x64x2^20 fp32 BT={bt} W={w}", (64 * 2**20, torch.float32), View(1, 2**20, 64, 0, 1, 2**20), ScanConfig(bt, 1, 4, w), False
-    yield "bwd 16x2048x2048 bf16", (2**26, torch.bfloat16), View(1, 2048, 2**15, 0, 1, 2048), ScanConfig(2048, 1, 4, 32), True
-    yield "bwd 16x2048x2048 fp32", (2**26, torch.float32), View(1, 2048, 2**15, 0, 1, 2048), ScanConfig(2048, 1, 4, 32), True
+        yield f"lookback  1x64x2^20 fp32 BT={bt}", (64 * 2**20, torch.float32), View(1, 2**20, 64, 0, 1, 2**20), ScanConfig(bt, 1, 4), False
+    yield "bwd 16x2048x2048 bf16", (2**26, torch.bfloat16), View(1, 2048, 2**15, 0, 1, 2048), ScanConfig(2048, 1, 4), True
+    yield "bwd 16x2048x2048 fp32", (2**26, torch.float32), View(1, 2048, 2**15, 0, 1, 2048), ScanConfig(2048, 1, 4), True
 
 
 def main() -> None:

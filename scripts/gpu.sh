@@ -17,7 +17,7 @@ for step in $steps; do
   case $step in
     peers)
       python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/accelerated_scan-*.whl .whl/fla_core-*.whl
-      (cd /tmp && MAX_JOBS=16 timeout 240 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$OLDPWD"/.whl/fpscan-*.tar.gz) \
+      (cd /tmp && MAX_JOBS=16 timeout "${PEER_BUILD_TIMEOUT:-240}" python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$OLDPWD"/.whl/fpscan-*.tar.gz) \
         || echo "fpscan did not build; benchmark without it" ;;
     tests)
       timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests -m gpu -q --maxfail=5 -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
@@ -26,7 +26,8 @@ for step in $steps; do
       for layout in bdt btd; do
         mkdir -p "$OUT/$layout"
         timeout "${BENCH_TIMEOUT:-400}" python3 -m flashmarkov.bench scan --layouts "$layout" --out "$OUT/$layout" \
-          --warmup 10 --rep 50 --compile-budget 60 > "$OUT/bench-$layout.log" 2>&1
+          --warmup 10 --rep 50 --compile-budget 40 --impls "${BENCH_IMPLS:-flashmarkov,accelerated-scan.triton,fpscan,fla,torch}" \
+          > "$OUT/bench-$layout.log" 2>&1
         status=$((status | $?))
         tail -30 "$OUT/bench-$layout.log"
       done ;;

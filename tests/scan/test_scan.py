@@ -16,13 +16,13 @@ from ..conftest import INTERPRETED_DTYPES, assert_close
 from .helpers import check_scan, make_gates
 
 LAYOUTS = {"bdt": lambda T: ((2, 3, T), -1), "btd": lambda T: ((2, T, 3), 1)}
-SMALL_TILES = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1, window=2)
+SMALL_TILES = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1)
 
 
 
 @pytest.fixture
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiles of 8 steps x 2 channels and a look-back window of 2: long chains at small T."""
+    """Tiles of 8 steps x 2 channels: long look-back chains at small T."""
     monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: SMALL_TILES)
 
 

@@ -9,10 +9,12 @@ A program owns one tile of BLOCK_T steps by BLOCK_Q channels, held in registers:
   BLOCK_T rows of BLOCK_Q contiguous channels.
 
 Neither needs a transpose. A sequence longer than one tile is split over several programs that
-chain through a single-pass decoupled look-back (Merrill & Garland): each tile publishes its
-aggregate (the affine map h -> A h + B of its steps), then walks back over its predecessors'
-records, WINDOW at a time, until it meets an inclusive prefix. Programs are numbered segment-major,
-so all chains advance together and a tile's predecessors were launched before it.
+chain through a single-pass decoupled look-back (Merrill & Garland): a tile first polls its
+predecessor (usually finished, since programs are numbered segment-major and all chains advance
+together); if the predecessor has no prefix yet, the tile publishes its aggregate (the affine map
+h -> A h + B of its steps) and walks back, composing aggregates until an inclusive prefix. Flags
+are read with scalar acquire atomics, executed once per program and broadcast, so all warps of a
+program take the same decisions (replicated vector loads of the records did not, on the GPU).
 
 The backward of a forward-direction scan is a scan in the other direction,
     a[t] = dy[t] + g[t+1] a[t+1],   dx = a,   dg[t] = a[t] y[t-1],   dh0 = g[first] a[first],
@@ -86,72 +88,27 @@ def _from_scan_order(x, FLIP: tl.constexpr, R: tl.constexpr, V: tl.constexpr, TI
 
 
 @triton.jit
-def _store_record(p_ws, i_field, i_tile, n_tiles, b_v, STATUS: tl.constexpr, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
-    """Publish field ``i_field`` of a tile: 0 = aggregate A, 1 = aggregate B or inclusive prefix.
+def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Publish a tile's record: STATUS 1 = aggregate (A, B), STATUS 2 = inclusive prefix B.
 
-    p_ws: int64 words [2 * HALVES, n_tiles, BLOCK_Q], zeroed before the launch. Each word holds
-    32 bits of a value below its STATUS (1 aggregate, 2 inclusive), so readers validate every
-    word on its own: no fences, no flags to order against data. A float64 value takes two words
-    (HALVES = 2), float32 one. Field 1 goes from aggregate to inclusive in one word store.
+    p_flag: int32 [n_tiles], zeroed; p_ws: ACC [3, n_tiles, BLOCK_Q] (aggregate A, aggregate B,
+    inclusive B). The data are made visible before the flag: CTA barrier, then a release store
+    of the flag by one thread.
     """
-    o_bq = tl.arange(0, BLOCK_Q)
-    if ACC == tl.float64:
-        bits = b_v.to(tl.int64, bitcast=True)
-        p_w = p_ws + ((2 * i_field) * n_tiles + i_tile) * BLOCK_Q + o_bq
-        tl.store(p_w, (STATUS << 32) | ((bits >> 32) & 0xFFFFFFFF))
-        tl.store(p_w + n_tiles * BLOCK_Q, (STATUS << 32) | (bits & 0xFFFFFFFF))
+    p_rec = p_ws + i_tile * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    if STATUS == 1:
+        tl.store(p_rec, b_a)
+        tl.store(p_rec + n_tiles * BLOCK_Q, b_b)
     else:
-        bits = b_v.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF
-        tl.store(p_ws + (i_field * n_tiles + i_tile) * BLOCK_Q + o_bq, (STATUS << 32) | bits)
+        tl.store(p_rec + 2 * n_tiles * BLOCK_Q, b_b)
+    tl.debug_barrier()
+    tl.atomic_xchg(p_flag + i_tile, STATUS, sem="release", scope="gpu")
 
 
 @triton.jit
-def _load_record(p_ws, i_field, tile_w, n_tiles, mask, ACC: tl.constexpr, BLOCK_Q: tl.constexpr):
-    """Field ``i_field`` of tiles ``tile_w`` ([W, 1] or scalar): values [W, BLOCK_Q] and their
-    status (0 while unpublished)."""
-    o_w = tile_w * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    if ACC == tl.float64:
-        p_w = p_ws + (2 * i_field) * n_tiles * BLOCK_Q + o_w
-        w_hi = tl.load(p_w, mask=mask, other=0, volatile=True)
-        w_lo = tl.load(p_w + n_tiles * BLOCK_Q, mask=mask, other=0, volatile=True)
-        # a field being upgraded (aggregate -> inclusive) may show one new and one old half
-        status = tl.where((w_hi >> 32) == (w_lo >> 32), w_hi >> 32, 0)
-        b_v = (((w_hi & 0xFFFFFFFF) << 32) | (w_lo & 0xFFFFFFFF)).to(tl.float64, bitcast=True)
-    else:
-        w = tl.load(p_ws + i_field * n_tiles * BLOCK_Q + o_w, mask=mask, other=0, volatile=True)
-        status = w >> 32
-        b_v = (w & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
-    return b_v, status
-
-
-@triton.jit
-def _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC: tl.constexpr, BLOCK_Q: tl.constexpr, WINDOW: tl.constexpr):
-    """Read predecessors j-WINDOW+1 .. j of chain ``i_chain`` and compose the newest run usable
-    now. Returns the affine map (w_a, w_b) [BLOCK_Q] from the state before the run to the state
-    after tile j, the run's length, and whether it starts at an inclusive prefix (which enters as
-    the constant map A=0, B=prefix, so then w_b is the state after tile j)."""
-    o_w = tl.arange(0, WINDOW)
-    seg_w = j - (WINDOW - 1) + o_w  # oldest first
-    m_w = (seg_w >= 0)[:, None]
-    tile_w = (tl.maximum(seg_w, 0) * n_chains + i_chain)[:, None]
-    b_b, s_b = _load_record(p_ws, 1, tile_w, n_tiles, m_w, ACC, BLOCK_Q)
-    b_a, s_a = _load_record(p_ws, 0, tile_w, n_tiles, m_w, ACC, BLOCK_Q)
-    # [WINDOW] per predecessor: 2 once every channel is inclusive, 0 while any is unpublished
-    status = tl.min(tl.where(s_b == 2, 2, tl.where((s_b == 1) & (s_a == 1), 1, 0)), axis=1)
-    i_zero = tl.max(tl.where(status == 0, o_w, -1), axis=0)
-    i_inc = tl.max(tl.where(status == 2, o_w, -1), axis=0)
-    done = i_inc > i_zero
-    lo = tl.where(done, i_inc, i_zero + 1)
-    # [WINDOW, BLOCK_Q] maps of the run, identity (1, 0) before it; a channel already inclusive
-    # enters as (0, prefix)
-    m_run = (o_w >= lo)[:, None]
-    b_a = tl.where(m_run, tl.where(s_b == 2, 0.0, b_a), 1.0)
-    b_b = tl.where(m_run, b_b, 0.0)
-    s_ma, s_mb = tl.associative_scan((b_a, b_b), 0, _combine)
-    m_last = (o_w == WINDOW - 1)[:, None]
-    w_a = tl.sum(tl.where(m_last, s_ma, 0.0), axis=0)
-    w_b = tl.sum(tl.where(m_last, s_mb, 0.0), axis=0)
-    return w_a, w_b, WINDOW - lo, done
+def _read_record(p_ws, i_field, i_tile, n_tiles, BLOCK_Q: tl.constexpr):
+    """[BLOCK_Q] field of a tile whose flag was acquired (L2 load: another SM wrote it)."""
+    return tl.load(p_ws + (i_field * n_tiles + i_tile) * BLOCK_Q + tl.arange(0, BLOCK_Q), volatile=True)
 
 
 @triton.jit
@@ -177,7 +134,8 @@ def _linear_scan_kernel(
     p_hin,  # backward: d final state, contiguous (N_SEQ, P, Q) (None without)
     p_hout,  # out: final state (forward) or d initial state (backward), contiguous (N_SEQ, P, Q)
     p_cu,  # int32 [N_SEQ + 1] sequence offsets along T (VARLEN), else None
-    p_ws,  # int64 [2 * HALVES, n_tiles, BLOCK_Q] zeroed look-back records (LOOKBACK), else None
+    p_flag,  # int32 [n_tiles] zeroed look-back flags (LOOKBACK), else None
+    p_ws,  # ACC [3, n_tiles, BLOCK_Q] look-back records (LOOKBACK), else None
     T, P, Q,  # view sizes
     s_p, s_t, s_q,  # element strides of the view
     n_qblk,  # cdiv(Q, BLOCK_Q)
@@ -187,7 +145,6 @@ def _linear_scan_kernel(
     BLOCK_T: tl.constexpr,  # steps per tile
     BLOCK_Q: tl.constexpr,  # channels per tile
     V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1
-    WINDOW: tl.constexpr,  # predecessors read per look-back step
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
@@ -255,19 +212,17 @@ def _linear_scan_kernel(
 
     if LOOKBACK:
         # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
-        # immediate predecessor is usually finished: read its prefix now, overlapping this
-        # tile's loads (resolved when j < 0).
+        # immediate predecessor is usually finished: poll its flag now, overlapping this tile's
+        # loads (resolved when j < 0). Flags are read by scalar atomics, executed once and
+        # broadcast, so every warp takes the same decisions.
         c_a = tl.full([BLOCK_Q], 1.0, ACC)
         c_b = tl.zeros([BLOCK_Q], ACC)
         j = i_lseg - 1
         if i_lseg > 0:
-            b_pre, s_pre = _load_record(p_ws, 1, i_tile - n_chains, n_tiles, True, ACC, BLOCK_Q)
-            ready = tl.min(s_pre, axis=0) == 2
-            c_b = tl.where(ready, b_pre, c_b)
-            j = tl.where(ready, -1, j)
-        # Warps reach the look-back code at different times; Triton's reductions and scans share
-        # shared-memory scratch, so every look-back step is fenced by CTA barriers.
-        tl.debug_barrier()
+            f = tl.atomic_add(p_flag + i_tile - n_chains, 0, sem="acquire", scope="gpu")
+            if f == 2:
+                c_b = _read_record(p_ws, 2, i_tile - n_chains, n_tiles, BLOCK_Q)
+                j = -1
 
     if VARLEN:
         # [BLOCK_T, 1] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
@@ -317,23 +272,24 @@ def _linear_scan_kernel(
         m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
         b_agg_a = tl.sum(tl.where(m_end, b_a, 0.0), axis=0)
         b_agg_b = tl.sum(tl.where(m_end, b_b, 0.0), axis=0)
-        tl.debug_barrier()
         if i_lseg == 0:
             b_carry = b_c0
         else:
             if j >= 0:
-                # not resolved by the first read: let successors skip this tile, then walk back
-                _store_record(p_ws, 0, i_tile, n_tiles, b_agg_a, 1, ACC, BLOCK_Q)
-                _store_record(p_ws, 1, i_tile, n_tiles, b_agg_b, 1, ACC, BLOCK_Q)
+                # not resolved by the first poll: let successors skip this tile, then walk back
+                _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
                 while j >= 0:
-                    tl.debug_barrier()
-                    w_a, w_b, n_use, done = _lookback_step(p_ws, i_chain, j, n_chains, n_tiles, ACC, BLOCK_Q, WINDOW)
-                    c_b = c_a * w_b + c_b
-                    c_a = c_a * w_a
-                    j = tl.where(done, -1, j - n_use)
-                    tl.debug_barrier()
+                    i_pred = j * n_chains + i_chain
+                    f = tl.atomic_add(p_flag + i_pred, 0, sem="acquire", scope="gpu")
+                    if f == 2:
+                        c_b = c_a * _read_record(p_ws, 2, i_pred, n_tiles, BLOCK_Q) + c_b
+                        j = -1
+                    elif f == 1:
+                        c_b = c_a * _read_record(p_ws, 1, i_pred, n_tiles, BLOCK_Q) + c_b
+                        c_a = c_a * _read_record(p_ws, 0, i_pred, n_tiles, BLOCK_Q)
+                        j = j - 1
             b_carry = c_b
-        _store_record(p_ws, 1, i_tile, n_tiles, b_agg_a * b_carry + b_agg_b, 2, ACC, BLOCK_Q)
+        _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
     else:
         b_carry = b_c0
     b_y = b_b + b_a * b_carry[None, :]
@@ -374,7 +330,6 @@ class ScanConfig:
     block_t: int
     block_q: int
     num_warps: int
-    window: int = 4
 
 
 def _pow2_at_least(n: int) -> int:
@@ -393,7 +348,7 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     one row (one tile per row up to T = 4096: no look-back); a 3-D tile (reverse scan, backward)
     takes 2048 steps of 2 rows, since Triton moves a [BLOCK_T, 1] scan off the vectorised layout.
     Contiguous channels: 128 steps of 16 channels (wider tiles crashed under the sweep, see
-    notes). 32 elements per thread in either case; a look-back window of 4."""
+    notes). 32 elements per thread in either case."""
     small = 2 if itemsize == 8 else 1  # float64 tiles hold half as many steps
     if time_contiguous:
         v = vector_steps(itemsize, True)
@@ -470,17 +425,16 @@ def scan_launch(
     n_tiles = v.P * n_qblk * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
     lookback = n_seg > 1
-    halves = 2 if acc == torch.float64 else 1
-    records = torch.zeros(2 * halves, n_tiles, cfg.block_q, dtype=torch.int64, device=tokens.device) if lookback else None
+    flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
+    records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
     return _linear_scan_kernel[(n_tiles,)](
         gates, tokens, out, y, dgates,
-        initial_state, dfinal, state_out, cu_seqlens, records,
+        initial_state, dfinal, state_out, cu_seqlens, flags, records,
         v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq,
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
         BLOCK_T=cfg.block_t,
         BLOCK_Q=cfg.block_q,
         V=vec,
-        WINDOW=cfg.window,
         SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
         REVERSE=reverse,
         BACKWARD=backward,
