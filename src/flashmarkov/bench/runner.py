@@ -96,6 +96,7 @@ def _measure(
 def run(op: Op, args: argparse.Namespace) -> int:
     """Benchmark ``op`` as ``args`` select; 0 when every case ran, 1 when the CUDA context was lost."""
     cases = op.cases(args)
+    args.out.mkdir(parents=True, exist_ok=True)
     env = measure_environment(args.device, args.warmup, args.rep)
     _say(f"{env.gpu} · torch {env.torch} · triton {env.triton} · copy {env.copy_gbps:.0f} GB/s · {env.timer}")
     records = [copy_record(env, op.name)]
@@ -121,6 +122,8 @@ def run(op: Op, args: argparse.Namespace) -> int:
                 break
         rank(case_records)
         records += case_records
+        # after every case, so a run stopped by a time limit keeps what it measured
+        write_json(records, args.out / f"{op.name}.json")
         if not alive:
             _say(f"the CUDA context was lost during {case.name} {case.dtype}: stopping, writing what was measured")
             break

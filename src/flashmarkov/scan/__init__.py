@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
-from .op import linear_scan_bwd_op, linear_scan_op, linear_scan_out_op
+from .op import LinearScanFunction, linear_scan_op, linear_scan_out_op, scan_out
 from .reference import linear_scan_bwd_ref, linear_scan_ref
 
 Tensor = torch.Tensor
@@ -77,7 +77,11 @@ def linear_scan(
     """
     gates, tokens, dim, initial_state, cu_seqlens = _validate(gates, tokens, dim, reverse, initial_state, cu_seqlens)
     _checks.check_flag("return_final_state", return_final_state)
-    y, final = linear_scan_op(gates, tokens, initial_state, cu_seqlens, dim, reverse, return_final_state)
+    args = (gates, tokens, initial_state, cu_seqlens, dim, reverse, return_final_state)
+    if torch.compiler.is_compiling():
+        y, final = linear_scan_op(*args)
+    else:
+        y, final = LinearScanFunction.apply(*args)
     return (y, final) if return_final_state else y
 
 
@@ -97,5 +101,8 @@ def scan_forward(gates: Tensor, tokens: Tensor, reverse: bool = False, out: Tens
         _checks.check_tensor("out", out)
         _checks.check_like("out", out, "tokens", tokens)
     with torch.no_grad():
-        linear_scan_out_op(gates, tokens, out, dim, reverse)
+        if torch.compiler.is_compiling():
+            linear_scan_out_op(gates, tokens, out, dim, reverse)
+        else:
+            scan_out(gates, tokens, out, dim, reverse)
     return out

@@ -25,6 +25,7 @@ a binary search of the offsets.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -341,6 +342,7 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
     return 16 // itemsize if time_contiguous else 1
 
 
+@functools.lru_cache(maxsize=4096)
 def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: bool) -> ScanConfig:
     """Tile shape from the H200 sweep (notes/scan.md).
 
@@ -420,8 +422,8 @@ def scan_launch(
     vec = vector_steps(tokens.element_size(), v.s_t == 1)
     cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1, vec > 1 and (scan_rev or backward))
     n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
-    n_qblk = triton.cdiv(v.Q, cfg.block_q)
-    n_seg = triton.cdiv(v.T, cfg.block_t)
+    n_qblk = -(-v.Q // cfg.block_q)
+    n_seg = -(-v.T // cfg.block_t)
     n_tiles = v.P * n_qblk * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
     lookback = n_seg > 1

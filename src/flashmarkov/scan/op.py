@@ -68,8 +68,7 @@ def _triton_pass(
             dst.copy_(src)
 
 
-@torch.library.custom_op("flashmarkov::linear_scan", mutates_args=())
-def linear_scan_op(
+def scan_fwd(
     gates: Tensor,
     tokens: Tensor,
     initial_state: Tensor | None,
@@ -96,14 +95,16 @@ def linear_scan_op(
     return y, (final if need_final else tokens.new_empty(0))
 
 
+linear_scan_op = torch.library.custom_op("flashmarkov::linear_scan", scan_fwd, mutates_args=())
+
+
 @linear_scan_op.register_fake
 def _(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
     final = tokens.new_empty(_state_shape(tokens, dim, cu_seqlens) if need_final else [0])
     return torch.empty_like(tokens), final
 
 
-@torch.library.custom_op("flashmarkov::linear_scan_bwd", mutates_args=())
-def linear_scan_bwd_op(
+def scan_bwd(
     gates: Tensor,
     y: Tensor,
     dy: Tensor,
@@ -135,6 +136,9 @@ def linear_scan_bwd_op(
     return dgates, dtokens, (dh0 if dh0 is not None else y.new_empty(0))
 
 
+linear_scan_bwd_op = torch.library.custom_op("flashmarkov::linear_scan_bwd", scan_bwd, mutates_args=())
+
+
 @linear_scan_bwd_op.register_fake
 def _(gates, y, dy, initial_state, dfinal, cu_seqlens, dim, reverse):
     dh0 = y.new_empty(0) if initial_state is None else torch.empty_like(initial_state, memory_format=torch.contiguous_format)
@@ -160,13 +164,34 @@ def _backward(ctx, dy: Tensor | None, dfinal: Tensor | None):
 linear_scan_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@torch.library.custom_op("flashmarkov::linear_scan_out", mutates_args=("out",))
-def linear_scan_out_op(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
+class LinearScanFunction(torch.autograd.Function):
+    """The eager path: the same forward and backward as ``flashmarkov::linear_scan`` without the
+    custom-op dispatch layers, which cost more host time than a short scan takes on the GPU.
+    ``linear_scan`` uses the custom op while torch.compile traces."""
+
+    @staticmethod
+    def forward(ctx, gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
+        y, final = scan_fwd(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final)
+        _setup_context(ctx, (gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final), (y, final))
+        return y, final
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        gates, y, initial_state, cu_seqlens = ctx.saved_tensors
+        dfinal = dfinal if ctx.need_final else None
+        dg, dx, dh0 = scan_bwd(gates, y, dy, initial_state, dfinal, cu_seqlens, ctx.dim, ctx.reverse)
+        return dg, dx, (dh0 if initial_state is not None else None), None, None, None, None
+
+
+def scan_out(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
     """Forward scan written into ``out`` (no autograd)."""
     if _runtime.backend_for(tokens.device) == "reference":
         out.copy_(reference.linear_scan_ref(gates, tokens, dim=dim, reverse=reverse))
         return
     _triton_pass(gates, tokens, out, dim, reverse, initial_state=None, state_out=None, cu_seqlens=None)
+
+
+linear_scan_out_op = torch.library.custom_op("flashmarkov::linear_scan_out", scan_out, mutates_args=("out",))
 
 
 @linear_scan_out_op.register_fake
