@@ -151,14 +151,20 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.dim, ctx.reverse, ctx.need_final = dim, reverse, need_final
 
 
-def _backward(ctx, dy: Tensor | None, dfinal: Tensor | None):
+def _gradients(ctx, dy: Tensor | None, dfinal: Tensor | None, bwd) -> tuple:
+    """Input gradients of (gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final)
+    through ``bwd``: the backward op (traced by torch.compile) or its plain function (eager)."""
     gates, y, initial_state, cu_seqlens = ctx.saved_tensors
     if dy is None:
         dy = torch.zeros_like(y)
     if not ctx.need_final:
         dfinal = None
-    dg, dx, dh0 = linear_scan_bwd_op(gates, y, dy, initial_state, dfinal, cu_seqlens, ctx.dim, ctx.reverse)
+    dg, dx, dh0 = bwd(gates, y, dy, initial_state, dfinal, cu_seqlens, ctx.dim, ctx.reverse)
     return dg, dx, (dh0 if initial_state is not None else None), None, None, None, None
+
+
+def _backward(ctx, dy: Tensor | None, dfinal: Tensor | None):
+    return _gradients(ctx, dy, dfinal, linear_scan_bwd_op)
 
 
 linear_scan_op.register_autograd(_backward, setup_context=_setup_context)
@@ -177,10 +183,7 @@ class LinearScanFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dfinal):
-        gates, y, initial_state, cu_seqlens = ctx.saved_tensors
-        dfinal = dfinal if ctx.need_final else None
-        dg, dx, dh0 = scan_bwd(gates, y, dy, initial_state, dfinal, cu_seqlens, ctx.dim, ctx.reverse)
-        return dg, dx, (dh0 if initial_state is not None else None), None, None, None, None
+        return _gradients(ctx, dy, dfinal, scan_bwd)
 
 
 def scan_out(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
