@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
 #   bash scripts/gpu.sh [peers] [tests] [bench] [check] [demo] [tune]     (default: tests bench)
+# env: TEST_PATHS (default tests), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
 # peers: installs the scan peers from .whl/ (bash ../shared/tools/peer-wheels.sh; carry .whl) into
 # /tmp/site. bench writes $OUT/bdt/ and $OUT/btd/ (scan.json, .md, .png), one run per layout so a
 # timeout loses at most one. Logs go to $OUT; the last lines printed are the summary tables.
@@ -20,10 +21,10 @@ for step in $steps; do
       (cd /tmp && MAX_JOBS=16 timeout "${PEER_BUILD_TIMEOUT:-240}" python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$OLDPWD"/.whl/fpscan-*.tar.gz) \
         || echo "fpscan did not build; benchmark without it" ;;
     tests)
-      timeout "${TEST_TIMEOUT:-300}" python3 -m pytest tests -m gpu -q --maxfail=5 -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
+      timeout "${TEST_TIMEOUT:-300}" python3 -m pytest ${TEST_PATHS:-tests} -m gpu -q --maxfail=5 -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
       status=$((status | PIPESTATUS[0])) ;;
     bench)
-      for layout in bdt btd; do
+      for layout in ${BENCH_LAYOUTS:-bdt btd}; do
         mkdir -p "$OUT/$layout"
         timeout "${BENCH_TIMEOUT:-400}" python3 -m flashmarkov.bench scan --layouts "$layout" --out "$OUT/$layout" \
           --warmup 10 --rep 50 --compile-budget 40 --impls "${BENCH_IMPLS:-flashmarkov,accelerated-scan.triton,fpscan,fla,torch}" \

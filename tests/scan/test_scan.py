@@ -16,14 +16,14 @@ from ..conftest import INTERPRETED_DTYPES, assert_close
 from .helpers import check_scan, make_gates
 
 LAYOUTS = {"bdt": lambda T: ((2, 3, T), -1), "btd": lambda T: ((2, T, 3), 1)}
-SMALL_TILES = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1)
 
 
-
-@pytest.fixture
-def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tiles of 8 steps x 2 channels: long look-back chains at small T."""
-    monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: SMALL_TILES)
+@pytest.fixture(params=[True, False], ids=["lookback", "sequential"])
+def small_tiles(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Tiles of 8 steps x 2 channels, so small T makes long chains of tiles, walked by the
+    look-back (one program per tile) or by one program per chain."""
+    config = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1, lookback=request.param)
+    monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: config)
 
 
 @pytest.mark.parametrize("dtype", INTERPRETED_DTYPES)

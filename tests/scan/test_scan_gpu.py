@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from flashmarkov.scan import linear_scan, linear_scan_ref, scan_forward
+from flashmarkov.scan import kernels
 from flashmarkov.scan.op import linear_scan_op
 
 from ..conftest import GPU_DTYPES, assert_close
@@ -27,10 +28,17 @@ def test_gpu_lengths(T, layout, dtype, nan_alloc):
     check_scan(shape, dim, dtype, "cuda", with_initial=True, with_final=True)
 
 
+@pytest.fixture(params=[True, False], ids=["lookback", "sequential"])
+def chain_mode(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Chains of several tiles walked by the look-back, or by one program per chain, whatever
+    the number of chains."""
+    monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, device: request.param and n_seg > 1)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("offsets", [None, [0, 1, 40000, 40000, 65537], [0, 65537]])
 @pytest.mark.parametrize("reverse,with_initial,with_final", list(itertools.product([False, True], repeat=3)))
-def test_gpu_features(reverse, with_initial, with_final, offsets, layout, nan_alloc):
+def test_gpu_features(reverse, with_initial, with_final, offsets, layout, nan_alloc, chain_mode):
     shape, dim = LAYOUTS[layout](2, 5, 65537)
     check_scan(
         shape, dim, torch.float32, "cuda",
@@ -39,7 +47,7 @@ def test_gpu_features(reverse, with_initial, with_final, offsets, layout, nan_al
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("shape,dim", [((4, 64, 300), 1), ((3, 700, 2049), -1), ((1, 64, 2**18), -1), ((2, 2**16, 32), 1)])
+@pytest.mark.parametrize("shape,dim", [((4, 64, 300), 1), ((3, 700, 2049), -1), ((1, 64, 2**18), -1), ((2, 2**16, 32), 1), ((2, 256, 70001), -1), ((8, 4099, 1536), 1)])
 def test_gpu_wide(shape, dim, dtype, nan_alloc):
     """Many channels and many tiles in flight: the look-back under real concurrency."""
     check_scan(shape, dim, dtype, "cuda", with_initial=True, with_final=True)

@@ -8,8 +8,10 @@ A program owns one tile of BLOCK_T steps by BLOCK_Q channels, held in registers:
 * layout (B, T, D) scans across rows: the view is (B, T, D) with channel stride 1, so a tile is
   BLOCK_T rows of BLOCK_Q contiguous channels.
 
-Neither needs a transpose. A sequence longer than one tile is split over several programs that
-chain through a single-pass decoupled look-back (Merrill & Garland): a tile first polls its
+Neither needs a transpose. A sequence longer than one tile is either walked by one program,
+segment after segment with the carry in registers (when there are enough sequences x channel
+tiles, "chains", to keep the memory system busy), or split over several programs that chain
+through a single-pass decoupled look-back (Merrill & Garland; few chains): a tile first polls its
 predecessor (usually finished, since programs are numbered segment-major and all chains advance
 together); if the predecessor has no prefix yet, the tile publishes its aggregate (the affine map
 h -> A h + B of its steps) and walks back, composing aggregates until an inclusive prefix. Flags
@@ -151,22 +153,25 @@ def _linear_scan_kernel(
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
     SCAN_REV: tl.constexpr,  # this pass scans towards lower t: REVERSE != BACKWARD
     VARLEN: tl.constexpr,
-    LOOKBACK: tl.constexpr,  # n_seg > 1: tiles chain through the look-back
+    LOOKBACK: tl.constexpr,  # one tile per program, chained through the look-back (else one program per chain)
     HAS_H0: tl.constexpr,
     HAS_HIN: tl.constexpr,
     HAS_HOUT: tl.constexpr,
 ):
     n_chains = P * n_qblk
     n_tiles = n_chains * n_seg
-    i_tile = tl.program_id(0)
-    i_lseg = i_tile // n_chains  # position in scan order
-    i_chain = i_tile % n_chains
+    if LOOKBACK:
+        # one tile per program, numbered segment-major so all chains advance together
+        i_chain = tl.program_id(0) % n_chains
+        i_lseg = tl.program_id(0) // n_chains
+        lseg_end = i_lseg + 1
+    else:
+        # one program per chain walks its segments in scan order, the carry in registers
+        i_chain = tl.program_id(0)
+        i_lseg = tl.program_id(0) * 0  # int32, like the look-back branch
+        lseg_end = n_seg
     i_p = i_chain // n_qblk
     i_qb = i_chain % n_qblk
-    if SCAN_REV:
-        i_seg = n_seg - 1 - i_lseg
-    else:
-        i_seg = i_lseg
     # the original recurrence's step: "next" is t + D, "previous" t - D
     D: tl.constexpr = -1 if REVERSE else 1
     # A reverse scan (SCAN_REV) or a backward pass over contiguous time (V > 1) uses a 3-D tile
@@ -183,145 +188,154 @@ def _linear_scan_kernel(
         o_r = R - 1 - o_r
     o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
     if TILE3:
-        t_row = (i_seg * BLOCK_T + o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
-        t_mem = t_row + tl.arange(0, V)[None, :, None]  # [R, V, 1]
+        o_rv = (o_r * V)[:, None, None] + tl.arange(0, V)[None, :, None]  # [R, V, 1] step within the tile
         m_q = (o_q < Q)[None, None, :]
         base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
     else:
-        t_row = (i_seg * BLOCK_T + o_r)[:, None]  # [BLOCK_T, 1]
-        t_mem = t_row
+        o_rv = o_r[:, None]  # [BLOCK_T, 1]
         m_q = (o_q < Q)[None, :]
         base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]  # [1, BLOCK_Q]
-    m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
-    offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
-    # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
-    t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, TILE3)
     q_s = o_q[None, :]
-    m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
+    m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]  # [BLOCK_T, 1] a tile's last step in scan order
     # first / last step of the original recurrence, without VARLEN
     t_first = T - 1 if REVERSE else 0
     t_last = 0 if REVERSE else T - 1
-
-    if BACKWARD:
-        # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
-        b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
-        b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
+    # the state entering the scan's first segment (VARLEN: entered per sequence inside the tiles)
+    if (not VARLEN) and BACKWARD and HAS_HIN:
+        b_c0 = tl.load(p_hin + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
+    elif (not VARLEN) and (not BACKWARD) and HAS_H0:
+        b_c0 = tl.load(p_h0 + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
     else:
-        b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
-    b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
-    b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
-
-    if LOOKBACK:
-        # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
-        # immediate predecessor is usually finished: poll its flag now, overlapping this tile's
-        # loads (resolved when j < 0). Flags are read by scalar atomics, executed once and
-        # broadcast, so every warp takes the same decisions.
-        c_a = tl.full([BLOCK_Q], 1.0, ACC)
-        c_b = tl.zeros([BLOCK_Q], ACC)
-        j = i_lseg - 1
-        if i_lseg > 0:
-            f = tl.atomic_add(p_flag + i_tile - n_chains, 0, sem="acquire", scope="gpu")
-            if f == 2:
-                c_b = _read_record(p_ws, 2, i_tile - n_chains, n_tiles, BLOCK_Q)
-                j = -1
-
-    if VARLEN:
-        # [BLOCK_T, 1] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
-        lo = tl.zeros([BLOCK_T, 1], tl.int32)
-        hi = tl.zeros([BLOCK_T, 1], tl.int32) + n_seq
-        for _ in tl.static_range(SEARCH_STEPS):
-            mid = (lo + hi) >> 1
-            go = tl.load(p_cu + mid) <= t_s
-            lo = tl.where(go, mid, lo)
-            hi = tl.where(go, hi, mid)
-        b_beg = tl.load(p_cu + lo)
-        b_end = tl.load(p_cu + lo + 1)
-        if REVERSE:
-            m_first = (t_s == b_end - 1) & m
-            m_last = (t_s == b_beg) & m
-        else:
-            m_first = (t_s == b_beg) & m
-            m_last = (t_s == b_end - 1) & m
-        i_state = (lo.to(tl.int64) * P + i_p) * Q + q_s  # [BLOCK_T, BLOCK_Q]
-        # restart the recurrence at each sequence's first step (forward) / last step (backward)
-        if BACKWARD:
-            b_g = tl.where(m_last, 0.0, b_g)
-            if HAS_HIN:
-                b_x += tl.load(p_hin + i_state, mask=m_last, other=0.0).to(ACC)
-        else:
-            if HAS_H0:
-                b_x += b_g * tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC)
-            b_g = tl.where(m_first, 0.0, b_g)
         b_c0 = tl.zeros([BLOCK_Q], ACC)
-    else:
-        m_first = (t_s == t_first) & m
-        m_last = (t_s == t_last) & m
-        i_state = i_p * Q + q_s + tl.zeros([BLOCK_T, 1], tl.int32)  # [BLOCK_T, BLOCK_Q]
-        # the state entering the scan's first segment
-        if BACKWARD and HAS_HIN:
-            b_c0 = tl.load(p_hin + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
-        elif (not BACKWARD) and HAS_H0:
-            b_c0 = tl.load(p_h0 + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
+
+    b_carry = b_c0
+    while i_lseg < lseg_end:
+        i_tile = i_lseg * n_chains + i_chain
+        if SCAN_REV:
+            i_seg = n_seg - 1 - i_lseg
         else:
-            b_c0 = tl.zeros([BLOCK_Q], ACC)
-
-    # [BLOCK_T, BLOCK_Q] scan of the tile from a zero state: b_y(h) = b_a * h + b_b
-    b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine)
-
-    if LOOKBACK:
-        # the tile's aggregate sits at its last step in scan order
-        m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
-        b_agg_a = tl.sum(tl.where(m_end, b_a, 0.0), axis=0)
-        b_agg_b = tl.sum(tl.where(m_end, b_b, 0.0), axis=0)
-        if i_lseg == 0:
-            b_carry = b_c0
+            i_seg = i_lseg
+        t_mem = i_seg * BLOCK_T + o_rv  # [R, V, 1] or [BLOCK_T, 1]
+        if TILE3:
+            t_row = i_seg * BLOCK_T + (o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
         else:
-            if j >= 0:
-                # not resolved by the first poll: let successors skip this tile, then walk back
-                _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
-                while j >= 0:
-                    i_pred = j * n_chains + i_chain
-                    f = tl.atomic_add(p_flag + i_pred, 0, sem="acquire", scope="gpu")
-                    if f == 2:
-                        c_b = c_a * _read_record(p_ws, 2, i_pred, n_tiles, BLOCK_Q) + c_b
-                        j = -1
-                    elif f == 1:
-                        c_b = c_a * _read_record(p_ws, 1, i_pred, n_tiles, BLOCK_Q) + c_b
-                        c_a = c_a * _read_record(p_ws, 0, i_pred, n_tiles, BLOCK_Q)
-                        j = j - 1
-            b_carry = c_b
-        _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
-    else:
-        b_carry = b_c0
-    b_y = b_b + b_a * b_carry[None, :]
-    tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem)
+            t_row = t_mem
+        m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
+        offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
+        # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
+        t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, TILE3)
+        m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
 
-    # tiles that hold a sequence's first / last step (every tile may, with VARLEN)
-    if VARLEN:
-        has_first = True
-        has_last = True
-    else:
-        has_first = (t_first >= i_seg * BLOCK_T) & (t_first < i_seg * BLOCK_T + BLOCK_T)
-        has_last = (t_last >= i_seg * BLOCK_T) & (t_last < i_seg * BLOCK_T + BLOCK_T)
-    if BACKWARD:
-        # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
-        b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
-        b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, TILE3).to(ACC)
-        if HAS_H0:
-            if has_first:
-                b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
-        elif VARLEN:
-            b_yp = tl.where(m_first, 0.0, b_yp)
-        tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem)
-        if HAS_HOUT:
-            if has_first:
-                # d h0 = g[first] * a[first]
-                offs_s = _to_scan_order(offs, FLIP, BLOCK_T, TILE3)
-                b_gf = tl.load(p_g + offs_s, mask=m_first, other=0.0).to(ACC)
-                tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
-    elif HAS_HOUT:
-        if has_last:
-            tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
+        if BACKWARD:
+            # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
+            b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
+            b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
+        else:
+            b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
+        b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
+        b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
+
+        if LOOKBACK:
+            # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
+            # immediate predecessor is usually finished: poll its flag now, overlapping this tile's
+            # loads (resolved when j < 0). Flags are read by scalar atomics, executed once and
+            # broadcast, so every warp takes the same decisions.
+            c_a = tl.full([BLOCK_Q], 1.0, ACC)
+            c_b = tl.zeros([BLOCK_Q], ACC)
+            j = i_lseg - 1
+            if i_lseg > 0:
+                f = tl.atomic_add(p_flag + i_tile - n_chains, 0, sem="acquire", scope="gpu")
+                if f == 2:
+                    c_b = _read_record(p_ws, 2, i_tile - n_chains, n_tiles, BLOCK_Q)
+                    j = -1
+
+        if VARLEN:
+            # [BLOCK_T, 1] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
+            lo = tl.zeros([BLOCK_T, 1], tl.int32)
+            hi = tl.zeros([BLOCK_T, 1], tl.int32) + n_seq
+            for _ in tl.static_range(SEARCH_STEPS):
+                mid = (lo + hi) >> 1
+                go = tl.load(p_cu + mid) <= t_s
+                lo = tl.where(go, mid, lo)
+                hi = tl.where(go, hi, mid)
+            b_beg = tl.load(p_cu + lo)
+            b_end = tl.load(p_cu + lo + 1)
+            if REVERSE:
+                m_first = (t_s == b_end - 1) & m
+                m_last = (t_s == b_beg) & m
+            else:
+                m_first = (t_s == b_beg) & m
+                m_last = (t_s == b_end - 1) & m
+            i_state = (lo.to(tl.int64) * P + i_p) * Q + q_s  # [BLOCK_T, BLOCK_Q]
+            # restart the recurrence at each sequence's first step (forward) / last step (backward)
+            if BACKWARD:
+                b_g = tl.where(m_last, 0.0, b_g)
+                if HAS_HIN:
+                    b_x += tl.load(p_hin + i_state, mask=m_last, other=0.0).to(ACC)
+            else:
+                if HAS_H0:
+                    b_x += b_g * tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC)
+                b_g = tl.where(m_first, 0.0, b_g)
+        else:
+            m_first = (t_s == t_first) & m
+            m_last = (t_s == t_last) & m
+            i_state = i_p * Q + q_s + tl.zeros([BLOCK_T, 1], tl.int32)  # [BLOCK_T, BLOCK_Q]
+
+        # [BLOCK_T, BLOCK_Q] scan of the tile from a zero state: b_y(h) = b_a * h + b_b
+        b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine)
+
+        if LOOKBACK:
+            # the tile's aggregate sits at its last step in scan order
+            b_agg_a = tl.sum(tl.where(m_end, b_a, 0.0), axis=0)
+            b_agg_b = tl.sum(tl.where(m_end, b_b, 0.0), axis=0)
+            if i_lseg > 0:
+                if j >= 0:
+                    # not resolved by the first poll: let successors skip this tile, then walk back
+                    _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
+                    while j >= 0:
+                        i_pred = j * n_chains + i_chain
+                        f = tl.atomic_add(p_flag + i_pred, 0, sem="acquire", scope="gpu")
+                        if f == 2:
+                            c_b = c_a * _read_record(p_ws, 2, i_pred, n_tiles, BLOCK_Q) + c_b
+                            j = -1
+                        elif f == 1:
+                            c_b = c_a * _read_record(p_ws, 1, i_pred, n_tiles, BLOCK_Q) + c_b
+                            c_a = c_a * _read_record(p_ws, 0, i_pred, n_tiles, BLOCK_Q)
+                            j = j - 1
+                b_carry = c_b
+            _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
+        b_y = b_b + b_a * b_carry[None, :]
+        tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem)
+        if not LOOKBACK:
+            b_carry = tl.sum(tl.where(m_end, b_y, 0.0), axis=0)
+
+        # tiles that hold a sequence's first / last step (every tile may, with VARLEN)
+        if VARLEN:
+            has_first = True
+            has_last = True
+        else:
+            has_first = (t_first >= i_seg * BLOCK_T) & (t_first < i_seg * BLOCK_T + BLOCK_T)
+            has_last = (t_last >= i_seg * BLOCK_T) & (t_last < i_seg * BLOCK_T + BLOCK_T)
+        if BACKWARD:
+            # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
+            b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
+            b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, TILE3).to(ACC)
+            if HAS_H0:
+                if has_first:
+                    b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
+            elif VARLEN:
+                b_yp = tl.where(m_first, 0.0, b_yp)
+            tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem)
+            if HAS_HOUT:
+                if has_first:
+                    # d h0 = g[first] * a[first]
+                    offs_s = _to_scan_order(offs, FLIP, BLOCK_T, TILE3)
+                    b_gf = tl.load(p_g + offs_s, mask=m_first, other=0.0).to(ACC)
+                    tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
+        elif HAS_HOUT:
+            if has_last:
+                tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
+        i_lseg += 1
 
 
 @dataclass(frozen=True)
@@ -331,6 +345,9 @@ class ScanConfig:
     block_t: int
     block_q: int
     num_warps: int
+    lookback: bool | None = None
+    """Split a chain over programs with the look-back (True), walk it in one program (False), or
+    decide from the number of chains (None, see ``use_lookback``)."""
 
 
 def _pow2_at_least(n: int) -> int:
@@ -365,6 +382,26 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
         block_t = max(min(_pow2_at_least(T), 2048 // small // block_q), 2)
     num_warps = max(1, min(4, block_t * block_q // 512))
     return ScanConfig(block_t, block_q, num_warps)
+
+
+@functools.cache
+def _min_sequential_chains(device_index: int | None) -> int:
+    """Chains from which one program per chain keeps the GPU's memory system busy: about two
+    resident programs per SM (the H200 run of notes/scan.md, version 6)."""
+    if device_index is None:
+        return 264
+    return 2 * torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def use_lookback(n_chains: int, n_seg: int, device: torch.device) -> bool:
+    """Split chains over programs with the look-back only when a chain has several segments and
+    there are too few chains to fill the GPU with one program per chain."""
+    if n_seg == 1:
+        return False
+    index = device.index if device.type == "cuda" else None
+    if device.type == "cuda" and index is None:
+        index = torch.cuda.current_device()
+    return n_chains < _min_sequential_chains(index)
 
 
 @dataclass(frozen=True)
@@ -424,12 +461,13 @@ def scan_launch(
     n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
     n_qblk = -(-v.Q // cfg.block_q)
     n_seg = -(-v.T // cfg.block_t)
-    n_tiles = v.P * n_qblk * n_seg
+    n_chains = v.P * n_qblk
+    n_tiles = n_chains * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    lookback = n_seg > 1
+    lookback = use_lookback(n_chains, n_seg, tokens.device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
     records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
-    return _linear_scan_kernel[(n_tiles,)](
+    return _linear_scan_kernel[(n_tiles if lookback else n_chains,)](
         gates, tokens, out, y, dgates,
         initial_state, dfinal, state_out, cu_seqlens, flags, records,
         v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq,
