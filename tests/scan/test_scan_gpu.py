@@ -32,7 +32,7 @@ def test_gpu_lengths(T, layout, dtype, nan_alloc):
 def chain_mode(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Chains of several tiles walked by the look-back, or by one program per chain, whatever
     the number of chains."""
-    monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, device: request.param and n_seg > 1)
+    monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, tile_elems, device: request.param and n_seg > 1)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -385,23 +385,23 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
 
 
 @functools.cache
-def _min_sequential_chains(device_index: int | None) -> int:
-    """Chains from which one program per chain keeps the GPU's memory system busy: about two
-    resident programs per SM (the H200 run of notes/scan.md, version 6)."""
+def _sm_count(device_index: int | None) -> int:
+    """Streaming multiprocessors of a CUDA device (132 for CPU tensors: an H100/H200's count)."""
     if device_index is None:
-        return 264
-    return 2 * torch.cuda.get_device_properties(device_index).multi_processor_count
+        return 132
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def use_lookback(n_chains: int, n_seg: int, device: torch.device) -> bool:
+def use_lookback(n_chains: int, n_seg: int, tile_elems: int, device: torch.device) -> bool:
     """Split chains over programs with the look-back only when a chain has several segments and
-    there are too few chains to fill the GPU with one program per chain."""
+    one program per chain would hold fewer than 4096 elements per SM in flight (the H200 runs of
+    notes/scan.md, version 6: 512 chains of 4096-step tiles reach 0.89 of the floor that way)."""
     if n_seg == 1:
         return False
     index = device.index if device.type == "cuda" else None
     if device.type == "cuda" and index is None:
         index = torch.cuda.current_device()
-    return n_chains < _min_sequential_chains(index)
+    return n_chains * tile_elems < 4096 * _sm_count(index)
 
 
 @dataclass(frozen=True)
@@ -464,7 +464,7 @@ def scan_launch(
     n_chains = v.P * n_qblk
     n_tiles = n_chains * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    lookback = use_lookback(n_chains, n_seg, tokens.device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    lookback = use_lookback(n_chains, n_seg, cfg.block_t * cfg.block_q, tokens.device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
     records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
     return _linear_scan_kernel[(n_tiles if lookback else n_chains,)](
