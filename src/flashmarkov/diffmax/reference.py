@@ -1,0 +1,253 @@
+"""α-diffmax in plain PyTorch: the test oracle and the path CPU tensors take.
+
+    X' = (1 − α) z,   p_i = [X'_i − τ]_+ ^ (1/(1−α)),   τ such that Σ_i p_i = 1      (0 < α < 1)
+
+τ is found by bisection in the bracket [max X' − 1, max X' − N^−(1−α)] (N = number of finite
+entries), ``n_iter`` halvings keeping Σp(τ_lo) ≥ 1, then p(τ_lo), renormalised by its sum with
+``ensure_sum_one`` (../math.md §3). Entries equal to −inf get exactly 0; a row without a finite
+entry gives zeros. Half inputs are computed in float32, float64 in float64; the result has the
+input's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Tensor = torch.Tensor
+Alpha = float | Tensor | Callable[[], float | Tensor]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 data, float32 for everything else."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def resolve_alpha(alpha: Alpha, X: Tensor, dim: int) -> Tensor:
+    """α as a tensor of the compute dtype on X's device: a 0-d tensor for a float, or the given
+    tensor (broadcastable to X with ``dim`` of size 1); a callable is called first."""
+    if callable(alpha) and not isinstance(alpha, Tensor):
+        alpha = alpha()
+    acc = compute_dtype(X.dtype)
+    if isinstance(alpha, Tensor):
+        a = alpha.to(device=X.device, dtype=acc)
+        return a.reshape((1,) * (X.dim() - a.dim()) + tuple(a.shape)) if a.dim() else a
+    return torch.full((), float(alpha), dtype=acc, device=X.device)
+
+
+def _alpha_rows(alpha: Tensor, X: Tensor, dim: int) -> Tensor:
+    """α broadcast to X's shape with ``dim`` reduced to 1 (the per-row shape), keepdim layout."""
+    if alpha.dim() == 0:
+        return alpha
+    return alpha.expand(*[1 if i == dim else s for i, s in enumerate(X.shape)])
+
+
+def diffmax_bisect_ref(
+    X: Tensor,
+    alpha: Alpha = 0.9,
+    dim: int = -1,
+    n_iter: int = 50,
+    ensure_sum_one: bool = True,
+    *,
+    return_tau: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """α-diffmax of ``X`` along ``dim`` by ``n_iter`` bisection halvings.
+
+    Args:
+        X: float16/bfloat16/float32/float64 scores of any shape; −inf marks masked entries.
+        alpha: 0 < α < 1; a float, a tensor broadcastable to X with ``dim`` of size 1, or a
+            zero-argument callable returning one.
+        dim: the normalised axis.
+        n_iter: bisection halvings (50 reach float64 resolution of a bracket of width ≤ 1).
+        ensure_sum_one: divide p by its sum at the final τ.
+        return_tau: also return τ (keepdim shape, compute dtype; −inf for rows with no finite entry).
+
+    Returns:
+        p with X's shape and dtype (and τ with ``return_tau``).
+    """
+    dim = dim % X.dim()
+    acc = compute_dtype(X.dtype)
+    if X.numel() == 0:
+        tau = torch.full([1 if i == dim else s for i, s in enumerate(X.shape)], -torch.inf, dtype=acc, device=X.device)
+        return (X.clone(), tau) if return_tau else X.clone()
+    a = _alpha_rows(resolve_alpha(alpha, X, dim), X, dim)
+    one_minus = 1.0 - a
+    k = 1.0 / one_minus
+    xs = X.to(acc) * one_minus
+    finite = torch.isfinite(xs)
+    n = finite.sum(dim=dim, keepdim=True)
+    m = xs.amax(dim=dim, keepdim=True)
+    empty = n == 0
+    m = torch.where(empty, torch.zeros_like(m), m)
+    xs = torch.where(finite, xs, torch.full_like(xs, -torch.inf))
+
+    def p_of(tau: Tensor) -> Tensor:
+        return torch.clamp(xs - tau, min=0) ** k
+
+    tau_lo = m - 1.0
+    tau_hi = m - n.clamp(min=1).to(acc) ** (-one_minus)
+    width = tau_hi - tau_lo
+    for _ in range(n_iter):
+        width = width / 2
+        tau_mid = tau_lo + width
+        f_mid = p_of(tau_mid).sum(dim=dim, keepdim=True) - 1.0
+        tau_lo = torch.where(f_mid >= 0, tau_mid, tau_lo)
+    p = p_of(tau_lo)
+    if ensure_sum_one:
+        total = p.sum(dim=dim, keepdim=True)
+        p = p / torch.where(total > 0, total, torch.ones_like(total))
+    p = p.to(X.dtype)
+    if not return_tau:
+        return p
+    return p, torch.where(empty, torch.full_like(tau_lo, -torch.inf), tau_lo)
+
+
+def diffmax_bisect_bwd_ref(
+    p: Tensor, dp: Tensor, alpha: Alpha, dim: int = -1, *, need_alpha_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Gradients of a loss through p = α-diffmax(X) along ``dim``, from p alone (../math.md §3).
+
+        s = p^α [p > 0],   dX = s ⊙ dp − s (Σ s dp) / Σ s
+        dα = −[ Σ dp (p − s̃) / (1−α)² − Σ dp (p log p − s̃ H) / (1−α) ],  s̃ = s / Σ s, H = Σ p log p
+
+    Returns dX (p's dtype) and dα per row (keepdim shape, compute dtype), or None without
+    ``need_alpha_grad``. Rows whose p is all zero get zero gradients.
+    """
+    dim = dim % p.dim()
+    acc = compute_dtype(p.dtype)
+    a = _alpha_rows(resolve_alpha(alpha, p, dim), p, dim)
+    y, g = p.to(acc), dp.to(acc)
+    positive = y > 0
+    s = torch.where(positive, y.clamp(min=torch.finfo(acc).tiny) ** a, torch.zeros_like(y))
+    s_sum = s.sum(dim=dim, keepdim=True)
+    s_sum = torch.where(s_sum > 0, s_sum, torch.ones_like(s_sum))
+    sg = (s * g).sum(dim=dim, keepdim=True)
+    dX = (s * g - s * (sg / s_sum)).to(p.dtype)
+    if not need_alpha_grad:
+        return dX, None
+    one_minus = 1.0 - a
+    ylog = torch.where(positive, y * torch.log(y.clamp(min=torch.finfo(acc).tiny)), torch.zeros_like(y))
+    entropy = ylog.sum(dim=dim, keepdim=True)
+    s_tilde = s / s_sum
+    first = (g * (y - s_tilde)).sum(dim=dim, keepdim=True) / one_minus**2
+    second = (g * (ylog - s_tilde * entropy)).sum(dim=dim, keepdim=True) / one_minus
+    return dX, -(first - second)
+
+
+def attention_visible(
+    Sq: int, Sk: int, causal: bool, window: tuple[int, int], device: torch.device | str = "cpu"
+) -> Tensor:
+    """(Sq, Sk) bool: key j visible to query i (../math.md §2). causal: j ≤ i + (Sk − Sq); window
+    (wl, wr), −1 unbounded: i + (Sk − Sq) − wl ≤ j ≤ i + (Sk − Sq) + wr."""
+    i = torch.arange(Sq, device=device)[:, None] + (Sk - Sq)
+    j = torch.arange(Sk, device=device)[None, :]
+    visible = torch.ones(Sq, Sk, dtype=torch.bool, device=device)
+    wl, wr = window
+    if causal:
+        visible &= j <= i
+    if wl >= 0:
+        visible &= j >= i - wl
+    if wr >= 0:
+        visible &= j <= i + wr
+    return visible
+
+
+def _attention_chunks(q: Tensor, k: Tensor, causal: bool, scale: float, window: tuple[int, int], block_m: int):
+    """Yield (query slice, scores in the compute dtype with −inf where not visible, keys of each
+    query head) over chunks of queries holding at most ~2^24 scores, multiples of ``block_m``."""
+    acc = compute_dtype(q.dtype)
+    B, Hq, Sq, _ = q.shape
+    Sk = k.shape[2]
+    kk = k.to(acc).repeat_interleave(Hq // k.shape[1], dim=1)
+    rows = max(block_m, (1 << 24) // max(1, B * Hq * Sk) // block_m * block_m)
+    for i0 in range(0, Sq, rows):
+        sl = slice(i0, min(Sq, i0 + rows))
+        visible = attention_visible(Sq, Sk, causal, window, q.device)[sl]
+        s = scale * (q[:, :, sl].to(acc) @ kk.transpose(-1, -2))
+        yield sl, s.masked_fill(~visible, -torch.inf), kk
+
+
+def tile_states(p: Tensor, visible: Tensor, block_m: int, block_n: int) -> Tensor:
+    """(B, H, ceil(Sq/BM), ceil(Sk/BN)) int8 from weights p (B, H, Sq, Sk) and visibility (Sq, Sk):
+    0 = no visible entry, 1 = some nonzero weight, 2 = visible but all weights zero (skippable)."""
+    B, H, Sq, Sk = p.shape
+    nm, nn = -(-Sq // block_m), -(-Sk // block_n)
+    pad = (0, nn * block_n - Sk, 0, nm * block_m - Sq)
+    nz = torch.nn.functional.pad(p != 0, pad).view(B, H, nm, block_m, nn, block_n).any(5).any(3)
+    vis = torch.nn.functional.pad(visible, pad).view(nm, block_m, nn, block_n).any(3).any(1)
+    return torch.where(nz, 1, torch.where(vis, 2, 0)).to(torch.int8)
+
+
+def diffmax_attention_ref(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: float = 0.5,
+    *,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    window: tuple[int, int] = (-1, -1),
+    n_iter: int | None = None,
+    block: tuple[int, int] = (64, 64),
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """O = diffmax_α(scale · Q Kᵀ + masks) V with explicit scores, a chunk of queries at a time.
+
+    q: (B, Hq, Sq, D); k: (B, Hkv, Sk, D); v: (B, Hkv, Sk, Dv); Hkv divides Hq (query head h
+    reads key/value head h // (Hq / Hkv)). Rows with no visible key give O = 0. ``n_iter``
+    bisection halvings (default 50). Returns O (q's dtype); τ per row (B, Hq, Sq) in units of
+    X' = (1 − α) · scale · q·k (compute dtype, −inf for rows with no visible key); 1 / Σ_j
+    [X' − τ]_+^(1/(1−α)) per row (the normaliser, 0 for empty rows); and the tile states of
+    ``block`` (see ``tile_states``), from which the fraction of skippable tiles follows.
+    """
+    B, Hq, Sq, D = q.shape
+    scale = softmax_scale if softmax_scale is not None else D**-0.5
+    acc = compute_dtype(q.dtype)
+    vv = v.to(acc).repeat_interleave(Hq // k.shape[1], dim=1)
+    out = torch.empty(B, Hq, Sq, v.shape[-1], dtype=acc, device=q.device)
+    tau = torch.empty(B, Hq, Sq, dtype=acc, device=q.device)
+    rnorm = torch.empty(B, Hq, Sq, dtype=acc, device=q.device)
+    states = []
+    for sl, s, _ in _attention_chunks(q, k, causal, scale, window, block[0]):
+        p, t = diffmax_bisect_ref(s, alpha, -1, n_iter or 50, return_tau=True)
+        out[:, :, sl] = p @ vv
+        total = (torch.clamp((1.0 - alpha) * s - t, min=0) ** (1.0 / (1.0 - alpha))).sum(-1)
+        tau[:, :, sl] = t.squeeze(-1)
+        rnorm[:, :, sl] = torch.where(total > 0, 1.0 / total, torch.zeros_like(total))
+        states.append(tile_states(p, torch.isfinite(s[0, 0]), *block))
+    return out.to(q.dtype), tau, rnorm, torch.cat(states, dim=2)
+
+
+def diffmax_attention_bwd_ref(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    do: Tensor,
+    alpha: float = 0.5,
+    *,
+    causal: bool = False,
+    softmax_scale: float | None = None,
+    window: tuple[int, int] = (-1, -1),
+    n_iter: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv) of diffmax attention, chunked over queries (../math.md §3):
+    dV = Pᵀ dO, dP = dO Vᵀ, dS = s ⊙ dP − s (Σ_j s dP) / Σ_j s with s = P^α [P > 0],
+    dQ = scale dS K, dK = scale dSᵀ Q; key/value gradients summed over each GQA group."""
+    B, Hq, Sq, D = q.shape
+    Hkv = k.shape[1]
+    scale = softmax_scale if softmax_scale is not None else D**-0.5
+    acc = compute_dtype(q.dtype)
+    vv = v.to(acc).repeat_interleave(Hq // Hkv, dim=1)
+    dq = torch.empty(B, Hq, Sq, D, dtype=acc, device=q.device)
+    dk = torch.zeros(B, Hq, k.shape[2], D, dtype=acc, device=q.device)
+    dv = torch.zeros(B, Hq, k.shape[2], v.shape[-1], dtype=acc, device=q.device)
+    for sl, s, kk in _attention_chunks(q, k, causal, scale, window, 64):
+        p = diffmax_bisect_ref(s, alpha, -1, n_iter or 50)
+        g = do[:, :, sl].to(acc)
+        ds, _ = diffmax_bisect_bwd_ref(p, g @ vv.transpose(-1, -2), alpha, -1, need_alpha_grad=False)
+        dq[:, :, sl] = scale * ds @ kk
+        dk += scale * ds.transpose(-1, -2) @ q[:, :, sl].to(acc)
+        dv += p.transpose(-1, -2) @ g
+    dk = dk.view(B, Hkv, Hq // Hkv, *dk.shape[2:]).sum(2)
+    dv = dv.view(B, Hkv, Hq // Hkv, *dv.shape[2:]).sum(2)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

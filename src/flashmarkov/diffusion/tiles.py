@@ -1,0 +1,1009 @@
+"""Tiled Gaussian-kernel reductions: the public functions, their PyTorch operators and dispatch.
+
+    gaussian_matmat         out = diag(row_scale) K(Q, K) diag(col_scale) V
+    gaussian_rowsum         K(Q, K) col_scale
+    gaussian_matmat_sym     diag(scale) K(X, X) diag(scale) V, each off-diagonal tile once
+    gaussian_softmax_apply  softmax_j(−beta‖q_i − k_j‖² + log_bias_j) V and its log-sum-exp
+    knn                     the k nearest keys of every query (k ≤ 64)
+    bgh_sums                S(ε) = Σ_ij exp(−‖x_i − x_j‖²/ε) for a grid of ε, in float64
+
+K_ij = exp(−beta ‖q_i − k_j‖² / (sigma_q_i sigma_k_j)), distances as ‖q‖² + ‖k‖² − 2 q·k clamped
+at 0 (centre the data first: float32 distances carry ~1e-7·(‖q‖² + ‖k‖²) absolute error).
+Inputs are float32 or float64 2-D tensors; computation stays in the input dtype on every
+backend (float32 kernels run on float16 tensor cores through exact hi + lo splits, at float32
+accuracy; see the kernel section). Each function validates, then calls one ``torch.library``
+custom op whose implementation asks ``_runtime.backend_for`` and runs the reference
+(``reference.py``, chunked, never Nq x Nk) or the Triton launchers. Memory O(N·(d + m)).
+
+The ops have fake implementations (torch.compile traces them without graph breaks) but no
+autograd: these are forward-only building blocks of an eigensolver. The symmetric kernel adds
+with float atomics, so its float32 results vary in the last bits from run to run.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from .. import _checks, _runtime
+from . import reference
+
+Tensor = torch.Tensor
+
+DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
+MAX_KNN = 64
+MAX_EPS = 64
+
+__all__ = ["gaussian_matmat", "gaussian_rowsum", "gaussian_matmat_sym", "gaussian_softmax_apply", "knn", "bgh_sums"]
+
+
+def _points(name: str, x: object, like: Tensor | None = None, like_name: str = "") -> Tensor:
+    """A 2-D float32/float64 tensor with at least one row and one column (contiguous copy if not)."""
+    x = _checks.check_tensor(name, x, dtypes=DTYPES, min_ndim=2)
+    if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{name} must be 2-D (points, features) with both sizes >= 1, got shape {tuple(x.shape)}")
+    if like is not None:
+        _checks.check_like(name, x, like_name, like, shape=False)
+    return x.contiguous()
+
+
+def _features(name: str, x: Tensor, ref_name: str, ref: Tensor) -> None:
+    if x.shape[1] != ref.shape[1]:
+        raise ValueError(
+            f"{name} has {x.shape[1]} features (shape {tuple(x.shape)}) but {ref_name} has {ref.shape[1]}; they must match"
+        )
+
+
+def _vector(name: str, x: object, n: int, like: Tensor, like_name: str, why: str) -> Tensor | None:
+    """None, or a 1-D tensor of length ``n`` with the dtype and device of ``like``."""
+    if x is None:
+        return None
+    x = _checks.check_tensor(name, x, dtypes=DTYPES)
+    _checks.check_like(name, x, like_name, like, shape=False)
+    _checks.check_shape(name, x, (n,), why)
+    return x.contiguous()
+
+
+def _values(name: str, x: Tensor, n: int, like: Tensor, like_name: str) -> Tensor:
+    """A 2-D (n, m) block of columns, m >= 1, with the dtype and device of ``like``."""
+    x = _checks.check_tensor(name, x, dtypes=DTYPES, min_ndim=2)
+    _checks.check_like(name, x, like_name, like, shape=False)
+    if x.dim() != 2 or x.shape[0] != n or x.shape[1] < 1:
+        raise ValueError(f"{name} must have shape ({n}, m) with m >= 1 (one row per key), got {tuple(x.shape)}")
+    return x.contiguous()
+
+
+def _beta(beta: object) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+        raise TypeError(f"beta must be a real number, got {type(beta).__name__}")
+    beta = float(beta)
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta={beta} must be finite and > 0")
+    return beta
+
+
+def _sigmas(sigma_q: object, sigma_k: object, Q: Tensor, K: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    if (sigma_q is None) != (sigma_k is None):
+        raise ValueError("sigma_q and sigma_k must be given together (per-point bandwidths of queries and keys) or not at all")
+    return (
+        _vector("sigma_q", sigma_q, Q.shape[0], Q, "Q", "one bandwidth per query"),
+        _vector("sigma_k", sigma_k, K.shape[0], K, "K", "one bandwidth per key"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# custom ops: implementation (backend choice) and fake (output metadata)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("flashmarkov::gaussian_matmat", mutates_args=())
+def gaussian_matmat_op(
+    Q: Tensor,
+    K: Tensor,
+    V: Tensor,
+    beta: float,
+    row_scale: Tensor | None,
+    col_scale: Tensor | None,
+    sigma_q: Tensor | None,
+    sigma_k: Tensor | None,
+) -> Tensor:
+    if _runtime.backend_for(Q.device) == "reference":
+        return reference.gaussian_matmat_ref(
+            Q, K, V, beta, row_scale=row_scale, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k
+        )
+    return _launch_matmat(Q, K, V, beta, row_scale=row_scale, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
+
+
+@gaussian_matmat_op.register_fake
+def _(Q, K, V, beta, row_scale, col_scale, sigma_q, sigma_k):
+    return Q.new_empty(Q.shape[0], V.shape[1])
+
+
+@torch.library.custom_op("flashmarkov::gaussian_rowsum", mutates_args=())
+def gaussian_rowsum_op(
+    Q: Tensor, K: Tensor, beta: float, col_scale: Tensor | None, sigma_q: Tensor | None, sigma_k: Tensor | None
+) -> Tensor:
+    if _runtime.backend_for(Q.device) == "reference":
+        return reference.gaussian_rowsum_ref(Q, K, beta, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
+    return _launch_rowsum(Q, K, beta, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
+
+
+@gaussian_rowsum_op.register_fake
+def _(Q, K, beta, col_scale, sigma_q, sigma_k):
+    return Q.new_empty(Q.shape[0])
+
+
+@torch.library.custom_op("flashmarkov::gaussian_matmat_sym", mutates_args=())
+def gaussian_matmat_sym_op(X: Tensor, V: Tensor, beta: float, scale: Tensor | None, sigma: Tensor | None) -> Tensor:
+    if _runtime.backend_for(X.device) == "reference":
+        return reference.gaussian_matmat_sym_ref(X, V, beta, scale=scale, sigma=sigma)
+    return _launch_matmat_sym(X, V, beta, scale=scale, sigma=sigma)
+
+
+@gaussian_matmat_sym_op.register_fake
+def _(X, V, beta, scale, sigma):
+    return X.new_empty(X.shape[0], V.shape[1])
+
+
+@torch.library.custom_op("flashmarkov::gaussian_softmax_apply", mutates_args=())
+def gaussian_softmax_apply_op(
+    Q: Tensor, K: Tensor, V: Tensor, beta: float, log_bias: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    if _runtime.backend_for(Q.device) == "reference":
+        out, lse = reference.gaussian_softmax_apply_ref(Q, K, V, beta, log_bias=log_bias)
+        return out, lse
+    return _launch_softmax_apply(Q, K, V, beta, log_bias=log_bias)
+
+
+@gaussian_softmax_apply_op.register_fake
+def _(Q, K, V, beta, log_bias):
+    return Q.new_empty(Q.shape[0], V.shape[1]), Q.new_empty(Q.shape[0])
+
+
+@torch.library.custom_op("flashmarkov::knn", mutates_args=())
+def knn_op(Q: Tensor, K: Tensor, k: int, exclude_self: bool) -> tuple[Tensor, Tensor]:
+    if _runtime.backend_for(Q.device) == "reference":
+        return reference.knn_ref(Q, K, k, exclude_self=exclude_self)
+    return _launch_knn(Q, K, k, exclude_self=exclude_self)
+
+
+@knn_op.register_fake
+def _(Q, K, k, exclude_self):
+    return Q.new_empty(Q.shape[0], k), Q.new_empty(Q.shape[0], k, dtype=torch.int64)
+
+
+@torch.library.custom_op("flashmarkov::bgh_sums", mutates_args=())
+def bgh_sums_op(X: Tensor, eps: Tensor) -> Tensor:
+    if _runtime.backend_for(X.device) == "reference":
+        return reference.bgh_sums_ref(X, eps)
+    return _launch_bgh_sums(X, eps)
+
+
+@bgh_sums_op.register_fake
+def _(X, eps):
+    return X.new_empty(eps.shape[0], dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# public functions
+# --------------------------------------------------------------------------------------------
+
+
+def gaussian_matmat(
+    Q: Tensor,
+    K: Tensor,
+    V: Tensor,
+    beta: float,
+    *,
+    row_scale: Tensor | None = None,
+    col_scale: Tensor | None = None,
+    sigma_q: Tensor | None = None,
+    sigma_k: Tensor | None = None,
+) -> Tensor:
+    """out_i = row_scale_i · Σ_j K_ij · col_scale_j · V_j.
+
+    Args:
+        Q: (Nq, d) queries; K: (Nk, d) keys; V: (Nk, m) values. float32 or float64, one dtype
+            and device for every tensor argument.
+        beta: > 0, the kernel's inverse squared length.
+        row_scale: (Nq,) or None (ones); col_scale: (Nk,) or None (ones).
+        sigma_q, sigma_k: per-point bandwidths (Nq,) and (Nk,) (positive), both or neither.
+
+    Returns:
+        (Nq, m) in the input dtype. The transposed product is ``gaussian_matmat(K, Q, ...)``.
+    """
+    Q = _points("Q", Q)
+    K = _points("K", K, Q, "Q")
+    _features("K", K, "Q", Q)
+    V = _values("V", V, K.shape[0], Q, "Q")
+    row_scale = _vector("row_scale", row_scale, Q.shape[0], Q, "Q", "one scale per query")
+    col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
+    sigma_q, sigma_k = _sigmas(sigma_q, sigma_k, Q, K)
+    return gaussian_matmat_op(Q, K, V, _beta(beta), row_scale, col_scale, sigma_q, sigma_k)
+
+
+def gaussian_rowsum(
+    Q: Tensor,
+    K: Tensor,
+    beta: float,
+    *,
+    col_scale: Tensor | None = None,
+    sigma_q: Tensor | None = None,
+    sigma_k: Tensor | None = None,
+) -> Tensor:
+    """Σ_j K_ij · col_scale_j: (Nq,) in the input dtype. Arguments as ``gaussian_matmat``."""
+    Q = _points("Q", Q)
+    K = _points("K", K, Q, "Q")
+    _features("K", K, "Q", Q)
+    col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
+    sigma_q, sigma_k = _sigmas(sigma_q, sigma_k, Q, K)
+    return gaussian_rowsum_op(Q, K, _beta(beta), col_scale, sigma_q, sigma_k)
+
+
+def gaussian_matmat_sym(
+    X: Tensor, V: Tensor, beta: float, *, scale: Tensor | None = None, sigma: Tensor | None = None
+) -> Tensor:
+    """diag(scale) · K(X, X) · diag(scale) · V: (N, m) in the input dtype.
+
+    The Triton kernel visits only tiles on and above the diagonal and applies each to both
+    sides (half the exponentials of ``gaussian_matmat``); the transposed side accumulates with
+    atomics, so float32 results vary in the last bits from run to run. The diagonal distance
+    is exactly 0. ``scale`` (N,) or None (ones); ``sigma`` (N,) per-point bandwidths or None.
+    """
+    X = _points("X", X)
+    V = _values("V", V, X.shape[0], X, "X")
+    scale = _vector("scale", scale, X.shape[0], X, "X", "one scale per point")
+    sigma = _vector("sigma", sigma, X.shape[0], X, "X", "one bandwidth per point")
+    return gaussian_matmat_sym_op(X, V, _beta(beta), scale, sigma)
+
+
+def gaussian_softmax_apply(
+    Q: Tensor, K: Tensor, V: Tensor, beta: float, *, log_bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Gaussian-score attention with a per-key log-bias.
+
+    s_ij = −beta ‖q_i − k_j‖² + log_bias_j;  out_i = Σ_j softmax_j(s_ij) V_j;  lse_i = log Σ_j exp(s_ij).
+    An online maximum keeps far-away queries exact (no 0/0). Keys with log_bias −inf weigh 0; a
+    row with every weight 0 gets out 0 and lse −inf.
+
+    Returns:
+        (out (Nq, m), lse (Nq,)) in the input dtype.
+    """
+    Q = _points("Q", Q)
+    K = _points("K", K, Q, "Q")
+    _features("K", K, "Q", Q)
+    V = _values("V", V, K.shape[0], Q, "Q")
+    log_bias = _vector("log_bias", log_bias, K.shape[0], Q, "Q", "one bias per key")
+    return gaussian_softmax_apply_op(Q, K, V, _beta(beta), log_bias)
+
+
+def knn(Q: Tensor, K: Tensor, k: int, *, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest keys of every query (1 <= k <= 64).
+
+    Returns:
+        (dist2 (Nq, k) squared distances ascending in the input dtype, index (Nq, k) int64);
+        ties go to the smaller index. ``exclude_self`` (Q is K, so Nq == Nk) drops j == i.
+    """
+    Q = _points("Q", Q)
+    K = _points("K", K, Q, "Q")
+    _features("K", K, "Q", Q)
+    _checks.check_flag("exclude_self", exclude_self)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if exclude_self and Q.shape[0] != K.shape[0]:
+        raise ValueError(f"exclude_self=True needs Q is K, but Q has {Q.shape[0]} points and K {K.shape[0]}")
+    available = K.shape[0] - int(exclude_self)
+    if not 1 <= k <= min(MAX_KNN, available):
+        raise ValueError(f"k={k} must be in [1, {min(MAX_KNN, available)}] ({available} candidate keys, at most {MAX_KNN})")
+    return knn_op(Q, K, int(k), exclude_self)
+
+
+def bgh_sums(X: Tensor, eps: Tensor) -> Tensor:
+    """S(ε) = Σ_ij exp(−‖x_i − x_j‖² / ε) for every ε of ``eps`` (n,), 1 <= n <= 64, ε > 0;
+    all pairs including i == j (distance exactly 0), one pass over the tiles. Returns (n,) float64."""
+    X = _points("X", X)
+    eps = _checks.check_tensor("eps", eps, dtypes=DTYPES)
+    if eps.dim() != 1 or not 1 <= eps.shape[0] <= MAX_EPS:
+        raise ValueError(f"eps must be 1-D with 1 to {MAX_EPS} entries, got shape {tuple(eps.shape)}")
+    if eps.device != X.device:
+        raise ValueError(f"eps is on {eps.device} but X is on {X.device}; they must match")
+    if not torch.compiler.is_compiling():
+        bad = ~(torch.isfinite(eps) & (eps > 0))
+        if bool(bad.any()):
+            raise ValueError(f"eps must be finite and > 0, got {eps[bad][0].item()} at index {int(bad.nonzero()[0, 0])}")
+    return bgh_sums_op(X, eps.contiguous())
+
+
+# --------------------------------------------------------------------------------------------
+# Triton kernels
+# --------------------------------------------------------------------------------------------
+#
+# A program owns BLOCK_M query rows and streams key tiles of BLOCK_N rows. Exponents are
+#
+#     s_ij = g · q̃_i·k̃_j + kt_j + qt_i
+#       Gaussian: g q̃·k̃ = 2c q·k, kt = −c‖k‖² (+ log-bias), qt = −c‖q‖²: s = −c‖q − k‖²
+#       kNN, BGH: g q̃·k̃ = −2 q·k, kt = ‖k‖², qt = ‖q‖²: s = ‖q − k‖² (clamped at 0)
+#
+# with c = beta·log2(e) and exp2 for float32, c = beta and exp for float64. One FMA per pair
+# gives g·dot + kt; the row term qt enters only the row's running maximum (or, for the
+# symmetric and per-point-bandwidth variants, one add per pair). The Gaussian kernels do not
+# clamp s at 0: it is positive only by rounding, by as much as the reference's clamp removes.
+# Pack kernels lay the operands out once per call (O(N·(d + m)) work and memory): rows padded
+# to the tile multiple and features to the dot width, so tiles load without masks, and kt is
+# −inf (Gaussian) or +inf (kNN, BGH) on padded keys, which then weigh nothing without a select.
+#
+# float32 runs on tensor cores at float32 accuracy:
+# * q·k: points are scaled by powers of two (max |q̃| in [2^7, 2^8); g absorbs the factors)
+#   and split into float16 hi + lo parts (22 significant bits); three float16 dots
+#   hi·hi + hi·lo + lo·hi with float32 accumulation give each product to ~2^−21;
+# * P·V: P is split in registers into float16 hi + lo; the values (column scale folded in) are
+#   scaled per column by a power of two to a maximum in [2^13, 2^14) and split; three float16
+#   dots. P stays in [0, 1] because each row's running maximum is subtracted (online, as in
+#   flash attention) and restored at the end; the symmetric kernel needs none, since s_ii = 0
+#   is every row's maximum and the diagonal tile comes first.
+# The power-of-two factors are read off the maxima's exponent bits in-kernel (exact). float64
+# runs one fp64 dot each (input_precision "ieee"). The interpreter runs the same code.
+
+_LOG2E = 1.4426950408889634
+
+try:
+    import triton
+    import triton.language as tl
+
+    _jit = triton.jit
+except ImportError:  # platforms without triton run the reference only
+    triton = None
+    _jit = lambda fn: fn  # noqa: E731
+
+
+@_jit
+def _load_tile(p, o_r, o_c, ld):
+    """[len(o_r), len(o_c)] tile of a padded row-major matrix with leading dimension ``ld``."""
+    return tl.load(p + o_r[:, None] * ld + o_c[None, :])
+
+
+@_jit
+def _pow2_factor(top, TOP: tl.constexpr):
+    """2^e (float32) with top · 2^−e in [2^TOP, 2^(TOP+1)), read off top's exponent bits (exact,
+    the same on every device); 1 where top is 0."""
+    e = ((top.to(tl.int32, bitcast=True) >> 23) & 0xFF) - TOP
+    return tl.where(top > 0, (tl.maximum(e, 1) << 23).to(tl.float32, bitcast=True), 1.0)
+
+
+@_jit
+def _pack_points_kernel(
+    x_ptr,           # [n, d]
+    top_ptr,         # [1]  max |x| (float32; SPLIT)
+    c_ptr,           # [1]  c (GAUSSIAN)
+    bias_ptr,        # [n]  log-bias (BIAS)
+    hi_ptr, lo_ptr,  # [n_pad, BLOCK_D * D_CHUNKS] x · 2^−e as float16 hi + lo (SPLIT), or x; zero padding
+    t_ptr,           # [n_pad] −c‖x‖² + log-bias (times log2(e) with EXP2) if GAUSSIAN, else ‖x‖²; FILL padding
+    n, d,
+    FILL: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
+    GAUSSIAN: tl.constexpr, BIAS: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr,
+):
+    """Operands of the tile kernels for one set of points: padded, scaled, split, with the
+    squared-norm term (see the section comment)."""
+    i_r = tl.program_id(0).to(tl.int64)
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    o_r = i_r * BLOCK + tl.arange(0, BLOCK)
+    m_r = o_r < n
+    b_norm = tl.zeros([BLOCK], dtype=x_ptr.dtype.element_ty)
+    f = 1.0
+    if SPLIT:
+        f = _pow2_factor(tl.load(top_ptr), 7)
+    for i_d in range(D_CHUNKS):
+        o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        b_x = tl.load(x_ptr + o_r[:, None] * d + o_c[None, :], mask=m_r[:, None] & (o_c < d)[None, :], other=0.0)
+        b_norm += tl.sum(b_x * b_x, 1)
+        p = o_r[:, None] * D + o_c[None, :]
+        if SPLIT:
+            b_x = b_x / f
+            b_hi = b_x.to(tl.float16)
+            tl.store(hi_ptr + p, b_hi)
+            tl.store(lo_ptr + p, (b_x - b_hi.to(tl.float32)).to(tl.float16))
+        else:
+            tl.store(hi_ptr + p, b_x)
+    if GAUSSIAN:
+        b_norm = -tl.load(c_ptr) * b_norm
+        if BIAS:
+            b_bias = tl.load(bias_ptr + o_r, mask=m_r, other=0.0)
+            if EXP2:
+                b_bias = b_bias * 1.4426950408889634
+            b_norm += b_bias
+    tl.store(t_ptr + o_r, tl.where(m_r, b_norm, FILL))
+
+
+@_jit
+def _pack_values_kernel(
+    w_ptr,           # [n, m]
+    top_ptr,         # [m] max |w| per column (float32; SPLIT)
+    hi_ptr, lo_ptr,  # [n_pad, ldw] each column times 2^−e as float16 hi + lo (SPLIT), or w; zero padding
+    n, m, ldw,
+    BLOCK: tl.constexpr, BLOCK_V: tl.constexpr, SPLIT: tl.constexpr,
+):
+    """The value operand of the tile kernels: padded, each column scaled to a maximum magnitude
+    in [2^13, 2^14) (the factor is recomputed from ``top`` where it is needed), split."""
+    i_r = tl.program_id(0).to(tl.int64)
+    i_v = tl.program_id(1).to(tl.int64)
+    o_r = i_r * BLOCK + tl.arange(0, BLOCK)
+    o_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    m_v = o_v < m
+    b_w = tl.load(w_ptr + o_r[:, None] * m + o_v[None, :], mask=(o_r < n)[:, None] & m_v[None, :], other=0.0)
+    p = o_r[:, None] * ldw + o_v[None, :]
+    if SPLIT:
+        b_w = b_w / _pow2_factor(tl.load(top_ptr + o_v, mask=m_v, other=0.0), 13)[None, :]
+        b_hi = b_w.to(tl.float16)
+        tl.store(hi_ptr + p, b_hi)
+        tl.store(lo_ptr + p, (b_w - b_hi.to(tl.float32)).to(tl.float16))
+    else:
+        tl.store(hi_ptr + p, b_w)
+
+
+@_jit
+def _scores(
+    b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, b_kt,
+    BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, SPLIT: tl.constexpr,
+):
+    """[BLOCK_M, BLOCK_N]: g · q̃_i·k̃_j + kt_j (one FMA per pair; the caller adds the row term),
+    q̃ and k̃ as float16 hi + lo parts (SPLIT) or float64. With one feature chunk
+    ``b_qh``/``b_ql`` are the preloaded query tiles; otherwise the features are walked in
+    chunks of BLOCK_D and they are unused."""
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    o_d = tl.arange(0, BLOCK_D)
+    b_dot = tl.zeros([o_m.shape[0], o_n.shape[0]], dtype=b_kt.dtype)
+    for i_d in range(D_CHUNKS):
+        o_dc = i_d * BLOCK_D + o_d
+        if D_CHUNKS > 1:
+            b_qh = _load_tile(qh_ptr, o_m, o_dc, D)
+            if SPLIT:
+                b_ql = _load_tile(ql_ptr, o_m, o_dc, D)
+        # [BLOCK_D, BLOCK_N]
+        b_kh = tl.trans(_load_tile(kh_ptr, o_n, o_dc, D))
+        if SPLIT:
+            b_kl = tl.trans(_load_tile(kl_ptr, o_n, o_dc, D))
+            b_dot = tl.dot(b_qh, b_kh, acc=b_dot, out_dtype=tl.float32)
+            b_dot = tl.dot(b_qh, b_kl, acc=b_dot, out_dtype=tl.float32)
+            b_dot = tl.dot(b_ql, b_kh, acc=b_dot, out_dtype=tl.float32)
+        else:
+            b_dot = tl.dot(b_qh, b_kh, acc=b_dot, input_precision="ieee", out_dtype=b_dot.dtype)
+    return b_dot * g + b_kt[None, :]
+
+
+@_jit
+def _exp(x, EXP2: tl.constexpr):
+    """exp2 for float32 (the caller folded log2(e) in), exp for float64."""
+    if EXP2:
+        return tl.exp2(x)
+    else:
+        return tl.exp(x)
+
+
+@_jit
+def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr):
+    """b_acc + P·W; with SPLIT, P (float32 in [0, 1]) is split into float16 hi + lo against W's
+    float16 hi + lo parts: hi·hi + hi·lo + lo·hi with float32 accumulation."""
+    if SPLIT:
+        b_ph = b_p.to(tl.float16)
+        b_pl = (b_p - b_ph.to(tl.float32)).to(tl.float16)
+        b_acc = tl.dot(b_ph, b_wh, acc=b_acc, out_dtype=tl.float32)
+        b_acc = tl.dot(b_ph, b_wl, acc=b_acc, out_dtype=tl.float32)
+        return tl.dot(b_pl, b_wh, acc=b_acc, out_dtype=tl.float32)
+    else:
+        return tl.dot(b_p, b_wh, acc=b_acc, input_precision="ieee", out_dtype=b_acc.dtype)
+
+
+@_jit
+def _gaussian_tile(
+    b_acc, b_max, b_sum, start_n, lo, g,
+    b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+    qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
+    ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
+    SPLIT: tl.constexpr, EXP2: tl.constexpr,
+):
+    """One key tile [start_n, start_n + BLOCK_N) of ``_gaussian_tiles_kernel``: returns the updated
+    (accumulator, running max, running sum); the symmetric side goes out by atomic adds."""
+    o_n = start_n + tl.arange(0, BLOCK_N)
+    # [BLOCK_M, BLOCK_N]: s_ij − qt_i = 2c q_i·k_j − c‖k_j‖² (+ log-bias), −inf on padded keys
+    b_s = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(kt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
+    # the row term joins s here (SYMMETRIC, SIGMA), else only the row's maximum at the end
+    if SYMMETRIC or SIGMA:
+        b_s = b_s + b_qt[:, None]
+    if SYMMETRIC:
+        if start_n == lo:
+            # a point's distance to itself is exactly 0, not the rounding of ‖x‖² + ‖x‖² − 2 x·x
+            b_s = tl.where(o_m[:, None] == o_n[None, :], 0.0, b_s)
+    if SIGMA:
+        b_s = b_s * b_isq[:, None] * tl.load(isk_ptr + o_n, mask=o_n < n_k, other=1.0)[None, :]
+    # [BLOCK_N, BLOCK_V]
+    b_wh = _load_tile(wh_ptr, o_n, o_v, ldw)
+    b_wl = b_wh
+    if SPLIT:
+        b_wl = _load_tile(wl_ptr, o_n, o_v, ldw)
+    if SYMMETRIC:
+        b_p = _exp(b_s, EXP2)
+    else:
+        b_new = tl.maximum(b_max, tl.max(b_s, 1))
+        # a row whose keys so far all weigh 0 keeps a finite reference point: no inf − inf
+        b_ref = tl.where(b_new == float("-inf"), 0.0, b_new)
+        b_p = _exp(b_s - b_ref[:, None], EXP2)
+        b_decay = _exp(b_max - b_ref, EXP2)
+        if SOFTMAX:
+            b_sum = b_sum * b_decay + tl.sum(b_p, 1)
+        b_acc = b_acc * b_decay[:, None]
+        b_max = b_new
+    b_acc = _pv(b_acc, b_p, b_wh, b_wl, SPLIT)
+    if SYMMETRIC:
+        if start_n > lo:
+            # [BLOCK_N, BLOCK_V]: the transposed tile applied to the row block's own values
+            b_t = _pv(tl.zeros([BLOCK_N, b_acc.shape[1]], dtype=b_acc.dtype), tl.trans(b_p), b_wih, b_wil, SPLIT)
+            if ROW_SCALE:
+                b_t = b_t * tl.load(rs_ptr + o_n, mask=o_n < n_k, other=0.0)[:, None]
+            if SPLIT:
+                b_t = b_t * b_vs[None, :]
+            tl.atomic_add(out_ptr + o_n[:, None] * m + o_v[None, :], b_t, mask=(o_n < n_k)[:, None] & m_v[None, :])
+    return b_acc, b_max, b_sum
+
+
+@_jit
+def _gaussian_tiles_kernel(
+    qh_ptr, ql_ptr,  # [n_q_pad, D]  q̃: float16 hi and lo parts (SPLIT), or q (float64)
+    kh_ptr, kl_ptr,  # [n_k_pad, D]  k̃: the same for the keys
+    wh_ptr, wl_ptr,  # [n_k_pad, ldw] values with the column scale folded in: float16 hi and lo
+                     #                parts of each column times 2^-e (SPLIT), or the values
+    out_ptr,         # [n_q, m]      (zero-filled with SYMMETRIC: accumulated with atomic adds)
+    lse_ptr,         # [n_q]         (SOFTMAX)
+    c_ptr,           # [1]           c
+    topq_ptr,        # [1]           max |q| (float32; SPLIT): q̃ = q · 2^−eq
+    topk_ptr,        # [1]           max |k| (float32; SPLIT)
+    qt_ptr,          # [n_q_pad]     −c‖q_i‖²
+    kt_ptr,          # [n_k_pad]     −c‖k_j‖² (+ log-bias times log2(e) with EXP2), −inf padding
+    rs_ptr,          # [n_q]         row scale (ROW_SCALE)
+    isq_ptr,         # [n_q]         1 / sigma_q (SIGMA)
+    isk_ptr,         # [n_k]         1 / sigma_k (SIGMA)
+    vtop_ptr,        # [m]           max |w| per column (float32; SPLIT): W̃ = W · 2^−e
+    n_q, n_k, m, ldw,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
+    BLOCK_V: tl.constexpr, ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr,
+    SYMMETRIC: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """out = diag(rs) · G · W for G_ij = exp(s_ij · isq_i · isk_j), one (row block, value column
+    block) per program; with SOFTMAX, softmax_j(s_ij) · W and its log-sum-exp.
+
+    Rows keep a running maximum of their exponents without the row term (online, as flash
+    attention): P = G / 2^max stays in [0, 1] whatever the distances, and the end multiplies by
+    2^(max + qt) (or, with SOFTMAX, divides by the running sum). SYMMETRIC (q = k, rs = column scale, isq = isk, BLOCK_M =
+    BLOCK_N): the program of row block I visits key blocks J >= I only, its diagonal block
+    first (its s_ii = 0 is every row's maximum: no running maximum); a block J > I is applied
+    to both sides, out_I += G_IJ W_J in registers and out_J += rs_J G_IJᵀ W_I by atomic adds,
+    so each block is exponentiated once. Programs are numbered longest-first. INTERPRET: the
+    key loop is a while loop (the interpreter cannot take a runtime range bound); compiled, it
+    is a for loop that Triton pipelines.
+    """
+    i_m = tl.program_id(0).to(tl.int64)
+    i_v = tl.program_id(1).to(tl.int64)
+    ACC = qt_ptr.dtype.element_ty
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_m = o_m < n_q
+    o_v = i_v * BLOCK_V + tl.arange(0, BLOCK_V)
+    m_v = o_v < m
+    o_d = tl.arange(0, BLOCK_D)
+    # the factor of q̃·k̃ in s, and the column factors 2^e of W̃
+    g = 2.0 * tl.load(c_ptr)
+    b_vs = tl.full([BLOCK_V], 1.0, dtype=ACC)
+    if SPLIT:
+        g = g * _pow2_factor(tl.load(topq_ptr), 7) * _pow2_factor(tl.load(topk_ptr), 7)
+        b_vs = _pow2_factor(tl.load(vtop_ptr + o_v, mask=m_v, other=0.0), 13)
+    # [BLOCK_M, BLOCK_D]: the query tile when the features fit one chunk
+    b_qh = _load_tile(qh_ptr, o_m, o_d, D)
+    b_ql = b_qh
+    if SPLIT:
+        b_ql = _load_tile(ql_ptr, o_m, o_d, D)
+    b_qt = tl.load(qt_ptr + o_m)
+    b_isq = tl.full([BLOCK_M], 1.0, dtype=ACC)
+    if SIGMA:
+        b_isq = tl.load(isq_ptr + o_m, mask=m_m, other=1.0)
+    # [BLOCK_M, BLOCK_V]: this block's own values, for the transposed side (SYMMETRIC)
+    b_wih = _load_tile(wh_ptr, o_m, o_v, ldw)
+    b_wil = b_wih
+    if SPLIT:
+        b_wil = _load_tile(wl_ptr, o_m, o_v, ldw)
+    lo = i_m * 0
+    if SYMMETRIC:
+        lo = i_m * BLOCK_M
+    b_acc = tl.zeros([BLOCK_M, BLOCK_V], dtype=ACC)
+    b_max = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
+    b_sum = tl.zeros([BLOCK_M], dtype=ACC)
+    if INTERPRET:
+        start_n = lo
+        while start_n < n_k:
+            b_acc, b_max, b_sum = _gaussian_tile(
+                b_acc, b_max, b_sum, start_n, lo, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+                qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SPLIT, EXP2,
+            )
+            start_n += BLOCK_N
+    else:
+        for start_n in range(lo, n_k, BLOCK_N):
+            b_acc, b_max, b_sum = _gaussian_tile(
+                b_acc, b_max, b_sum, start_n, lo, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+                qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SPLIT, EXP2,
+            )
+    # the rows' maximal exponents, with the row term (in s already with SIGMA)
+    b_top = b_max
+    if not SIGMA:
+        b_top = b_max + b_qt
+    if SOFTMAX:
+        b_pos = b_sum > 0
+        b_div = tl.where(b_pos, b_sum, 1.0)
+        b_acc = b_acc / b_div[:, None]
+        if EXP2:
+            b_lse = (b_top + tl.log2(b_div)) * 0.6931471805599453
+        else:
+            b_lse = b_top + tl.log(b_div)
+        tl.store(lse_ptr + o_m, tl.where(b_pos, b_lse, float("-inf")), mask=m_m & (i_v == 0))
+    elif not SYMMETRIC:
+        b_acc = b_acc * _exp(tl.where(b_max == float("-inf"), 0.0, b_top), EXP2)[:, None]
+    if ROW_SCALE:
+        b_acc = b_acc * tl.load(rs_ptr + o_m, mask=m_m, other=0.0)[:, None]
+    if SPLIT:
+        b_acc = b_acc * b_vs[None, :]
+    p_out = out_ptr + o_m[:, None] * m + o_v[None, :]
+    if SYMMETRIC:
+        tl.atomic_add(p_out, b_acc, mask=m_m[:, None] & m_v[None, :])
+    else:
+        tl.store(p_out, b_acc, mask=m_m[:, None] & m_v[None, :])
+
+
+@_jit
+def _knn_tile(
+    b_bd, b_bi, start_n, g, b_qh, b_ql, b_qt, o_m, qh_ptr, ql_ptr, kh_ptr, kl_ptr, kt_ptr, n_k,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, K_PAD: tl.constexpr,
+    EXCLUDE_SELF: tl.constexpr, SPLIT: tl.constexpr,
+):
+    """Merge key tile [start_n, start_n + BLOCK_N) into the best (distance, index) slots."""
+    o_s = tl.arange(0, K_PAD)
+    o_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
+    # [BLOCK_M, BLOCK_N]: squared distances, +inf on padded keys (and on self)
+    b_d2 = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(kt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
+    b_d2 = tl.maximum(b_d2 + b_qt[:, None], 0.0)
+    if EXCLUDE_SELF:
+        b_d2 = tl.where(o_n[None, :] == o_m[:, None], float("inf"), b_d2)
+    b_cand = tl.min(b_d2, 1)
+    b_worst = tl.max(b_bd, 1)
+    while tl.max((b_cand < b_worst).to(tl.int32), 0) > 0:
+        b_take = b_cand < b_worst
+        # [BLOCK_M]: the candidate's index (smallest among equal distances)
+        b_j = tl.min(tl.where(b_d2 == b_cand[:, None], o_n[None, :], n_k), 1)
+        # the slot of the worst (largest distance, then largest index; the slot number breaks
+        # the ties between still-empty slots, index −1)
+        b_key = tl.where(b_bd == b_worst[:, None], b_bi * K_PAD + o_s[None, :], -2 * K_PAD)
+        m_hit = (b_key == tl.max(b_key, 1)[:, None]) & b_take[:, None]
+        b_bd = tl.where(m_hit, b_cand[:, None], b_bd)
+        b_bi = tl.where(m_hit, b_j[:, None], b_bi)
+        b_d2 = tl.where((o_n[None, :] == b_j[:, None]) & b_take[:, None], float("inf"), b_d2)
+        b_cand = tl.min(b_d2, 1)
+        b_worst = tl.max(b_bd, 1)
+    return b_bd, b_bi
+
+
+@_jit
+def _knn_kernel(
+    qh_ptr, ql_ptr,  # [n_q_pad, D] q̃ (see _gaussian_tiles_kernel)
+    kh_ptr, kl_ptr,  # [n_k_pad, D] k̃
+    topq_ptr,        # [1] max |q| (float32; SPLIT)
+    topk_ptr,        # [1] max |k| (float32; SPLIT)
+    qt_ptr,          # [n_q_pad] ‖q_i‖²
+    kt_ptr,          # [n_k_pad] ‖k_j‖², +inf padding
+    dist_ptr,        # [n_q, k]
+    idx_ptr,         # [n_q, k] int64
+    n_q, n_k, k,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
+    K_PAD: tl.constexpr, EXCLUDE_SELF: tl.constexpr, SPLIT: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """The k smallest (distance, index) pairs of each query row, ties to the smaller index.
+
+    A program keeps its rows' best k in registers ([BLOCK_M, K_PAD], padding slots at −inf so
+    they are never the worst). Per key tile it repeatedly moves each row's best tile candidate
+    (smallest distance, then index) into the slot of its current worst while the candidate is
+    strictly better; tiles come in index order, so a tie never displaces an earlier index. Most
+    tiles after the first few insert nothing and cost one comparison. A selection sort writes
+    the result in ascending order."""
+    i_m = tl.program_id(0).to(tl.int64)
+    ACC = qt_ptr.dtype.element_ty
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_m = o_m < n_q
+    o_s = tl.arange(0, K_PAD)
+    o_d = tl.arange(0, BLOCK_D)
+    g = -2.0
+    if SPLIT:
+        g = g * _pow2_factor(tl.load(topq_ptr), 7) * _pow2_factor(tl.load(topk_ptr), 7)
+    b_qh = _load_tile(qh_ptr, o_m, o_d, D)
+    b_ql = b_qh
+    if SPLIT:
+        b_ql = _load_tile(ql_ptr, o_m, o_d, D)
+    b_qt = tl.load(qt_ptr + o_m)
+    # [BLOCK_M, K_PAD]
+    b_bd = tl.where(o_s[None, :] < k, float("inf"), float("-inf")) + tl.zeros([BLOCK_M, K_PAD], dtype=ACC)
+    b_bi = tl.full([BLOCK_M, K_PAD], -1, dtype=tl.int64)
+    if INTERPRET:
+        start_n = i_m * 0
+        while start_n < n_k:
+            b_bd, b_bi = _knn_tile(
+                b_bd, b_bi, start_n, g, b_qh, b_ql, b_qt, o_m, qh_ptr, ql_ptr, kh_ptr, kl_ptr, kt_ptr, n_k,
+                BLOCK_N, BLOCK_D, D_CHUNKS, K_PAD, EXCLUDE_SELF, SPLIT,
+            )
+            start_n += BLOCK_N
+    else:
+        for start_n in range(0, n_k, BLOCK_N):
+            b_bd, b_bi = _knn_tile(
+                b_bd, b_bi, start_n, g, b_qh, b_ql, b_qt, o_m, qh_ptr, ql_ptr, kh_ptr, kl_ptr, kt_ptr, n_k,
+                BLOCK_N, BLOCK_D, D_CHUNKS, K_PAD, EXCLUDE_SELF, SPLIT,
+            )
+    b_bd = tl.where(o_s[None, :] < k, b_bd, float("inf"))
+    r = i_m * 0
+    while r < k:
+        b_min = tl.min(b_bd, 1)
+        b_j = tl.min(tl.where(b_bd == b_min[:, None], b_bi, n_k), 1)
+        tl.store(dist_ptr + o_m * k + r, b_min, mask=m_m)
+        tl.store(idx_ptr + o_m * k + r, b_j, mask=m_m)
+        b_bd = tl.where(b_bi == b_j[:, None], float("inf"), b_bd)
+        r += 1
+
+
+@_jit
+def _bgh_tile(
+    b_acc, start_n, lo, g, b_qh, b_ql, b_qt, o_m, o_e, qh_ptr, ql_ptr, kh_ptr, kl_ptr, xt_ptr, ieps_ptr, n, n_eps,
+    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr,
+):
+    """Add key tile [start_n, start_n + BLOCK) to the partial sums of every ε."""
+    ACC = b_qt.dtype
+    o_n = start_n + tl.arange(0, BLOCK)
+    # [BLOCK, BLOCK]: −d2; −inf for padding; exactly 0 on the diagonal (S(ε) → n as ε → 0)
+    b_d2 = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(xt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
+    b_d2 = tl.maximum(b_d2 + b_qt[:, None], 0.0)
+    b_nd2 = -tl.where((o_m[:, None] == o_n[None, :]) & (o_n < n)[None, :], 0.0, b_d2)
+    w = tl.where(start_n > lo, 2.0, 1.0).to(tl.float64)
+    e = lo * 0
+    while e < n_eps:
+        b_ie = tl.load(ieps_ptr + e).to(ACC)
+        b_tile = tl.sum(tl.sum(_exp(b_nd2 * b_ie, EXP2), 1), 0).to(tl.float64)
+        b_acc += tl.where(o_e == e, b_tile * w, 0.0)
+        e += 1
+    return b_acc
+
+
+@_jit
+def _bgh_kernel(
+    qh_ptr, ql_ptr,  # [n_pad, D] x̃ (see _gaussian_tiles_kernel), as queries
+    kh_ptr, kl_ptr,  # [n_pad, D] x̃ as keys (the same arrays)
+    top_ptr,         # [1] max |x| (float32; SPLIT)
+    xt_ptr,          # [n_pad] ‖x_i‖², +inf padding
+    ieps_ptr,        # [n_eps] 1/ε, times log2(e) with EXP2 (float64)
+    part_ptr,        # [n_programs, EPS_PAD] float64 partial sums
+    n, n_eps,
+    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, EPS_PAD: tl.constexpr,
+    SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """Partial S(ε) = Σ exp(−d2/ε) of row block I over key blocks J >= I, each block's
+    distances computed once for the whole ε grid; blocks J > I count twice (d2 is symmetric).
+    Padded query rows have ‖x‖² = +inf too, so they add nothing. Tile sums go to float64 at
+    once; the host adds the per-program partials (deterministic)."""
+    i_m = tl.program_id(0).to(tl.int64)
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    o_m = i_m * BLOCK + tl.arange(0, BLOCK)
+    o_e = tl.arange(0, EPS_PAD)
+    o_d = tl.arange(0, BLOCK_D)
+    g = -2.0
+    if SPLIT:
+        f = _pow2_factor(tl.load(top_ptr), 7)
+        g = g * f * f
+    b_qh = _load_tile(qh_ptr, o_m, o_d, D)
+    b_ql = b_qh
+    if SPLIT:
+        b_ql = _load_tile(ql_ptr, o_m, o_d, D)
+    b_qt = tl.load(xt_ptr + o_m)
+    b_acc = tl.zeros([EPS_PAD], dtype=tl.float64)
+    lo = i_m * BLOCK
+    if INTERPRET:
+        start_n = lo
+        while start_n < n:
+            b_acc = _bgh_tile(
+                b_acc, start_n, lo, g, b_qh, b_ql, b_qt, o_m, o_e, qh_ptr, ql_ptr, kh_ptr, kl_ptr, xt_ptr, ieps_ptr,
+                n, n_eps, BLOCK, BLOCK_D, D_CHUNKS, SPLIT, EXP2,
+            )
+            start_n += BLOCK
+    else:
+        for start_n in range(lo, n, BLOCK):
+            b_acc = _bgh_tile(
+                b_acc, start_n, lo, g, b_qh, b_ql, b_qt, o_m, o_e, qh_ptr, ql_ptr, kh_ptr, kl_ptr, xt_ptr, ieps_ptr,
+                n, n_eps, BLOCK, BLOCK_D, D_CHUNKS, SPLIT, EXP2,
+            )
+    tl.store(part_ptr + i_m * EPS_PAD + o_e, b_acc)
+
+
+# --------------------------------------------------------------------------------------------
+# launchers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tile shape and launch width of one launch (see ``pick_config``)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int = 2
+
+
+def _pow2_at_least(n: int, floor: int = 16) -> int:
+    return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int) -> TileConfig:
+    """Tile shape per job ("matmat", "rowsum", "sym", "softmax", "knn", "bgh"), dtype, padded
+    feature width and value block; tl.dot needs every tile side >= 16 and the symmetric job
+    square tiles. Wide features or value blocks get smaller tiles and one stage, to fit shared
+    memory. First choices, checked to compile for sm_90 without spills in the common cases,
+    not tuned (notes/diffusion-tiles.md). Under the interpreter 16 x 16, so small tests cross
+    many tiles."""
+    if _runtime.interpreting():
+        return TileConfig(16, 16, 1)
+    narrow = width <= 32 and block_v <= 32
+    if job == "knn":
+        return TileConfig(32, 64 if dtype == torch.float32 else 32, 4)
+    if job == "bgh":
+        return TileConfig(64, 64, 4)
+    if dtype == torch.float64:
+        return TileConfig(64, 64 if job == "sym" else 32, 4) if narrow else TileConfig(32, 32, 4, 1)
+    if job == "sym":  # the transposed side costs m / BLOCK atomic adds per pair: large tiles
+        return TileConfig(128, 128, 8) if narrow else TileConfig(64, 64, 4, 1)
+    return TileConfig(128, 64, 8) if narrow else TileConfig(64, 32, 4, 1)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _features_split(d: int) -> tuple[int, int]:
+    """(BLOCK_D, D_CHUNKS): the padded feature width of one tl.dot and how many chunks cover d."""
+    block_d = min(_pow2_at_least(d), 64)
+    return block_d, -(-d // block_d)
+
+
+def _pack_points(X: Tensor, n_pad: int, block_d: int, d_chunks: int, fill: float, *, c: Tensor | None = None,
+                 bias: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """(hi, lo, t, top) for ``_pack_points_kernel``: the points' operands and max |x| (float32),
+    or (x padded, None, t, None) for float64. ``c`` given: the Gaussian row term with ``bias``."""
+    n, d = X.shape
+    split = X.dtype == torch.float32
+    width = block_d * d_chunks
+    hi = torch.empty(n_pad, width, dtype=torch.float16 if split else X.dtype, device=X.device)
+    lo = torch.empty_like(hi) if split else None
+    t = torch.empty(n_pad, dtype=X.dtype, device=X.device)
+    top = torch.linalg.vector_norm(X, ord=math.inf).reshape(1) if split else None
+    block = 64
+    _pack_points_kernel[(n_pad // block,)](
+        X, top, c, bias, hi, lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
+        GAUSSIAN=c is not None, BIAS=bias is not None, SPLIT=split, EXP2=split, num_warps=4,
+    )
+    return hi, lo, t, top
+
+
+def _pack_values(W: Tensor, n_pad: int, ldw: int, block_v: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(hi, lo, top) for ``_pack_values_kernel``: the value operand and max |w| per column
+    (float32), or (w padded, None, None) for float64."""
+    n, m = W.shape
+    split = W.dtype == torch.float32
+    hi = torch.empty(n_pad, ldw, dtype=torch.float16 if split else W.dtype, device=W.device)
+    lo = torch.empty_like(hi) if split else None
+    top = torch.linalg.vector_norm(W, ord=math.inf, dim=0) if split else None
+    block = 64
+    _pack_values_kernel[(n_pad // block, ldw // block_v)](
+        W, top, hi, lo, n, m, ldw, BLOCK=block, BLOCK_V=block_v, SPLIT=split, num_warps=4
+    )
+    return hi, lo, top
+
+
+def _gaussian_launch(
+    Q: Tensor, K: Tensor, W: Tensor, beta: float, *, job: str, row_scale: Tensor | None = None,
+    sigma_q: Tensor | None = None, sigma_k: Tensor | None = None, log_bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """One launch of ``_gaussian_tiles_kernel`` for job "matmat", "rowsum", "sym" or "softmax"
+    (after the operand packing); ``W`` holds the values with the column scale folded in."""
+    split = exp2 = Q.dtype == torch.float32
+    (n_q, d), n_k, m = Q.shape, K.shape[0], W.shape[1]
+    symmetric, softmax = job == "sym", job == "softmax"
+    block_d, d_chunks = _features_split(d)
+    block_v = min(_pow2_at_least(m), 64)
+    ldw = _round_up(m, block_v)
+    cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v)
+    block_n = cfg.block_m if symmetric else cfg.block_n
+    tile = max(cfg.block_m, block_n, 64)
+    q_pad, k_pad = _round_up(n_q, tile), _round_up(n_k, tile)
+    c = torch.full((1,), beta * _LOG2E if exp2 else beta, dtype=Q.dtype, device=Q.device)
+    kh, kl, kt, topk = _pack_points(K, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias)
+    if K is Q and log_bias is None:  # padded query rows are never stored: their −inf is harmless
+        qh, ql, qt, topq = kh, kl, kt, topk
+    else:
+        qh, ql, qt, topq = _pack_points(Q, q_pad, block_d, d_chunks, 0.0, c=c)
+    wh, wl, vtop = _pack_values(W, k_pad, ldw, block_v)
+    out = (torch.zeros if symmetric else torch.empty)((n_q, m), dtype=Q.dtype, device=Q.device)
+    lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
+    isq = None if sigma_q is None else 1.0 / sigma_q
+    isk = None if sigma_k is None else (isq if symmetric else 1.0 / sigma_k)
+    _gaussian_tiles_kernel[(triton.cdiv(n_q, cfg.block_m), ldw // block_v)](
+        qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw,
+        BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
+        ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric,
+        SPLIT=split, EXP2=exp2, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return out, lse
+
+
+def _scaled(V: Tensor, scale: Tensor | None) -> Tensor:
+    return V if scale is None else V * scale[:, None]
+
+
+def _launch_matmat(Q, K, V, beta, *, row_scale, col_scale, sigma_q, sigma_k) -> Tensor:
+    return _gaussian_launch(
+        Q, K, _scaled(V, col_scale), beta, job="matmat", row_scale=row_scale, sigma_q=sigma_q, sigma_k=sigma_k
+    )[0]
+
+
+def _launch_rowsum(Q, K, beta, *, col_scale, sigma_q, sigma_k) -> Tensor:
+    W = K.new_ones(K.shape[0], 1) if col_scale is None else col_scale[:, None]
+    out, _ = _gaussian_launch(Q, K, W, beta, job="rowsum", sigma_q=sigma_q, sigma_k=sigma_k)
+    return out.view(-1)
+
+
+def _launch_matmat_sym(X, V, beta, *, scale, sigma) -> Tensor:
+    return _gaussian_launch(X, X, _scaled(V, scale), beta, job="sym", row_scale=scale, sigma_q=sigma, sigma_k=sigma)[0]
+
+
+def _launch_softmax_apply(Q, K, V, beta, *, log_bias) -> tuple[Tensor, Tensor]:
+    return _gaussian_launch(Q, K, V, beta, job="softmax", log_bias=log_bias)
+
+
+def _launch_knn(Q, K, k, *, exclude_self) -> tuple[Tensor, Tensor]:
+    (n_q, d), n_k = Q.shape, K.shape[0]
+    block_d, d_chunks = _features_split(d)
+    cfg = pick_config("knn", Q.dtype, block_d * d_chunks, 16)
+    q_pad, k_pad = _round_up(n_q, max(cfg.block_m, 64)), _round_up(n_k, max(cfg.block_n, 64))
+    qh, ql, qt, topq = _pack_points(Q, q_pad, block_d, d_chunks, 0.0)
+    kh, kl, kt, topk = _pack_points(K, k_pad, block_d, d_chunks, math.inf)
+    dist = torch.empty(n_q, k, dtype=Q.dtype, device=Q.device)
+    index = torch.empty(n_q, k, dtype=torch.int64, device=Q.device)
+    _knn_kernel[(triton.cdiv(n_q, cfg.block_m),)](
+        qh, ql, kh, kl, topq, topk, qt, kt, dist, index, n_q, n_k, k,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, K_PAD=_pow2_at_least(k, 1),
+        EXCLUDE_SELF=exclude_self, SPLIT=ql is not None, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps,
+    )
+    return dist, index
+
+
+def _launch_bgh_sums(X, eps) -> Tensor:
+    n, d = X.shape
+    exp2 = X.dtype == torch.float32
+    block_d, d_chunks = _features_split(d)
+    cfg = pick_config("bgh", X.dtype, block_d * d_chunks, 16)
+    n_pad = _round_up(n, max(cfg.block_m, 64))
+    eps_pad = _pow2_at_least(eps.shape[0], 1)
+    ieps = (1.0 / eps.to(torch.float64)) * (_LOG2E if exp2 else 1.0)
+    xh, xl, xt, top = _pack_points(X, n_pad, block_d, d_chunks, math.inf)
+    n_prog = triton.cdiv(n, cfg.block_m)
+    part = torch.empty(n_prog, eps_pad, dtype=torch.float64, device=X.device)
+    _bgh_kernel[(n_prog,)](
+        xh, xl, xh, xl, top, xt, ieps, part, n, eps.shape[0],
+        BLOCK=cfg.block_m, BLOCK_D=block_d, D_CHUNKS=d_chunks, EPS_PAD=eps_pad, SPLIT=xl is not None, EXP2=exp2,
+        INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps,
+    )
+    return part.sum(0)[: eps.shape[0]]

@@ -1,0 +1,163 @@
+"""Fused diffmax attention on CPU: the Triton kernels through the interpreter (o, dq, dk, dv and
+the tile states against diffmax applied to explicit scores), the public function on the
+reference path (gradcheck, torch.compile, opcheck, stats), and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flashmarkov.diffmax import diffmax_attention, diffmax_attention_bwd_ref, diffmax_attention_ref
+from flashmarkov.diffmax.op import diffmax_attention_bwd_op, diffmax_attention_op
+
+from ..conftest import INTERPRETED_DTYPES, assert_close
+from .helpers import independent_diffmax
+
+
+def _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered=False):
+    q = torch.randn(B, Hq, Sq, D, dtype=torch.float64, device=device)
+    k = torch.randn(B, Hkv, Sk, D, dtype=torch.float64, device=device)
+    if clustered:  # queries and keys in two far-apart clusters: half the tiles are all zero
+        sign = torch.where(torch.arange(Sk, device=device) < Sk // 2, 1.0, -1.0)[:, None]
+        k = 0.3 * k + 4 * sign
+        q = 0.3 * q + 4 * torch.where(torch.arange(Sq, device=device) < Sq // 2, 1.0, -1.0)[:, None]
+    v = torch.randn(B, Hkv, Sk, Dv, dtype=torch.float64, device=device)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def _dense(q, k, v, alpha, causal, scale, window):
+    """diffmax of explicit float64 scores (independent bisection) times V, with GQA."""
+    g = q.shape[1] // k.shape[1]
+    kk, vv = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+    s = scale * q.double() @ kk.transpose(-1, -2)
+    Sq, Sk = q.shape[2], k.shape[2]
+    i = torch.arange(Sq, device=q.device)[:, None] + Sk - Sq
+    j = torch.arange(Sk, device=q.device)[None, :]
+    vis = torch.ones(Sq, Sk, dtype=torch.bool, device=q.device)
+    if causal:
+        vis &= j <= i
+    if window[0] >= 0:
+        vis &= j >= i - window[0]
+    if window[1] >= 0:
+        vis &= j <= i + window[1]
+    return independent_diffmax(s.masked_fill(~vis, -math.inf), alpha) @ vv
+
+
+def _check_attention(shape, dtype, device, *, alpha=0.5, causal=False, window=(-1, -1), scale=None, clustered=False):
+    B, Hq, Hkv, Sq, Sk, D, Dv = shape
+    q, k, v = _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered)
+    qi, ki, vi = (t.clone().requires_grad_() for t in (q, k, v))
+    o, stats = diffmax_attention(qi, ki, vi, alpha, causal=causal, softmax_scale=scale, window=window, return_stats=True)
+    sc = scale if scale is not None else D**-0.5
+    assert o.dtype == dtype and o.shape == (B, Hq, Sq, Dv)
+    assert_close(o, _dense(q, k, v, alpha, causal, sc, window), dtype, "o")
+    do = torch.randn_like(o)
+    o.backward(do)
+    refs = diffmax_attention_bwd_ref(q.double(), k.double(), v.double(), do.double(), alpha, causal=causal, softmax_scale=sc, window=window)
+    for name, got, ref in zip(("dq", "dk", "dv"), (qi.grad, ki.grad, vi.grad), refs):
+        assert_close(got, ref, dtype, name)
+    return stats
+
+
+ATTN_CASES = {
+    "square": dict(shape=(1, 2, 2, 17, 17, 16, 16)),
+    "gqa-causal-sq<sk": dict(shape=(1, 4, 2, 20, 37, 16, 24), causal=True),
+    "causal-sq>sk-window": dict(shape=(2, 1, 1, 33, 20, 24, 16), causal=True, window=(5, -1)),
+    "band-alpha0.3": dict(shape=(1, 2, 1, 30, 30, 16, 16), window=(3, 4), alpha=0.3, scale=0.4),
+    "alpha0.8-one-query": dict(shape=(1, 2, 2, 1, 40, 16, 16), alpha=0.8),
+}
+
+
+@pytest.mark.parametrize("dtype", INTERPRETED_DTYPES)
+@pytest.mark.parametrize("case", ATTN_CASES)
+def test_kernels_attention(case, dtype, triton_backend, nan_alloc, small_tiles):
+    _check_attention(dtype=dtype, device=triton_backend, **ATTN_CASES[case])
+
+
+def test_kernels_skip_zero_tiles(triton_backend, small_tiles):
+    """Clustered keys: the zero tiles are found (and skipped); the tile states equal the
+    reference's, computed from the exact weights."""
+    stats = _check_attention((1, 1, 1, 64, 64, 16, 16), torch.float64, triton_backend, alpha=0.3, clustered=True)
+    assert stats["block"] == (16, 16)
+    assert stats["tiles_visible"] == 16
+    assert stats["tile_skip_fraction"] >= 0.5
+    q, k, v = _inputs(1, 1, 1, 64, 64, 16, 16, torch.float64, triton_backend, clustered=True)
+    states = diffmax_attention_op(q, k, v, 0.3, False, 0.25, -1, -1, 50)[3]
+    ref_states = diffmax_attention_ref(q, k, v, 0.3, softmax_scale=0.25, block=(16, 16))[3]
+    assert torch.equal(states, ref_states)
+
+
+# ---- the public function on the reference path ----
+
+
+def test_reference_path_matches_dense_and_stats():
+    stats = _check_attention((2, 4, 2, 13, 21, 8, 5), torch.float64, "cpu", causal=True)
+    assert set(stats) == {"tile_skip_fraction", "tiles_skipped", "tiles_visible", "block"}
+    assert 0 <= stats["tile_skip_fraction"] <= 1
+
+
+def test_gradcheck_float64():
+    q, k, v = _inputs(1, 2, 1, 5, 7, 4, 3, torch.float64, "cpu")
+    args = tuple(t.requires_grad_() for t in (q, k, v))
+    assert torch.autograd.gradcheck(lambda a, b, c: diffmax_attention(a, b, c, 0.6, causal=True, n_iter=80), args, atol=1e-7)
+
+
+def test_torch_compile_fullgraph():
+    def model(q, k, v):
+        return (diffmax_attention(q, k, v, 0.5, causal=True) ** 2).sum()
+
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    q, k, v = (t.requires_grad_() for t in _inputs(1, 2, 1, 9, 9, 8, 8, torch.float32, "cpu"))
+    out = compiled(q, k, v)
+    grads = torch.autograd.grad(out, (q, k, v))
+    expected = model(q, k, v)
+    for got, ref in zip(grads, torch.autograd.grad(expected, (q, k, v))):
+        torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(out, expected)
+
+
+def test_opcheck():
+    q, k, v = (t.requires_grad_() for t in _inputs(1, 2, 1, 6, 9, 8, 4, torch.float32, "cpu"))
+    args = (q, k, v, 0.5, True, 0.3, -1, -1, 50)
+    torch.library.opcheck(diffmax_attention_op, args)
+    o, tau, rn, states = diffmax_attention_op(*(t.detach() for t in (q, k, v)), *args[3:])
+    torch.library.opcheck(
+        diffmax_attention_bwd_op, (q.detach(), k.detach(), v.detach(), torch.randn_like(o), tau, rn, states, *args[3:])
+    )
+
+
+def test_rows_without_keys_are_zero():
+    q, k, v = _inputs(1, 1, 1, 6, 3, 4, 4, torch.float32, "cpu")
+    o = diffmax_attention(q, k, v, 0.5, causal=True)  # queries 0..2 see no key (Sk − Sq = −3)
+    assert torch.equal(o[0, 0, :3], torch.zeros(3, 4)) and torch.isfinite(o).all()
+
+
+# ---- bad input ----
+
+Q, K, V = _inputs(1, 4, 2, 5, 6, 8, 8, torch.float32, "cpu")
+BAD = [
+    (dict(q=Q[0]), ValueError, "q must have at least 4"),
+    (dict(q=Q.long()), TypeError, "q has dtype torch.int64"),
+    (dict(k=K.double()), TypeError, "k has dtype torch.float64 but q has torch.float32"),
+    (dict(k=K[..., :4]), ValueError, "k has shape"),
+    (dict(v=V[:, :, :4]), ValueError, "v has shape"),
+    (dict(k=torch.randn(1, 3, 6, 8), v=torch.randn(1, 3, 6, 8)), ValueError, "must divide the query heads"),
+    (dict(alpha=1.0), ValueError, "alpha=1.0 must lie in"),
+    (dict(alpha=torch.tensor(0.5)), TypeError, "alpha must be a float"),
+    (dict(causal=1), TypeError, "causal must be a bool"),
+    (dict(softmax_scale=-1.0), ValueError, "softmax_scale must be"),
+    (dict(window=(3,)), ValueError, "window must be a pair"),
+    (dict(window=(-2, 0)), ValueError, "window must be a pair"),
+    (dict(n_iter=0), ValueError, "n_iter=0 must be >= 1"),
+    (dict(return_stats="yes"), TypeError, "return_stats must be a bool"),
+]
+
+
+@pytest.mark.parametrize("kwargs,error,match", BAD)
+def test_bad_input(kwargs, error, match):
+    args = dict(q=Q, k=K, v=V)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        diffmax_attention(**args)
