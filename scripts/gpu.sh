@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
-#   bash scripts/gpu.sh [peers] [tests] [bench] [check] [demo] [tune]     (default: tests bench)
+#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune]     (default: tests bench)
 # env: TEST_PATHS (default tests), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
+# opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
+# diffusion) into $OUT/OP/.
 # peers: installs the scan peers from .whl/ (bash ../shared/tools/peer-wheels.sh; carry .whl) into
 # /tmp/site. bench writes $OUT/bdt/ and $OUT/btd/ (scan.json, .md, .png), one run per layout so a
 # timeout loses at most one. Logs go to $OUT; the last lines printed are the summary tables.
@@ -17,7 +19,9 @@ for step in $steps; do
   echo "=== $step"
   case $step in
     peers)
-      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/accelerated_scan-*.whl .whl/fla_core-*.whl
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+      python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site .whl/keopscore-*.tar.gz .whl/pykeops-*.tar.gz \
+        || echo "pykeops did not install; benchmark without it"
       (cd /tmp && MAX_JOBS=16 timeout "${PEER_BUILD_TIMEOUT:-240}" python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$OLDPWD"/.whl/fpscan-*.tar.gz) \
         || echo "fpscan did not build; benchmark without it" ;;
     tests)
@@ -31,6 +35,14 @@ for step in $steps; do
           > "$OUT/bench-$layout.log" 2>&1
         status=$((status | $?))
         tail -30 "$OUT/bench-$layout.log"
+      done ;;
+    opbench)
+      for op in ${OPBENCH:-attention diffmax diffusion}; do
+        mkdir -p "$OUT/$op"
+        timeout "${BENCH_TIMEOUT:-300}" python3 -m flashmarkov.bench "$op" --out "$OUT/$op" --warmup 10 --rep 50 ${OPBENCH_ARGS:-} \
+          > "$OUT/bench-$op.log" 2>&1
+        status=$((status | $?))
+        tail -25 "$OUT/bench-$op.log"
       done ;;
     check) timeout 300 python3 -m flashmarkov.cli check --quick 2>&1 | tail -8; status=$((status | PIPESTATUS[0])) ;;
     demo)  python3 -m flashmarkov.cli demo 2>&1 | tail -10; status=$((status | PIPESTATUS[0])) ;;

@@ -1,5 +1,6 @@
-"""``flashmarkov demo | check | bench``: run the operators on built-in data, sweep their
-correctness on the present device, or benchmark them against their peers."""
+"""``flashmarkov demo | check | bench | embed``: run the operators on built-in data, sweep their
+correctness on the present device, benchmark them against their peers, or compute the diffusion
+coordinates of a data file."""
 
 from __future__ import annotations
 
@@ -151,18 +152,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     check.add_argument("--quick", action="store_true", help="fewer lengths")
     sub.add_parser("bench", help="benchmark against peers (see `flashmarkov bench --help`)", add_help=False)
+    sub.add_parser("embed", help="diffusion coordinates of a .npy/.csv file or a built-in data set "
+                   "(see `flashmarkov embed --help`)", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         from .bench import main as bench_main
 
         return bench_main(rest)
+    if args.command == "embed":
+        from .diffusion.cli import embed_main
+
+        return embed_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     device = _device(args.device)
     print(f"flashmarkov {__version__} on {_runtime.device_summary() if device.type == 'cuda' else 'cpu (PyTorch reference)'}")
     if args.command == "demo":
+        from .diffmax.demo import demo_diffmax
+        from .diffusion.cli import demo_diffusion
+
         rows = _scan_demo(device)
         _print_table("flashmarkov demo", rows)
+        print(demo_diffmax(device))
+        print(demo_diffusion(device))
     else:
         rows = _scan_check(device, args.quick)
         _print_table(f"flashmarkov check: {sum(r.ok for r in rows)}/{len(rows)} pass", rows)

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
 Tensor = torch.Tensor
 Outputs = tuple[Tensor, ...]
 
-OPS: dict[str, str] = {"scan": "flashmarkov.bench.scan"}
+OPS: dict[str, str] = {
+    "scan": "flashmarkov.bench.scan",
+    "diffmax": "flashmarkov.bench.diffmax",
+    "diffusion": "flashmarkov.bench.diffusion",
+}
 """Command-line name of each op -> the module that defines its ``OP``."""
 
 OURS = "flashmarkov"
