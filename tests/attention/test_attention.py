@@ -1,0 +1,244 @@
+"""flashmarkov.attention on CPU: the Triton kernels through the interpreter at tiny sizes (o, lse,
+dq, dk, dv against the float64 reference), the public API on the reference path (gradcheck,
+torch.compile, opcheck), and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flashmarkov.attention import flash_attention, flash_attention_varlen, forward
+from flashmarkov.attention.op import attention_bwd_op, attention_op
+
+from .helpers import check_attention, check_varlen, rand
+
+F16, F32 = torch.float16, torch.float32
+
+# A small but complete grid: lengths {1, 17, 63, 100} on both sides, head dims {16, 40, 64},
+# each feature alone and combined, Sq < Sk and Sq > Sk (rows without keys), GQA and MQA.
+KERNEL_CASES = [
+    # dtype, Hq, Hkv, Sq, Sk, D, options
+    (F16, 2, 2, 17, 17, 16, {}),
+    (F32, 2, 1, 63, 100, 40, dict(causal=True)),
+    (F16, 4, 2, 100, 63, 64, dict(causal=True)),
+    (F32, 2, 1, 1, 100, 16, dict(causal=True)),
+    (F32, 2, 2, 100, 1, 40, {}),
+    (F32, 2, 1, 1, 1, 64, dict(causal=True)),
+    (F32, 2, 1, 63, 63, 16, dict(window=(5, 3))),
+    (F16, 2, 1, 100, 63, 16, dict(causal=True, window=(7, -1))),
+    (F32, 2, 2, 63, 17, 40, dict(window=(-1, 4))),
+    (F32, 2, 1, 17, 63, 64, dict(causal=True, softcap=5.0)),
+    (F16, 4, 1, 63, 63, 16, dict(window=(0, 0), softcap=2.0, softmax_scale=0.3)),
+    (F32, 4, 2, 17, 100, 40, dict(causal=True, window=(20, -1), softcap=3.0)),
+]
+
+
+@pytest.mark.parametrize("dtype,Hq,Hkv,Sq,Sk,D,opts", KERNEL_CASES)
+def test_kernels(dtype, Hq, Hkv, Sq, Sk, D, opts, triton_backend, nan_alloc):
+    check_attention(triton_backend, dtype, Hq=Hq, Hkv=Hkv, Sq=Sq, Sk=Sk, D=D, **opts)
+
+
+@pytest.mark.parametrize("block_m,block_n", [(16, 32), (32, 16)])
+def test_kernels_unequal_tiles(block_m, block_n, triton_backend, nan_alloc, monkeypatch):
+    """Band bounds with BLOCK_M != BLOCK_N, in all three kernels."""
+    monkeypatch.setattr(forward, "pick_config", lambda *a: forward.AttnConfig(block_m, block_n, 1, 1))
+    from flashmarkov.attention import backward
+
+    monkeypatch.setattr(backward, "pick_config", lambda *a: forward.AttnConfig(block_m, block_n, 1, 1))
+    check_attention(triton_backend, F32, B=2, Hq=2, Hkv=1, Sq=63, Sk=100, D=16, causal=True, window=(40, 9))
+
+
+def test_kernels_int64_offsets(triton_backend, nan_alloc, monkeypatch):
+    """The LARGE variant (int64 in-sequence offsets, for tensors of 2^31 elements or more)."""
+    from flashmarkov.attention import backward
+
+    monkeypatch.setattr(forward, "large_offsets", lambda *tensors: True)
+    monkeypatch.setattr(backward, "large_offsets", lambda *tensors: True)
+    check_varlen(triton_backend, F32, [17, 40], [33, 5], Hq=2, Hkv=1, D=16, causal=True)
+
+
+def test_kernels_bshd_strided(triton_backend, nan_alloc):
+    """layout "bshd" runs on the tensors as they lie (the kernels take strides)."""
+    check_attention(triton_backend, F32, B=2, Hq=4, Hkv=2, Sq=63, Sk=17, D=40, layout="bshd", causal=True)
+
+
+def test_kernels_non_contiguous_views(triton_backend, nan_alloc):
+    """q, k, v as slices of larger buffers (strides that no layout has) give the right answer."""
+    q = rand((1, 2, 40, 64), F32, triton_backend)[..., 8:48]
+    kv = rand((2, 1, 3, 33, 40), F32, triton_backend)[:, :, ::3]
+    o = flash_attention(q, kv[0], kv[1], causal=True)
+    expected = flash_attention(q.double(), kv[0].double(), kv[1].double(), causal=True)
+    assert (o.double() - expected).norm() / expected.norm() < 2e-5
+
+
+VARLEN_CASES = [
+    (F32, [17, 1, 0, 63], [17, 40, 5, 0], dict(causal=True)),  # empty query and key sequences
+    (F16, [30, 9], [9, 30], dict(window=(4, 2), softcap=4.0)),
+]
+
+
+@pytest.mark.parametrize("dtype,lens_q,lens_k,opts", VARLEN_CASES)
+def test_kernels_varlen(dtype, lens_q, lens_k, opts, triton_backend, nan_alloc):
+    check_varlen(triton_backend, dtype, lens_q, lens_k, Hq=4, Hkv=2, D=40, **opts)
+
+
+def test_kernels_deterministic(triton_backend):
+    """Two backward passes give bitwise-identical gradients (no atomics anywhere)."""
+    q = rand((1, 4, 63, 16), F16, triton_backend).requires_grad_()
+    k, v = (rand((1, 1, 63, 16), F16, triton_backend).requires_grad_() for _ in range(2))
+    do = rand((1, 4, 63, 16), F16, triton_backend)
+    runs = []
+    for _ in range(2):
+        o = flash_attention(q, k, v, causal=True, deterministic=True)
+        runs.append(torch.autograd.grad(o, (q, k, v), do))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+# ---- the public API on the reference path ----
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+def test_gradcheck_float64(varlen):
+    """Through the custom op and its registered backward (float64 runs the reference)."""
+    kw = dict(causal=True, window=(4, -1), softcap=2.0, return_lse=True)
+    if varlen:
+        cu = torch.tensor([0, 3, 9], dtype=torch.int32)
+        cu_k = torch.tensor([0, 6, 14], dtype=torch.int32)  # every row sees a key (finite lse)
+        q = torch.randn(9, 2, 3, dtype=torch.float64, requires_grad=True)
+        k, v = (torch.randn(14, 1, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+        fn = lambda q, k, v: flash_attention_varlen(q, k, v, cu, cu_k, 6, 8, **kw)  # noqa: E731
+    else:
+        q = torch.randn(1, 2, 5, 3, dtype=torch.float64, requires_grad=True)
+        k, v = (torch.randn(1, 1, 7, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+        fn = lambda q, k, v: flash_attention(q, k, v, **kw)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [F16, F32])
+def test_reference_path_matches(dtype):
+    """CPU tensors without the interpreter forced: the reference, through the same op."""
+    check_attention("cpu", dtype, B=2, Hq=4, Hkv=2, Sq=9, Sk=13, D=8, causal=True, window=(5, -1))
+
+
+def test_torch_compile_fullgraph():
+    def model(q, k, v):
+        o, lse = flash_attention(q.tanh(), k, v, causal=True, return_lse=True, layout="bshd")
+        return (o * o).sum() + torch.where(torch.isfinite(lse), lse, 0).sum()
+
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    q = torch.randn(2, 9, 4, 8, requires_grad=True)
+    k, v = (torch.randn(2, 6, 2, 8, requires_grad=True) for _ in range(2))
+    out = compiled(q, k, v)
+    out.backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    expected = model(q, k, v)
+    expected.backward()
+    torch.testing.assert_close(out, expected)
+    for got, t in zip(grads, (q, k, v), strict=True):
+        torch.testing.assert_close(got, t.grad)
+
+
+def test_torch_compile_varlen_fullgraph():
+    cu = torch.tensor([0, 4, 11], dtype=torch.int32)
+
+    def model(q, k, v):
+        return flash_attention_varlen(q, k, v, cu, cu, 7, 7, causal=True).sum()
+
+    q, k, v = (torch.randn(11, 2, 8, requires_grad=True) for _ in range(3))
+    out = torch.compile(model, fullgraph=True, backend="aot_eager")(q, k, v)
+    torch.testing.assert_close(out, model(q, k, v))
+
+
+@pytest.mark.parametrize("varlen", [False, True])
+def test_opcheck(varlen):
+    if varlen:
+        cu = torch.tensor([0, 3, 3, 9], dtype=torch.int32)
+        q = torch.randn(9, 4, 8, requires_grad=True)
+        k, v = (torch.randn(9, 2, 8, requires_grad=True) for _ in range(2))
+        args = (q, k, v, cu, cu, 6, 6, True, 0.5, 3, -1, 2.0)
+    else:
+        q = torch.randn(2, 5, 4, 8).transpose(1, 2).requires_grad_()  # a "bshd" tensor as (B, H, S, D)
+        k, v = (torch.randn(2, 2, 7, 8, requires_grad=True) for _ in range(2))
+        args = (q, k, v, None, None, 5, 7, True, 0.5, -1, -1, 0.0)
+    torch.library.opcheck(attention_op, args)
+    with torch.no_grad():
+        o, lse = attention_op(*args)
+    qkv = [x.detach() for x in args[:3]]
+    torch.library.opcheck(attention_bwd_op, (torch.randn_like(o), *qkv, o, lse, torch.randn_like(lse), *args[3:]))
+
+
+def test_package_exports():
+    import flashmarkov.attention as attention
+
+    assert set(attention.__all__) >= {"flash_attention", "flash_attention_varlen"}
+
+
+# ---- bad input: a clear error naming the argument, before any launch ----
+
+Q = torch.randn(1, 4, 5, 8)
+K = torch.randn(1, 2, 6, 8)
+CU = torch.tensor([0, 2, 5], dtype=torch.int32)
+
+BAD = [
+    (dict(q=[1.0]), TypeError, "q must be a torch.Tensor"),
+    (dict(q=Q.long()), TypeError, "q has dtype torch.int64"),
+    (dict(k=K.double(), v=K.double()), TypeError, "k has dtype torch.float64 but q has torch.float32"),
+    (dict(q=Q[0]), ValueError, "q must have at least 4"),
+    (dict(v=K[..., :4]), ValueError, "v has shape"),
+    (dict(k=K[..., :4], v=K[..., :4]), ValueError, "head dims differ"),
+    (dict(q=torch.randn(1, 4, 5, 264), k=torch.randn(1, 2, 6, 264), v=torch.randn(1, 2, 6, 264)), ValueError, "D=264"),
+    (dict(k=torch.randn(1, 3, 6, 8), v=torch.randn(1, 3, 6, 8)), ValueError, "Hkv=3 must divide"),
+    (dict(k=torch.randn(2, 2, 6, 8), v=torch.randn(2, 2, 6, 8)), ValueError, "batch sizes differ"),
+    (dict(k=K[:, :, :0], v=K[:, :, :0]), ValueError, "lengths must be >= 1"),
+    (dict(causal=1), TypeError, "causal must be a bool"),
+    (dict(window=(-2, 3)), ValueError, "window"),
+    (dict(window=(1,)), TypeError, "window must be a pair"),
+    (dict(window=(1.0, 2)), TypeError, "window left must be an int"),
+    (dict(softcap=-1.0), ValueError, "softcap=-1.0"),
+    (dict(softmax_scale=math.inf), ValueError, "softmax_scale=inf"),
+    (dict(softmax_scale="1"), TypeError, "softmax_scale must be"),
+    (dict(layout="bsdh"), ValueError, "layout='bsdh'"),
+    (dict(return_lse=None), TypeError, "return_lse must be a bool"),
+]
+
+
+@pytest.mark.parametrize("change,error,match", BAD)
+def test_bad_input(change, error, match, monkeypatch):
+    def no_launch(*args, **kwargs):
+        raise AssertionError("launched on bad input")
+
+    monkeypatch.setattr("flashmarkov.attention.op.attention_fwd", no_launch)
+    monkeypatch.setattr("flashmarkov.attention.AttentionFunction.apply", no_launch)
+    args = dict(q=Q, k=K, v=K)
+    args.update(change)
+    q, k, v = args.pop("q"), args.pop("k"), args.pop("v")
+    with pytest.raises(error, match=match):
+        flash_attention(q, k, v, **args)
+
+
+QV = torch.randn(5, 4, 8)
+KV = torch.randn(5, 2, 8)
+
+BAD_VARLEN = [
+    (dict(cu_q=CU.long()), TypeError, "cu_seqlens_q has dtype torch.int64"),
+    (dict(cu_k=torch.tensor([0, 3, 2, 5], dtype=torch.int32)), ValueError, "non-decreasing"),
+    (dict(cu_k=torch.tensor([0, 1, 2, 5], dtype=torch.int32)), ValueError, "2 sequences but cu_seqlens_k has 3"),
+    (dict(cu_q=torch.tensor([0, 2, 4], dtype=torch.int32)), ValueError, "end at 5"),
+    (dict(max_q=2), ValueError, "max_seqlen_q=2 is smaller than the longest sequence"),
+    (dict(max_k=2.5), TypeError, "max_seqlen_k must be an int"),
+    (dict(q=torch.randn(1, 5, 4, 8)), ValueError, "q must have 3 dimensions"),
+    (dict(k=torch.randn(5, 3, 8), v=torch.randn(5, 3, 8)), ValueError, "Hkv=3 must divide"),
+]
+
+
+@pytest.mark.parametrize("change,error,match", BAD_VARLEN)
+def test_bad_input_varlen(change, error, match):
+    args = dict(q=QV, k=KV, v=KV, cu_q=CU, cu_k=CU, max_q=3, max_k=3)
+    args.update(change)
+    with pytest.raises(error, match=match):
+        flash_attention_varlen(args["q"], args["k"], args["v"], args["cu_q"], args["cu_k"], args["max_q"], args["max_k"])

@@ -1,0 +1,216 @@
+"""flashmarkov.attention on a CUDA GPU: the compiled kernels at realistic sizes, head dims up to
+256, every feature, varlen batches, bfloat16 included.
+
+Half types follow FlashAttention's rule: the error of o, dq, dk, dv against a float64 reference
+is at most twice the error of PyTorch's own attention in the same dtype (SDPA where it has the
+feature, else math attention in the dtype) against the same reference. float32 runs with IEEE
+float32 dot products and the fixed tolerances of ``helpers.TOL``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flashmarkov.attention import flash_attention, flash_attention_varlen
+from flashmarkov.attention.reference import visible_mask
+
+from ..conftest import rel_err
+from .helpers import check_attention, check_varlen, rand
+
+pytestmark = pytest.mark.gpu
+
+HALF = [torch.bfloat16, torch.float16]
+RULE = 2.0
+FLOOR = {torch.bfloat16: 1e-4, torch.float16: 1e-5}  # absolute slack for errors near zero
+
+CASES = [
+    # Hq, Hkv, Sq, Sk, D, options
+    (8, 8, 1000, 1000, 64, dict(causal=True)),
+    (16, 4, 4097, 4097, 128, dict(causal=True)),
+    (4, 4, 513, 1537, 256, {}),
+    (8, 2, 2048, 1000, 96, dict(causal=True, window=(256, 0))),
+    (4, 4, 1000, 1000, 40, dict(softcap=30.0)),
+    (4, 1, 777, 777, 192, dict(window=(100, 100))),
+    (4, 4, 1, 4096, 80, dict(causal=True)),
+    (4, 4, 3000, 100, 72, dict(causal=True)),  # Sq > Sk: rows without keys
+    (2, 2, 16384, 16384, 128, dict(causal=True)),
+]
+
+
+def torch_attention(q, k, v, *, causal=False, window=(-1, -1), softcap=0.0, softmax_scale=None):
+    """PyTorch's attention in the inputs' dtype: SDPA with a boolean mask, or, with softcap or rows
+    that see no key (where SDPA gives NaN), math attention with scores and P rounded to the dtype."""
+    B, Hq, Sq, D = q.shape
+    scale = 1 / math.sqrt(D) if softmax_scale is None else softmax_scale
+    mask = visible_mask(Sq, k.shape[2], causal, window, q.device)
+    seen = mask.any(-1, keepdim=True)
+    if softcap == 0 and bool(seen.all()):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=Hq != k.shape[1])
+    group = Hq // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    s = (q @ k.transpose(-1, -2)) * scale
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    s = torch.where(mask & seen, s, -math.inf)
+    s = torch.where(seen, s, 0.0)
+    p = torch.where(seen, torch.softmax(s.float(), -1), 0.0).to(q.dtype)
+    return p @ v
+
+
+def _outputs(fn, leaves, do):
+    o = fn(*leaves)
+    return [o.detach(), *torch.autograd.grad(o, leaves, do)]
+
+
+def check_rule(dtype, Hq, Hkv, Sq, Sk, D, opts, B=1, layout="bhsd"):
+    """o, dq, dk, dv of flash_attention within RULE × PyTorch's own error in the dtype."""
+    def shape(H, S):
+        return (B, H, S, D) if layout == "bhsd" else (B, S, H, D)
+
+    def bhsd(x):
+        return x if layout == "bhsd" else x.transpose(1, 2)
+
+    q, k, v = rand(shape(Hq, Sq), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda")
+    do = rand(shape(Hq, Sq), dtype, "cuda")
+    ours_fn = lambda *x: flash_attention(*x, layout=layout, **opts)  # noqa: E731
+    torch_fn = lambda *x: bhsd(torch_attention(*map(bhsd, x), **opts))  # noqa: E731
+    ref = _outputs(ours_fn, [t.double().requires_grad_() for t in (q, k, v)], do.double())
+    ours = _outputs(ours_fn, [t.clone().requires_grad_() for t in (q, k, v)], do)
+    base = _outputs(torch_fn, [t.clone().requires_grad_() for t in (q, k, v)], do)
+    for name, a, b, r in zip(("o", "dq", "dk", "dv"), ours, base, ref, strict=True):
+        err, err_torch = rel_err(a, r), rel_err(b, r)
+        assert math.isfinite(err_torch), f"{name}: PyTorch's baseline is not finite"
+        assert err <= RULE * err_torch + FLOOR[dtype], f"{name}: {err:.3g} > {RULE} × PyTorch's {err_torch:.3g}"
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("Hq,Hkv,Sq,Sk,D,opts", CASES)
+def test_gpu_rule(Hq, Hkv, Sq, Sk, D, opts, dtype):
+    check_rule(dtype, Hq, Hkv, Sq, Sk, D, opts)
+
+
+@pytest.mark.parametrize("D", [16, 40, 64, 72, 80, 96, 128, 192, 256])
+def test_gpu_head_dims(D, nan_alloc):
+    check_rule(torch.bfloat16, 4, 2, 1000, 1000, D, dict(causal=True), B=2)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_gpu_bshd_rule(dtype, nan_alloc):
+    check_rule(dtype, 8, 2, 1000, 1500, 128, dict(causal=True, window=(500, -1)), B=2, layout="bshd")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("Hq,Hkv,Sq,Sk,D,opts", CASES[:6])
+def test_gpu_float32_float64(Hq, Hkv, Sq, Sk, D, opts, dtype, nan_alloc):
+    """float32 on the kernels (IEEE dot products), float64 on the reference: fixed tolerances."""
+    check_attention("cuda", dtype, Hq=Hq, Hkv=Hkv, Sq=min(Sq, 2048), Sk=min(Sk, 2048), D=D, **opts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32])
+def test_gpu_bshd_and_lse(dtype, nan_alloc):
+    check_attention("cuda", dtype, B=2, Hq=8, Hkv=2, Sq=1000, Sk=1500, D=128, layout="bshd", causal=True)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("opts", [dict(causal=True), dict(window=(300, 20), softcap=20.0)])
+def test_gpu_varlen_rule(dtype, opts, nan_alloc):
+    """Mixed lengths 0…4097 in one packed batch, each sequence within RULE × PyTorch's error."""
+    lens_q, lens_k = [1, 100, 1000, 4097, 0, 513, 2000], [1, 300, 1000, 4097, 7, 0, 1000]
+    Hq, Hkv, D = 8, 2, 128
+    cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    q = rand((sum(lens_q), Hq, D), dtype, "cuda")
+    k, v = (rand((sum(lens_k), Hkv, D), dtype, "cuda") for _ in range(2))
+    do = rand(q.shape, dtype, "cuda")
+    args = (cu_q, cu_k, max(lens_q), max(lens_k))
+
+    def per_sequence(fn):
+        def run(q, k, v):
+            outs = []
+            for n in range(len(lens_q)):
+                qs = q[cu_q[n] : cu_q[n + 1]].transpose(0, 1)[None]
+                ks, vs = (x[cu_k[n] : cu_k[n + 1]].transpose(0, 1)[None] for x in (k, v))
+                if lens_q[n] == 0:
+                    continue
+                if lens_k[n] == 0:
+                    outs.append(torch.zeros_like(qs[0].transpose(0, 1)) + 0 * qs.sum())
+                    continue
+                outs.append(fn(qs, ks, vs, **opts)[0].transpose(0, 1))
+            return torch.cat(outs, 0)
+
+        return run
+
+    ref = _outputs(lambda *x: flash_attention_varlen(*x, *args, **opts), [t.double().requires_grad_() for t in (q, k, v)], do.double())
+    ours = _outputs(lambda *x: flash_attention_varlen(*x, *args, **opts), [t.clone().requires_grad_() for t in (q, k, v)], do)
+    base = _outputs(per_sequence(torch_attention), [t.clone().requires_grad_() for t in (q, k, v)], do)
+    for name, a, b, r in zip(("o", "dq", "dk", "dv"), ours, base, ref, strict=True):
+        err, err_torch = rel_err(a, r), rel_err(b, r)
+        assert err <= RULE * err_torch + FLOOR[dtype], f"{name}: {err:.3g} > {RULE} × PyTorch's {err_torch:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32])
+def test_gpu_varlen_float(dtype, nan_alloc):
+    check_varlen("cuda", dtype, [1, 100, 0, 1000, 777], [1, 300, 5, 1000, 0], Hq=8, Hkv=2, D=96, causal=True)
+
+
+def test_gpu_deterministic():
+    """Bitwise-identical gradients over repeated backward passes (GQA, long sequence)."""
+    q = rand((2, 16, 4096, 128), torch.bfloat16, "cuda").requires_grad_()
+    k, v = (rand((2, 4, 4096, 128), torch.bfloat16, "cuda").requires_grad_() for _ in range(2))
+    do = rand(q.shape, torch.bfloat16, "cuda")
+    runs = []
+    for _ in range(3):
+        o = flash_attention(q, k, v, causal=True, deterministic=True)
+        runs.append(torch.autograd.grad(o, (q, k, v), do))
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_gpu_compile_fullgraph():
+    """torch.compile traces the kernels' op without graph breaks, forward and backward."""
+    q = rand((2, 8, 1000, 64), torch.bfloat16, "cuda").requires_grad_()
+    k, v = (rand((2, 2, 1000, 64), torch.bfloat16, "cuda").requires_grad_() for _ in range(2))
+
+    def model(q, k, v):
+        return flash_attention(q, k, v, causal=True).float().square().sum()
+
+    out = torch.compile(model, fullgraph=True)(q, k, v)
+    grads = torch.autograd.grad(out, (q, k, v))
+    expected = model(q, k, v)
+    expected_grads = torch.autograd.grad(expected, (q, k, v))
+    assert rel_err(out, expected) < 1e-3
+    for g, e in zip(grads, expected_grads, strict=True):
+        assert rel_err(g, e) < 1e-2
+
+
+def test_gpu_opcheck():
+    from flashmarkov.attention.op import attention_op
+
+    q = rand((1, 4, 300, 64), torch.float16, "cuda").requires_grad_()
+    k, v = (rand((1, 2, 200, 64), torch.float16, "cuda").requires_grad_() for _ in range(2))
+    torch.library.opcheck(attention_op, (q, k, v, None, None, 300, 200, True, 0.125, 64, -1, 0.0))
+
+
+def test_gpu_long_sequence_int64_offsets():
+    """A "bshd" sequence of 2^20 tokens × 16 heads × 128: element offsets pass 2^31. With a
+    sliding window, the last rows depend only on the last keys, so the result on the whole
+    sequence must match the kernels on the tail alone (o, dq, and dk, dv near the end)."""
+    S, H, D, W, T = 2**20, 16, 128, 128, 2048
+    q, k, v = (rand((1, S, H, D), torch.bfloat16, "cuda") for _ in range(3))
+    do = torch.zeros_like(q)
+    do[:, -T:] = rand((1, T, H, D), torch.bfloat16, "cuda")
+    kw = dict(causal=True, window=(W, 0), layout="bshd")
+    leaves = [x.requires_grad_() for x in (q, k, v)]
+    o = flash_attention(*leaves, **kw)
+    dq, dk, dv = torch.autograd.grad(o, leaves, do)
+    tail = [x.detach()[:, -T - W :].clone().requires_grad_() for x in (q, k, v)]
+    o_t = flash_attention(*tail, **kw)
+    dq_t, dk_t, dv_t = torch.autograd.grad(o_t, tail, do[:, -T - W :])
+    assert rel_err(o[:, -T:], o_t[:, -T:]) < 1e-2
+    assert rel_err(dq[:, -T:], dq_t[:, -T:]) < 1e-2
+    assert rel_err(dk[:, -T:], dk_t[:, -T:]) < 1e-2 and rel_err(dv[:, -T:], dv_t[:, -T:]) < 1e-2
