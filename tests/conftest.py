@@ -13,29 +13,6 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def _patch_interpreter_index() -> None:
-    """Triton 3.6's interpreter holds kernel scalars as 1-element 1-D arrays and converts them
-    with ``int(array)``, which NumPy >= 2.3 rejects, so ``range(start, stop)`` with runtime bounds
-    fails in an interpreted kernel. Convert through ``.reshape(-1)[0]``; compiled kernels are
-    unaffected."""
-    import numpy as np
-    import triton.runtime.interpreter as interpreter
-
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_flashmarkov_index_fix", False):
-        return
-
-    def patched(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
-
-    patched._flashmarkov_index_fix = True
-    interpreter._patch_lang_tensor = patched
-
-
-if not HAS_CUDA:
-    _patch_interpreter_index()
-
 import pytest  # noqa: E402
 
 # Norm-wise relative error allowed against a float64 reference computed from the same inputs.

@@ -5,6 +5,7 @@ CUDA tensors run Triton kernels; CPU tensors run the exact PyTorch references.
 
 from __future__ import annotations
 
+from .attention import flash_attention, flash_attention_varlen
 from .diffmax import (
     DiffmaxBisectModule,
     ExpMap,
@@ -20,6 +21,8 @@ from .scan import linear_scan, pscan, scan_forward
 __version__ = "0.1.0"
 
 __all__ = [
+    "flash_attention",
+    "flash_attention_varlen",
     "linear_scan",
     "pscan",
     "scan_forward",

@@ -32,6 +32,30 @@ def triton_available() -> bool:
     return True
 
 
+def _interpreter_index_fix() -> None:
+    """Let Triton 3.6's interpreter run ``range(start, stop)`` with run-time bounds: it holds
+    kernel scalars as 1-element 1-D NumPy arrays and converts them with ``int(array)``, which
+    NumPy >= 2.3 rejects. Convert through the array's single element instead. Compiled kernels
+    are unaffected."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_flashmarkov_index_fix", False):
+        return
+
+    def patched(tensor, scope) -> None:  # noqa: ANN001 - the interpreter's own types
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    patched._flashmarkov_index_fix = True  # type: ignore[attr-defined]
+    interpreter._patch_lang_tensor = patched
+
+
+if interpreting() and triton_available():
+    _interpreter_index_fix()
+
+
 def backend_for(device: torch.device) -> Backend:
     """The backend that runs an operator on tensors living on ``device``.
 

@@ -102,6 +102,13 @@ def _scan_demo(device: torch.device) -> list[Row]:
     return rows
 
 
+def _attention_demo(device: torch.device) -> list[Row]:
+    """Causal GQA attention forward and backward against the float64 reference."""
+    from .attention.demo import demo_rows
+
+    return [Row("attn", case, device.type, ms, err, tol) for case, ms, err, tol in demo_rows(device)]
+
+
 def _scan_check(device: torch.device, quick: bool) -> list[Row]:
     """Forward and backward of every feature against the float64 reference."""
     gen = torch.Generator().manual_seed(1)
@@ -171,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .diffmax.demo import demo_diffmax
         from .diffusion.cli import demo_diffusion
 
-        rows = _scan_demo(device)
+        rows = _scan_demo(device) + _attention_demo(device)
         _print_table("flashmarkov demo", rows)
         print(demo_diffmax(device))
         print(demo_diffusion(device))

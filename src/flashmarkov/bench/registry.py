@@ -24,6 +24,7 @@ Outputs = tuple[Tensor, ...]
 
 OPS: dict[str, str] = {
     "scan": "flashmarkov.bench.scan",
+    "attention": "flashmarkov.bench.attention",
     "diffmax": "flashmarkov.bench.diffmax",
     "diffusion": "flashmarkov.bench.diffusion",
 }
