@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _host
 from .forward import (
     LOG2E,
     Problem,
@@ -319,20 +320,20 @@ def attention_backward(
     )
     band = (prob.max_sq, prob.max_sk, prob.group, prob.scale, prob.softcap or 1.0, prob.wl, prob.wr)
     pre = pick_config("delta", prob.head_dim)
-    _attn_bwd_preprocess_kernel[(triton.cdiv(max(prob.max_sq, 1), pre.block_m), prob.hq, prob.n_seq)](
+    _attn_bwd_preprocess_kernel[(_host.cdiv(max(prob.max_sq, 1), pre.block_m), prob.hq, prob.n_seq)](
         o, do, dlse, delta, prob.cu_q, *strides4(o, varlen), *strides4(do, varlen), *lse_strides(lse, varlen),
         prob.max_sq, HEAD_DIM=prob.head_dim, BLOCK_D=block_d(prob.head_dim), BLOCK_M=pre.block_m,
         HAS_DLSE=dlse is not None, VARLEN=varlen, num_warps=pre.num_warps,
     )
     cfg = pick_config("dkdv", prob.head_dim)
-    _attn_bwd_dkdv_kernel[(triton.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq)](
+    _attn_bwd_dkdv_kernel[(_host.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq)](
         q, k, v, do, dk, dv, lse, delta, prob.cu_q, prob.cu_k,
         *strides4(q, varlen), *strides4(k, varlen), *strides4(v, varlen), *strides4(do, varlen),
         *strides4(dk, varlen), *strides4(dv, varlen), *lse_strides(lse, varlen), *band,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common,
     )
     cfg = pick_config("dq", prob.head_dim)
-    _attn_bwd_dq_kernel[(triton.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq)](
+    _attn_bwd_dq_kernel[(_host.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq)](
         q, k, v, do, dq, lse, delta, prob.cu_q, prob.cu_k,
         *strides4(q, varlen), *strides4(k, varlen), *strides4(v, varlen), *strides4(do, varlen),
         *strides4(dq, varlen), *lse_strides(lse, varlen), *band,

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import _runtime
+from .. import _host, _runtime
 
 Tensor = torch.Tensor
 
@@ -42,7 +42,7 @@ class AttnConfig:
 
 def block_d(head_dim: int) -> int:
     """The head dim padded to a power of two (at least 16, the smallest tl.dot size)."""
-    return max(16, triton.next_power_of_2(head_dim))
+    return max(16, _host.next_power_of_2(head_dim))
 
 
 def pick_config(kind: str, head_dim: int) -> AttnConfig:
@@ -360,7 +360,7 @@ def _attn_fwd_kernel(
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob: Problem) -> None:
     """Launch the forward: writes o (like q) and lse (float32) for canonical tensors."""
     cfg = pick_config("fwd", prob.head_dim)
-    grid = (triton.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq)
+    grid = (_host.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq)
     _attn_fwd_kernel[grid](
         q, k, v, o, lse, prob.cu_q, prob.cu_k,
         *strides4(q, prob.varlen), *strides4(k, prob.varlen), *strides4(v, prob.varlen), *strides4(o, prob.varlen),

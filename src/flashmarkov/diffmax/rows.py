@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _host
+
 Tensor = torch.Tensor
 
 
@@ -65,7 +67,7 @@ MAX_BLOCK = {8: 4096, 4: 8192, 2: 8192}
 
 def pick_config(n: int, acc_itemsize: int) -> RowConfig:
     """Block of next_pow2(N) up to MAX_BLOCK (a single block), and 1–16 warps by block size."""
-    block = min(triton.next_power_of_2(max(n, 16)), MAX_BLOCK[acc_itemsize])
+    block = min(_host.next_power_of_2(max(n, 16)), MAX_BLOCK[acc_itemsize])
     return RowConfig(block, max(1, min(16, block // 512)))
 
 
