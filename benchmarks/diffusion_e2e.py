@@ -11,6 +11,7 @@ Records follow the harness's keys (design.md) with ``metric`` "wall_s" and these
     python benchmarks/diffusion_e2e.py                  # both sizes x {median, knn}, swiss roll
     python benchmarks/diffusion_e2e.py --n 200000 --bandwidth knn 20.0 --dataset sphere
     python benchmarks/diffusion_e2e.py --out benchmarks/results/diffusion_e2e.json
+    python benchmarks/diffusion_e2e.py --n 200000 --bandwidth median --product sym plain   # M·V kernels
 
 Targets (issue 5): N = 200 000 in ≤ 5 s; N = 1 000 000 in ≤ 60 s with peak memory ≤ 2 GB.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from flashmarkov.bench.timing import _commit, _triton_version
-from flashmarkov.diffusion import DiffusionMap
+from flashmarkov.diffusion import DiffusionMap, operator
 from flashmarkov.diffusion.cli import swiss_roll
 
 
@@ -54,7 +55,8 @@ def bandwidth_arg(text: str) -> float | str:
         return text
 
 
-def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbose: bool) -> dict:
+def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbose: bool, product: str = "plain") -> dict:
+    operator.SYMMETRIC_PRODUCT = product == "sym"
     device = torch.device("cuda")
     X = data(dataset, n, device)
     torch.cuda.synchronize()
@@ -69,7 +71,7 @@ def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbos
     residual = float(dm.residuals_.max())
     return {
         "op": "diffusion",
-        "case": f"e2e {dataset} N={n} k={k} tol={tol:g} bandwidth={bandwidth}",
+        "case": f"e2e {dataset} N={n} k={k} tol={tol:g} bandwidth={bandwidth} product={product}",
         "shape": [n, int(X.shape[1]), k],
         "dtype": "float32",
         "impl": "flashmarkov",
@@ -90,6 +92,7 @@ def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbos
         "eigenvalues": [float(v) for v in dm.eigenvalues_.cpu()],
         "bandwidth": str(bandwidth),
         "beta": float(dm.beta_),
+        "product": product,
     }
 
 
@@ -102,6 +105,8 @@ def main() -> None:
     ap.add_argument("--bandwidth", type=bandwidth_arg, nargs="+", default=["median", "knn"],
                     help="one or more of median, knn, bgh, self-tuning or a float beta (knn: a local kernel, "
                          "eigenvalue gaps ~1/N, many more iterations than median)")
+    ap.add_argument("--product", nargs="+", default=["sym" if operator.SYMMETRIC_PRODUCT else "plain"], choices=("sym", "plain"),
+                    help="the M·V kernel of the eigensolver: symmetric (each tile once, atomics) or plain")
     ap.add_argument("--out", default="benchmarks/results/diffusion_e2e.json", help="append records to this JSON list")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
@@ -109,10 +114,10 @@ def main() -> None:
         raise SystemExit("diffusion_e2e needs a CUDA GPU")
     run(20_000, args.k, args.tol, args.dataset, args.bandwidth[0], False)  # compile + warm up
     records = []
-    for n, bandwidth in [(n, b) for n in args.n for b in args.bandwidth]:
-        rec = run(n, args.k, args.tol, args.dataset, bandwidth, args.verbose)
+    for n, bandwidth, product in [(n, b, p) for n in args.n for b in args.bandwidth for p in args.product]:
+        rec = run(n, args.k, args.tol, args.dataset, bandwidth, args.verbose, product)
         records.append(rec)
-        print(f"N={n:>9,d} {str(bandwidth):>8s} {rec['value']:8.2f} s  peak {rec['peak_gpu_bytes'] / 2**30:6.2f} GiB  "
+        print(f"N={n:>9,d} {str(bandwidth):>8s} {product:>5s} {rec['value']:8.2f} s  peak {rec['peak_gpu_bytes'] / 2**30:6.2f} GiB  "
               f"it {rec['iterations']:4d}  products {rec['products']:4d}  residual {rec['max_residual']:.1e}  "
               f"beta {rec['beta']:.3g}  lambda_1..3 {', '.join(f'{v:.5f}' for v in rec['eigenvalues'][1:4])}", flush=True)
     out = Path(args.out)

@@ -122,6 +122,19 @@ def test_bgh_intrinsic_dimension(shape, dim):
         assert dm.bandwidth_.method == "bgh" and abs(dm.intrinsic_dimension_ - dim) < 0.25
 
 
+def test_bgh_same_for_float32_and_float64():
+    """BGH estimates in float64 whatever the data's dtype: the float32 points (the GPU's dtype)
+    give the β of the same points in float64 (float32 distances moved the grid's lower end, the
+    closest pair's distance, and with it β by ~1e-3)."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((700, 3))
+    X = torch.tensor(X / np.linalg.norm(X, axis=1, keepdims=True) + 0.01 * rng.standard_normal((700, 3)))
+    X32 = X.float().double()  # the same points, exactly representable in float32
+    b64, b32 = bw.bgh(X32), bw.bgh(X32.float())
+    assert math.isclose(b32.beta, b64.beta, rel_tol=1e-12)
+    assert math.isclose(b32.intrinsic_dimension, b64.intrinsic_dimension, rel_tol=1e-9)
+
+
 def test_self_tuning_fit():
     X = blob(250, 2, seed=5)
     dm = DiffusionMap(n_components=3, bandwidth="self-tuning", eigensolver="dense").fit(X)

@@ -150,6 +150,23 @@ def test_symmetric_operator_float32_products():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_sigma", [False, True])
+def test_symmetric_operator_plain_product(with_sigma, dtype, triton_backend, monkeypatch):
+    """operator.SYMMETRIC_PRODUCT = False: M·V by the plain kernel (every tile) agrees with the
+    dense matrix as the symmetric kernel does (Triton kernels, interpreted on CPU)."""
+    from flashmarkov.diffusion import operator
+
+    X = points(70, 3)
+    sigma = (0.5 + torch.rand(70, generator=GEN, dtype=torch.float64)) if with_sigma else None
+    op = SymmetricMarkov(X.to(dtype), 0.8, 1.0, sigma=None if sigma is None else sigma.to(dtype))
+    V = torch.randn(70, 5, generator=GEN, dtype=torch.float64)
+    expected = dense.normalise(X, 0.8, 1.0, sigma)["M"] @ V
+    for symmetric in (True, False):
+        monkeypatch.setattr(operator, "SYMMETRIC_PRODUCT", symmetric)
+        assert_close(op.matmat(V.to(dtype)), expected, dtype, f"M V symmetric={symmetric}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_asymmetric_products(dtype):
     Q, K = points(70, 3, dtype), points(90, 3, dtype, shift=3.4)
     op = asymmetric_operator(Q, K, beta=0.6, alpha=0.5)

@@ -67,6 +67,41 @@ def test_matmat(shape, sigma, scales, dtype, backend, nan_alloc):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("beta", [0.3, 5.0])
+@pytest.mark.parametrize("sigma", [False, True])
+def test_same_points(sigma, beta, dtype, backend, nan_alloc):
+    """Q is K (the eigensolver's products and row sums): the kernels drop the running maximum
+    (each row's own key is at distance 0, so every exponent is ≤ 0 up to rounding)."""
+    X, V, r = points(53, 3, dtype), points(53, 6, dtype), positive(53, dtype)
+    s = positive(53, dtype) if sigma else None
+    G = torch.exp(-beta * dense_d2(X, X) / ((s.double()[:, None] * s.double()[None, :]) if sigma else 1.0))
+    out = tiles.gaussian_matmat(X, X, V, beta, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s)
+    assert_close(out, r.double()[:, None] * (G @ (r.double()[:, None] * V.double())), dtype, "matmat Q is K")
+    assert_close(tiles.gaussian_rowsum(X, X, beta, col_scale=r, sigma_q=s, sigma_k=s), G @ r.double(), dtype, "rowsum Q is K")
+
+
+def test_float32_far_from_origin(backend, nan_alloc):
+    """float32 points far from the origin (norm ~ 60, spread 0.5) with a local kernel (beta = 4:
+    beta·‖x‖² ~ 1e4): the distances' norm expansion must cancel relative to the cloud's radius
+    (both paths centre at the keys' mean), not relative to ‖x‖² — uncentred, the exponents
+    carry ~beta·2^−22·‖x‖² ≈ 1e-2 of error. Every Gaussian job and kNN against float64."""
+    dtype, beta = torch.float32, 4.0
+    offset = torch.tensor([40.0, -25.0, 35.0], dtype=torch.float64, device=DEVICE)
+    Q, K = (points(70, 3, torch.float64, 0.5) + offset).to(dtype), (points(90, 3, torch.float64, 0.5) + offset).to(dtype)
+    V, r = points(90, 5, dtype), positive(90, dtype)
+    G = torch.exp(-beta * dense_d2(Q, K))
+    Gs = torch.exp(-beta * dense_d2(K, K))
+    assert_close(tiles.gaussian_matmat(Q, K, V, beta, col_scale=r), G @ (r.double()[:, None] * V.double()), dtype, "matmat")
+    assert_close(tiles.gaussian_rowsum(Q, K, beta), G.sum(1), dtype, "rowsum")
+    sym = tiles.gaussian_matmat_sym(K, V, beta, scale=r)
+    assert_close(sym, r.double()[:, None] * (Gs @ (r.double()[:, None] * V.double())), dtype, "sym")
+    out, lse = tiles.gaussian_softmax_apply(Q, K, V, beta)
+    assert_close(out, (G / G.sum(1, keepdim=True)) @ V.double(), dtype, "softmax")
+    d2, _ = tiles.knn(Q, K, 4)
+    assert_close(d2, dense_d2(Q, K).sort(1).values[:, :4], dtype, "knn distances")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_matmat_ranges(dtype, backend, nan_alloc):
     """Value columns spanning 1e-12 … 1e12 and a zero column (each column is scaled on its own),
     points at scales 1e-3 and 1e3 (with beta scaled to match), and queries whose every kernel

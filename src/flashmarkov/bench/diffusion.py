@@ -46,7 +46,7 @@ EXP_PER_SM_PER_S = 16 * 1.9e9
 DEFAULT_SMS = 132
 REF_ROWS = 4096
 TORCH_CHUNK = 1 << 26
-TOLERANCE = 1e-4
+TOLERANCE = 2e-5  # the tests' float32 tolerance; the error was ~N·2^-25 before per-tile MMA accumulators
 
 
 @dataclass(frozen=True)
@@ -186,3 +186,43 @@ OP = Op(
     floor_ms=floor_ms,
     tolerance=tolerance,
 )
+
+
+TUNE_CONFIGS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
+    # (block_m, block_n, num_warps, num_stages); "sym" needs block_m == block_n
+    "matmat": ((128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 64, 4, 2), (128, 64, 8, 3), (64, 128, 4, 2)),
+    "sym": ((128, 128, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3)),
+}
+
+
+def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, device: str = "cuda") -> None:
+    """Time every ``TUNE_CONFIGS`` entry of the float32 plain and symmetric products (CUDA only;
+    ~1 minute): ``python -m flashmarkov.bench.diffusion``. Prints ms and G pairs/s (N² / time)
+    per config; ``tiles.pick_config`` is swapped for the job under test and restored."""
+    import triton.testing
+
+    from flashmarkov.diffusion import tiles
+
+    original = tiles.pick_config
+    try:
+        for n in sizes:
+            case = Case("diffusion", "MV", "fwd", "float32", (n, d, k), n, False)
+            x = make_inputs(case, torch.device(device), 0)
+            for job, configs in TUNE_CONFIGS.items():
+                for bm, bn, warps, stages in configs:
+                    cfg = tiles.TileConfig(bm, bn, warps, stages)
+                    tiles.pick_config = lambda j, *a, c=cfg, job=job: c if j == job else original(j, *a)
+                    fn = _flashmarkov if job == "matmat" else _flashmarkov_sym
+                    try:
+                        ms = triton.testing.do_bench(lambda: fn(x.X, x.V, x.r, x.beta), warmup=10, rep=50)
+                    except Exception as exc:  # a config that does not fit (shared memory, registers)
+                        print(f"N={n:>7d} {job:>6s} {bm}x{bn} w{warps} s{stages}: failed ({type(exc).__name__})")
+                        continue
+                    print(f"N={n:>7d} {job:>6s} {bm}x{bn} w{warps} s{stages}: {ms:8.3f} ms {n * n / ms / 1e6:7.0f} G pairs/s",
+                          flush=True)
+    finally:
+        tiles.pick_config = original
+
+
+if __name__ == "__main__":
+    tune()

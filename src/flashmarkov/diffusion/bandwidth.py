@@ -107,13 +107,17 @@ def self_tuning_sigma_new(Y: Tensor, X: Tensor, k: int = SELF_TUNING_K) -> Tenso
 
 def bgh(X: Tensor, n_grid: int = BGH_GRID) -> Bandwidth:
     """Berry–Giannakis–Harlim: ε* = argmax d log S / d log ε over a log grid spanning the
-    subsample's squared distances; β = 1/ε*, intrinsic dimension ≈ 2 · max slope."""
-    S = _subsample(X, BGH_SAMPLE)
-    d2_nn = knn_distances(S, S, 1, exclude_self=True).double()
-    d2_max = (S.double() - S.double().mean(0)).square().sum(1).max().item() * 4
+    subsample's squared distances; β = 1/ε*, intrinsic dimension ≈ 2 · max slope.
+
+    Computed in float64 whatever X's dtype (≤ 5 000 points: cheap): the grid's lower end is the
+    closest pair's squared distance, which float32 gets with a large relative error, and ε* is
+    an argmax over the grid — so float32 on the GPU and float64 on the CPU chose β 8e-4 apart."""
+    S = _subsample(X, BGH_SAMPLE).double()
+    d2_nn = knn_distances(S, S, 1, exclude_self=True)
+    d2_max = (S - S.mean(0)).square().sum(1).max().item() * 4
     lo = max(d2_nn[d2_nn > 0].min().item() if bool((d2_nn > 0).any()) else 1e-12, d2_max * 1e-12) / 10
     eps = torch.logspace(math.log10(lo), math.log10(d2_max * 10), n_grid, dtype=torch.float64)
-    sums = tiles.bgh_sums(S, eps.to(S.device, S.dtype)).cpu()
+    sums = tiles.bgh_sums(S, eps.to(S.device)).cpu()
     log_eps, log_s = eps.log(), sums.log()
     slopes = (log_s[2:] - log_s[:-2]) / (log_eps[2:] - log_eps[:-2])
     i = int(slopes.argmax())

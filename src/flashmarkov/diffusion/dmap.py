@@ -8,7 +8,8 @@ extension, two tiled passes per call, exact at the training points.
 
 Precision: on the CPU, float64 data is computed with float32 products first and float64 products
 at the end (float32 data: float32 products); on a GPU the products are float32 (distances from
-centred data), the Rayleigh–Ritz algebra is always float64.
+centred data). Either way a tol below ``FLOAT32_REACH`` (1e-5) adds float64 products at the end.
+The Rayleigh–Ritz algebra is always float64.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ Tensor = torch.Tensor
 
 EIGENSOLVERS = ("auto", "dense", "lobpcg")
 DENSE_MAX = 1000  # "auto" uses the dense float64 eigensolver up to this many points
+# Residual the float32 products reach reliably (their relative error is ~5e-7): a smaller tol
+# adds a float64 stage after the float32 one (a few products), on the GPU too
+FLOAT32_REACH = 1e-5
 
 try:  # subclass scikit-learn's BaseEstimator when it is installed (clone, pipelines, repr)
     from sklearn.base import BaseEstimator as _Base
@@ -78,7 +82,9 @@ class DiffusionMap(_Base):
         bandwidth: a float β > 0 for exp(−β‖x − y‖²), or "median", "knn", "bgh", "self-tuning"
             (``flashmarkov.diffusion.bandwidth``).
         t: diffusion time ≥ 0 of the embedding λ_k^t ψ_k.
-        tol: eigensolver residual ‖M u − λ u‖ (M has norm 1).
+        tol: eigensolver residual ‖M u − λ u‖ (M has norm 1). Products run in float32 (on the
+            GPU, and for float32 data); the last stage is float64 when tol < 1e-5 or the data
+            are float64 on the CPU.
         eigensolver: "auto" (dense up to 1 000 points, else "lobpcg"), "dense" (float64 eigh of
             the N × N matrix: small N only) or "lobpcg" (the tiled block eigensolver).
         device: where to compute ("cpu", "cuda", a torch.device); None: the input's CUDA device,
@@ -156,7 +162,8 @@ class DiffusionMap(_Base):
         self.operator_ = op
         self._center = mean + op.center  # the operator re-centres the (rounded) centred points
         dense = self.eigensolver == "dense" or (self.eigensolver == "auto" and n <= DENSE_MAX)
-        res: EigResult = op.eigsh(k, tol=float(self.tol), final_dtype=dtype, dense=dense, verbose=self.verbose)
+        final = torch.float64 if float(self.tol) < FLOAT32_REACH else dtype
+        res: EigResult = op.eigsh(k, tol=float(self.tol), final_dtype=final, dense=dense, verbose=self.verbose)
         if not res.converged:
             warnings.warn(
                 f"DiffusionMap: the eigensolver stopped after {res.iterations} iterations with residual "

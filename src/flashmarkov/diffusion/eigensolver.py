@@ -2,9 +2,12 @@
 
 ``block_eigsh`` is LOBPCG (Knyazev 2001) in the robust form of Hetmaniuk & Lehoucq (2006) and
 Duersch et al. (2018): the search space [X, W, P] (Ritz vectors, residuals, previous directions)
-is kept orthonormal explicitly (two projection passes, then SVQB with rank dropping), so the
-Rayleigh–Ritz step is a standard float64 ``eigh`` of a (≤ 3b) × (≤ 3b) matrix. One block product
-per iteration; M X and M P are updated by the same linear combinations as X and P.
+is kept orthonormal explicitly, so the Rayleigh–Ritz step is a standard float64 ``eigh`` of a
+(≤ 3b) × (≤ 3b) matrix. X and P are orthonormal combinations of the previous basis (P from
+Ritz coefficients orthogonal to X's, Hetmaniuk–Lehoucq); only W, the one block multiplied
+afresh each iteration, is projected (two passes) and orthonormalised (SVQB with rank dropping).
+M X and M P are updated by the same O(1) combinations as X and P, so product errors are never
+amplified (projecting P instead shrinks it to the residual's size and divides M P's errors by it).
 
 Precision scheme. Vectors, Gram matrices and the Rayleigh–Ritz problem are float64 throughout.
 The products run in a sequence of *stages*, cheapest first: each stage is a product callable and a
@@ -12,7 +15,10 @@ residual floor. The solver stays in a stage until the wanted residuals reach max
 stop improving, then recomputes M X with the next stage's product, drops P and goes on. The last
 stage decides convergence: its residuals ‖M u − λ u‖ are recomputed from a fresh product before
 the solver returns. ``DiffusionMap`` uses float32 products then float64 products for float64
-data on the CPU, and float32 products only (float32 at the end) on the GPU.
+data on the CPU or when tol < 1e-5 (below what float32 products reach reliably), and float32
+products only (float32 at the end) otherwise, e.g. on the GPU at tol 1e-5. At a product's noise
+floor the implicitly updated residuals keep falling while fresh ones do not; the solver then
+gives up after ``VERIFY_PATIENCE`` failed verifications (``converged=False``).
 
 A known eigenvector (the trivial u_0 ∝ d^½ of a diffusion operator) is deflated exactly: every
 block is projected onto its orthogonal complement, so it is never recomputed.
@@ -120,6 +126,7 @@ def dense_eigsh(A: Tensor, k: int, *, deflate: Tensor | None = None) -> EigResul
     return EigResult(lam, U, res, iterations=0, products=0, converged=True)
 
 
+VERIFY_PATIENCE = 3  # failed verifications in the last stage, none halving the residual, before giving up
 BLOCK_MEMORY = 1.5e9  # bytes the default block width may spend on ~10 float64 (n, b) blocks
 
 
@@ -198,7 +205,9 @@ def block_eigsh(
         maxiter: iterations over all stages.
         X0: (n, ≥ k) starting vectors (random normal otherwise).
         patience: iterations without halving the worst wanted residual before a stage is left
-            (or, in the last stage, the solver gives up and reports ``converged=False``).
+            (or, in the last stage, the solver gives up and reports ``converged=False``; it
+            also gives up after ``VERIFY_PATIENCE`` fresh-product verifications in a row that
+            fail without halving the best verified residual: the product's noise floor).
         verbose: show a progress bar.
 
     Returns:
@@ -249,6 +258,7 @@ def block_eigsh(
     lam, X, AX = rayleigh_ritz(X, product(si, X))
     P = AP = None
     best, since = math.inf, 0
+    best_fresh, fails = math.inf, 0
     converged = False
     it = 0
     try:
@@ -272,14 +282,27 @@ def block_eigsh(
                 products += 1
                 lam, X, AX = rayleigh_ritz(X, AX)
                 res = (AX - X * lam[None, :]).norm(dim=0)
-                if last and (res[:k].max().item() <= tol or stalled):
-                    converged = bool(res[:k].max().item() <= tol)
+                fresh = res[:k].max().item()
+                if last and fresh > tol and not stalled:
+                    # the updated residuals sit below the product's noise floor while the fresh
+                    # ones do not: a verification that does not halve the best verified residual
+                    # counts as a stall (else this would loop to maxiter at the floor)
+                    fails = 0 if fresh < 0.5 * best_fresh else fails + 1
+                    best_fresh = min(best_fresh, fresh)
+                    stalled = fails >= VERIFY_PATIENCE
+                if (last and stalled) or (fresh <= tol and si_next == len(stages) - 1):
+                    converged = fresh <= tol  # verified by a fresh product of the last stage
                     break
                 si, P, AP = si_next, None, None
-                best, since = res[:k].max().item(), 0
+                best, since = fresh, 0
                 continue
             active = res > tol
-            W = _orthonormalise(R[:, active], bases + [X])
+            # W, the only block multiplied afresh, is made orthogonal to X and P (not the other
+            # way round): projecting the old P against W would shrink it to the size of the
+            # correction (~ the residual) and its implicitly updated A·P with it, so renormalising
+            # would amplify A·P's rounding by 1 / residual — with float32 products (errors ~1e-7,
+            # or ~1e-4 before the tiles' accumulation fix) the residuals then climb instead of fall
+            W = _orthonormalise(R[:, active], bases + [X] + ([] if P is None else [P]))
             if W.shape[1] == 0:
                 continue
             AW = product(si, W)
@@ -287,25 +310,26 @@ def block_eigsh(
             del R
             blocks, ablocks = [X, W], [AX, AW]
             if P is not None:
-                coeffs = _project(P, bases + [X, W])
-                AP.addmm_(AX, coeffs[-2], alpha=-1.0).addmm_(AW, coeffs[-1], alpha=-1.0)  # u0: see product()
-                T = _svqb(P)
-                if T.shape[1]:
-                    blocks.append(P @ T)
-                    ablocks.append(AP @ T)
-                del P, AP
-            # Rayleigh–Ritz on the orthonormal [X, W, P] without concatenating it (memory)
+                blocks.append(P)
+                ablocks.append(AP)
+            # Rayleigh–Ritz on the orthonormal S = [X, W, P] without concatenating it (memory)
             H = torch.cat([torch.cat([Bi.T @ ABj for ABj in ablocks], 1) for Bi in blocks], 0)
             theta, C = _small_eigh(H)
             theta, C = theta.flip(0)[:b], C.flip(1)[:, :b]
-            parts = list(torch.split(C, [B.shape[1] for B in blocks], 0))
-            keep = res > tol  # P: the new directions' components outside the old X, active columns
-            P = _combine(blocks[1:], [c[:, keep] for c in parts[1:]])
-            AP = _combine(ablocks[1:], [c[:, keep] for c in parts[1:]])
-            X = _combine(blocks, parts)
-            AX = _combine(ablocks, parts)
+            # P = S·C_P with C_P orthonormal and orthogonal to C in coefficient space (Hetmaniuk &
+            # Lehoucq 2006): S orthonormal makes P orthonormal and orthogonal to the new X for
+            # free, and A·P = A S·C_P has O(1) coefficients — product errors are not amplified
+            C_P = C[:, res > tol].clone()
+            C_P[: X.shape[1]] = 0.0
+            _project(C_P, [C])
+            C_P = C_P @ _svqb(C_P)
+            parts = list(torch.split(torch.cat([C, C_P], 1), [B.shape[1] for B in blocks], 0))
+            XP = _combine(blocks, parts)
+            AXP = _combine(ablocks, parts)
+            X, P = XP[:, :b], (XP[:, b:] if C_P.shape[1] else None)
+            AX, AP = AXP[:, :b], (AXP[:, b:] if C_P.shape[1] else None)
             lam = theta
-            del blocks, ablocks, W, AW
+            del blocks, ablocks, W, AW, XP, AXP
     finally:
         progress.close()
     return EigResult(lam[:k], X[:, :k], res[:k], iterations=it, products=products, converged=converged)

@@ -98,6 +98,17 @@ def check_h(h: object, n: int, device: torch.device) -> Tensor | None:
     return t.double()
 
 
+# Which tiled kernel computes M·V: the symmetric one (each off-diagonal tile once, transposed
+# side by float atomics) or the plain one (every tile, no atomics, bitwise reproducible). The
+# plain one is the default: on the H200 at N = 16 384, k = 16 it took 0.35 ms and the symmetric
+# one 0.57 ms, although the latter issued fewer instructions per pair (8.9 against 11.6): it runs
+# one program per SM (228–251 registers), and its atomics and unequal row blocks cost too. At
+# the eigensolver's widths (32 value columns) the plain kernel now issues 11.2 per pair at 97
+# registers, the symmetric one 9.2 per pair. benchmarks/diffusion_e2e.py --product sym plain
+# measures both end to end. Read at every product.
+SYMMETRIC_PRODUCT = False
+
+
 class SymmetricMarkov:
     """The α-normalised Markov operator of K_ij = exp(−β‖x_i − x_j‖² / (σ_i σ_j)) on one point set.
 
@@ -161,10 +172,13 @@ class SymmetricMarkov:
 
     def matmat(self, V: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         """M V = diag(r) K diag(r) V for V (N, m), computed in ``dtype`` (default: the points'),
-        returned in that dtype."""
+        returned in that dtype, by the kernel ``SYMMETRIC_PRODUCT`` names."""
         dtype = dtype or V.dtype
         X, s = self.points(dtype)
-        return tiles.gaussian_matmat_sym(X, V.to(dtype).contiguous(), self.beta, scale=self.r.to(dtype), sigma=s)
+        V, r = V.to(dtype).contiguous(), self.r.to(dtype)
+        if SYMMETRIC_PRODUCT:
+            return tiles.gaussian_matmat_sym(X, V, self.beta, scale=r, sigma=s)
+        return tiles.gaussian_matmat(X, X, V, self.beta, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s)
 
     def apply(self, V: Tensor, dtype: torch.dtype | None = None, rows: Tensor | None = None) -> Tensor:
         """P V (with a Doob function: P^h V) for V (N, m), or only its ``rows`` (index tensor)."""

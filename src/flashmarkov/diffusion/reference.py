@@ -4,7 +4,7 @@ Every function visits the Nq x Nk kernel in blocks of at most ``_BLOCK_ELEMS`` e
 (64 MiB in float64), so memory stays O((Nq + Nk) * (d + m)) plus one block, never Nq x Nk.
 Computation stays in the input dtype (float32 or float64); only ``bgh_sums`` returns float64.
 
-    d2_ij = max(‖q_i‖² + ‖k_j‖² − 2 q_i·k_j, 0)              (callers centre the data)
+    d2_ij = max(‖q_i‖² + ‖k_j‖² − 2 q_i·k_j, 0)              (q, k centred at the keys' mean)
     K_ij  = exp(−beta · d2_ij / (sigma_q_i · sigma_k_j))       (sigma default 1)
 
 ../../../shared/math.md section 4 has the formulas these serve. No input validation here:
@@ -32,6 +32,24 @@ def _blocks(n_rows: int, n_cols: int, width: int = 0) -> Iterator[tuple[slice, s
     for r0 in range(0, n_rows, rows):
         for c0 in range(0, n_cols, cols):
             yield slice(r0, min(r0 + rows, n_rows)), slice(c0, min(c0 + cols, n_cols))
+
+
+def centre(K: Tensor) -> Tensor:
+    """(d,) in K's dtype: the keys' mean (accumulated in float64) rounded to a multiple of 2^e,
+    2^e <= the cloud's radius about the mean. Subtracted from queries and keys alike (distances
+    do not change), it makes the expansion in ``sq_dist`` cancel relative to the cloud's radius,
+    not its distance from the origin; the rounding keeps x − centre exact for points on a
+    coarse grid (integer points keep exact distances and ties). Shared by the Triton path."""
+    mean = K.mean(0, dtype=torch.float64)
+    radius = (K.double() - mean).abs().amax()
+    step = torch.exp2(torch.floor(torch.log2(radius))).clamp_min(1e-300)  # no host sync
+    return torch.where(radius > 0, torch.round(mean / step) * step, mean).to(K.dtype)
+
+
+def centred(Q: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+    """Q and K minus ``centre(K)``."""
+    ctr = centre(K)
+    return (Q - ctr, K - ctr) if Q is not K else (Q - ctr,) * 2
 
 
 def sq_dist(q: Tensor, k: Tensor) -> Tensor:
@@ -75,6 +93,7 @@ def gaussian_matmat_ref(
 ) -> Tensor:
     """out_i = row_scale_i · Σ_j K_ij · col_scale_j · V_j; (Nq, m) in the input dtype.
     ``same`` (Q is K): the diagonal distances are exactly 0."""
+    Q, K = centred(Q, K)
     out = Q.new_zeros(Q.shape[0], V.shape[1])
     W = V if col_scale is None else V * col_scale[:, None]
     for rows, cols in _blocks(Q.shape[0], K.shape[0]):
@@ -90,12 +109,15 @@ def gaussian_rowsum_ref(
     col_scale: Tensor | None = None,
     sigma_q: Tensor | None = None,
     sigma_k: Tensor | None = None,
+    same: bool = False,
 ) -> Tensor:
-    """Σ_j K_ij · col_scale_j; (Nq,) in the input dtype."""
+    """Σ_j K_ij · col_scale_j; (Nq,) in the input dtype. ``same`` (Q is K): the diagonal
+    distances are exactly 0."""
+    Q, K = centred(Q, K)
     w = K.new_ones(K.shape[0]) if col_scale is None else col_scale
     out = Q.new_zeros(Q.shape[0])
     for rows, cols in _blocks(Q.shape[0], K.shape[0]):
-        out[rows] += _exponent(Q, K, rows, cols, beta, sigma_q, sigma_k).exp_() @ w[cols]
+        out[rows] += _exponent(Q, K, rows, cols, beta, sigma_q, sigma_k, same).exp_() @ w[cols]
     return out
 
 
@@ -116,6 +138,7 @@ def gaussian_softmax_apply_ref(
     Online max over column blocks, so far-away queries (every s_ij very negative) are exact.
     Keys with log_bias −inf have weight 0; a row whose weights are all 0 gets out 0, lse −inf.
     """
+    Q, K = centred(Q, K)
     n_q = Q.shape[0]
     out = Q.new_zeros(n_q, V.shape[1])
     run_max = Q.new_full((n_q,), -math.inf)
@@ -140,6 +163,7 @@ def gaussian_softmax_apply_ref(
 def knn_ref(Q: Tensor, K: Tensor, k: int, *, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
     """The k nearest keys of every query: squared distances (Nq, k) ascending and their int64
     indices; ties go to the smaller index. ``exclude_self`` (Q is K) drops j == i."""
+    Q, K = centred(Q, K)
     n_q = Q.shape[0]
     best_d = Q.new_full((n_q, k), math.inf)
     best_i = torch.full((n_q, k), -1, dtype=torch.int64, device=Q.device)
@@ -161,6 +185,7 @@ def knn_ref(Q: Tensor, K: Tensor, k: int, *, exclude_self: bool = False) -> tupl
 def bgh_sums_ref(X: Tensor, eps: Tensor) -> Tensor:
     """S(ε) = Σ_ij exp(−d2_ij / ε) for every ε in ``eps`` (n,), accumulated in float64; (n,).
     The diagonal distances are exactly 0, so S(ε) → n as ε → 0."""
+    X, _ = centred(X, X)
     total = torch.zeros(eps.shape[0], dtype=torch.float64, device=X.device)
     for rows, cols in _blocks(X.shape[0], X.shape[0]):
         d2 = _zero_diagonal(sq_dist(X[rows], X[cols]), rows, cols)

@@ -8,7 +8,8 @@
     bgh_sums                S(ε) = Σ_ij exp(−‖x_i − x_j‖²/ε) for a grid of ε, in float64
 
 K_ij = exp(−beta ‖q_i − k_j‖² / (sigma_q_i sigma_k_j)), distances as ‖q‖² + ‖k‖² − 2 q·k clamped
-at 0 (centre the data first: float32 distances carry ~1e-7·(‖q‖² + ‖k‖²) absolute error).
+at 0 after subtracting the keys' mean from both (float32 distances carry ~1e-7·(‖q‖² + ‖k‖²)
+absolute error, so the norms are taken about the cloud's centre, not the origin).
 Inputs are float32 or float64 2-D tensors; computation stays in the input dtype on every
 backend (float32 kernels run on float16 tensor cores through exact hi + lo splits, at float32
 accuracy; see the kernel section). Each function validates, then calls one ``torch.library``
@@ -112,7 +113,7 @@ def gaussian_matmat_op(
 ) -> Tensor:
     if _runtime.backend_for(Q.device) == "reference":
         return reference.gaussian_matmat_ref(
-            Q, K, V, beta, row_scale=row_scale, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k
+            Q, K, V, beta, row_scale=row_scale, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k, same=K is Q
         )
     return _launch_matmat(Q, K, V, beta, row_scale=row_scale, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
 
@@ -127,7 +128,7 @@ def gaussian_rowsum_op(
     Q: Tensor, K: Tensor, beta: float, col_scale: Tensor | None, sigma_q: Tensor | None, sigma_k: Tensor | None
 ) -> Tensor:
     if _runtime.backend_for(Q.device) == "reference":
-        return reference.gaussian_rowsum_ref(Q, K, beta, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
+        return reference.gaussian_rowsum_ref(Q, K, beta, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k, same=K is Q)
     return _launch_rowsum(Q, K, beta, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
 
 
@@ -376,7 +377,8 @@ def _pow2_factor(top, TOP: tl.constexpr):
 @_jit
 def _pack_points_kernel(
     x_ptr,           # [n, d]
-    top_ptr,         # [1]  max |x| (float32; SPLIT)
+    ctr_ptr,         # [d]  the centre subtracted from every point (the keys' mean)
+    top_ptr,         # [1]  max |x − centre| (float32; SPLIT)
     c_ptr,           # [1]  c (GAUSSIAN)
     bias_ptr,        # [n]  log-bias (BIAS)
     hi_ptr, lo_ptr,  # [n_pad, BLOCK_D * D_CHUNKS] x · 2^−e as float16 hi + lo (SPLIT), or x; zero padding
@@ -385,8 +387,8 @@ def _pack_points_kernel(
     FILL: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     GAUSSIAN: tl.constexpr, BIAS: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr,
 ):
-    """Operands of the tile kernels for one set of points: padded, scaled, split, with the
-    squared-norm term (see the section comment)."""
+    """Operands of the tile kernels for one set of points: centred, padded, scaled, split, with
+    the squared-norm term (see the section comment)."""
     i_r = tl.program_id(0).to(tl.int64)
     D: tl.constexpr = BLOCK_D * D_CHUNKS
     o_r = i_r * BLOCK + tl.arange(0, BLOCK)
@@ -397,7 +399,9 @@ def _pack_points_kernel(
         f = _pow2_factor(tl.load(top_ptr), 7)
     for i_d in range(D_CHUNKS):
         o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        b_x = tl.load(x_ptr + o_r[:, None] * d + o_c[None, :], mask=m_r[:, None] & (o_c < d)[None, :], other=0.0)
+        m_c = o_c < d
+        b_x = tl.load(x_ptr + o_r[:, None] * d + o_c[None, :], mask=m_r[:, None] & m_c[None, :], other=0.0)
+        b_x = tl.where(m_r[:, None], b_x - tl.load(ctr_ptr + o_c, mask=m_c, other=0.0)[None, :], 0.0)
         b_norm += tl.sum(b_x * b_x, 1)
         p = o_r[:, None] * D + o_c[None, :]
         if SPLIT:
@@ -465,9 +469,11 @@ def _scores(
         b_kh = tl.trans(_load_tile(kh_ptr, o_n, o_dc, D))
         if SPLIT:
             b_kl = tl.trans(_load_tile(kl_ptr, o_n, o_dc, D))
-            b_dot = tl.dot(b_qh, b_kh, acc=b_dot, out_dtype=tl.float32)
-            b_dot = tl.dot(b_qh, b_kl, acc=b_dot, out_dtype=tl.float32)
+            # small parts first: the tensor cores' float32 accumulation truncates (rounds toward
+            # zero), so the big hi·hi term should meet the accumulator last
             b_dot = tl.dot(b_ql, b_kh, acc=b_dot, out_dtype=tl.float32)
+            b_dot = tl.dot(b_qh, b_kl, acc=b_dot, out_dtype=tl.float32)
+            b_dot = tl.dot(b_qh, b_kh, acc=b_dot, out_dtype=tl.float32)
         else:
             b_dot = tl.dot(b_qh, b_kh, acc=b_dot, input_precision="ieee", out_dtype=b_dot.dtype)
     return b_dot * g + b_kt[None, :]
@@ -485,38 +491,46 @@ def _exp(x, EXP2: tl.constexpr):
 @_jit
 def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr):
     """b_acc + P·W; with SPLIT, P (float32 in [0, 1]) is split into float16 hi + lo against W's
-    float16 hi + lo parts: hi·hi + hi·lo + lo·hi with float32 accumulation."""
+    float16 hi + lo parts: lo·hi + hi·lo + hi·hi into a fresh float32 tile, then one
+    round-to-nearest add into ``b_acc``. Tensor-core float32 accumulation truncates toward zero,
+    so accumulating a whole row of N keys inside the MMAs loses ~0.5 ulp per 16 keys, always
+    toward zero: a relative error ~N · 2^−25 (1e-4 at N = 20 000, measured on an H200 and
+    reproduced by emulation). Per tile it is a few ulp of the tile's own sum. (The add is not
+    folded back into the MMA: Triton folds add(dot(a, b, 0), c) only when the dot starts at 0,
+    and the last dot here starts at the partial tile.)"""
     if SPLIT:
         b_ph = b_p.to(tl.float16)
         b_pl = (b_p - b_ph.to(tl.float32)).to(tl.float16)
-        b_acc = tl.dot(b_ph, b_wh, acc=b_acc, out_dtype=tl.float32)
-        b_acc = tl.dot(b_ph, b_wl, acc=b_acc, out_dtype=tl.float32)
-        return tl.dot(b_pl, b_wh, acc=b_acc, out_dtype=tl.float32)
+        b_t = tl.dot(b_pl, b_wh, out_dtype=tl.float32)
+        b_t = tl.dot(b_ph, b_wl, acc=b_t, out_dtype=tl.float32)
+        b_t = tl.dot(b_ph, b_wh, acc=b_t, out_dtype=tl.float32)
+        return b_acc + b_t
     else:
         return tl.dot(b_p, b_wh, acc=b_acc, input_precision="ieee", out_dtype=b_acc.dtype)
 
 
 @_jit
 def _gaussian_tile(
-    b_acc, b_max, b_sum, start_n, lo, g,
+    b_acc, b_max, b_sum, start_n, g,
     b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
     qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
-    SPLIT: tl.constexpr, EXP2: tl.constexpr,
+    SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr,
 ):
     """One key tile [start_n, start_n + BLOCK_N) of ``_gaussian_tiles_kernel``: returns the updated
-    (accumulator, running max, running sum); the symmetric side goes out by atomic adds."""
+    (accumulator, running max, running sum); the symmetric side goes out by atomic adds. DIAG:
+    the symmetric kernel's diagonal tile, whose self-distances are set to 0."""
     o_n = start_n + tl.arange(0, BLOCK_N)
     # [BLOCK_M, BLOCK_N]: s_ij − qt_i = 2c q_i·k_j − c‖k_j‖² (+ log-bias), −inf on padded keys
     b_s = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(kt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
-    # the row term joins s here (SYMMETRIC, SIGMA), else only the row's maximum at the end
-    if SYMMETRIC or SIGMA:
+    # the row term joins s here (SAME, SIGMA), else only the row's maximum at the end
+    if SAME or SIGMA:
         b_s = b_s + b_qt[:, None]
-    if SYMMETRIC:
-        if start_n == lo:
-            # a point's distance to itself is exactly 0, not the rounding of ‖x‖² + ‖x‖² − 2 x·x
-            b_s = tl.where(o_m[:, None] == o_n[None, :], 0.0, b_s)
+    if DIAG:
+        # a point's distance to itself is exactly 0, not the rounding of ‖x‖² + ‖x‖² − 2 x·x
+        # (which costs ~beta·1e-7·‖x‖² on the diagonal: visible for local kernels)
+        b_s = tl.where((o_m - start_n).to(tl.int32)[:, None] == tl.arange(0, BLOCK_N)[None, :], 0.0, b_s)
     if SIGMA:
         b_s = b_s * b_isq[:, None] * tl.load(isk_ptr + o_n, mask=o_n < n_k, other=1.0)[None, :]
     # [BLOCK_N, BLOCK_V]
@@ -524,7 +538,7 @@ def _gaussian_tile(
     b_wl = b_wh
     if SPLIT:
         b_wl = _load_tile(wl_ptr, o_n, o_v, ldw)
-    if SYMMETRIC:
+    if SAME:  # s ≤ 0 (up to rounding): every row's own key is at distance 0, no running maximum
         b_p = _exp(b_s, EXP2)
     else:
         b_new = tl.maximum(b_max, tl.max(b_s, 1))
@@ -538,7 +552,7 @@ def _gaussian_tile(
         b_max = b_new
     b_acc = _pv(b_acc, b_p, b_wh, b_wl, SPLIT)
     if SYMMETRIC:
-        if start_n > lo:
+        if not DIAG:
             # [BLOCK_N, BLOCK_V]: the transposed tile applied to the row block's own values
             b_t = _pv(tl.zeros([BLOCK_N, b_acc.shape[1]], dtype=b_acc.dtype), tl.trans(b_p), b_wih, b_wil, SPLIT)
             if ROW_SCALE:
@@ -546,6 +560,36 @@ def _gaussian_tile(
             if SPLIT:
                 b_t = b_t * b_vs[None, :]
             tl.atomic_add(out_ptr + o_n[:, None] * m + o_v[None, :], b_t, mask=(o_n < n_k)[:, None] & m_v[None, :])
+    return b_acc, b_max, b_sum
+
+
+@_jit
+def _gaussian_range(
+    b_acc, b_max, b_sum, start, stop, g,
+    b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+    qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
+    ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
+    SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """Key tiles start, start + BLOCK_N, … below stop (``_gaussian_tile`` each); INTERPRET: a
+    while loop (the interpreter cannot take a runtime range bound), else a pipelined for loop."""
+    if INTERPRET:
+        start_n = start
+        while start_n < stop:
+            b_acc, b_max, b_sum = _gaussian_tile(
+                b_acc, b_max, b_sum, start_n, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+                qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2,
+            )
+            start_n += BLOCK_N
+    else:
+        for start_n in range(start, stop, BLOCK_N):
+            b_acc, b_max, b_sum = _gaussian_tile(
+                b_acc, b_max, b_sum, start_n, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+                qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2,
+            )
     return b_acc, b_max, b_sum
 
 
@@ -569,20 +613,23 @@ def _gaussian_tiles_kernel(
     n_q, n_k, m, ldw,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     BLOCK_V: tl.constexpr, ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr,
-    SYMMETRIC: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
+    SYMMETRIC: tl.constexpr, SAME: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """out = diag(rs) · G · W for G_ij = exp(s_ij · isq_i · isk_j), one (row block, value column
     block) per program; with SOFTMAX, softmax_j(s_ij) · W and its log-sum-exp.
 
     Rows keep a running maximum of their exponents without the row term (online, as flash
     attention): P = G / 2^max stays in [0, 1] whatever the distances, and the end multiplies by
-    2^(max + qt) (or, with SOFTMAX, divides by the running sum). SYMMETRIC (q = k, rs = column scale, isq = isk, BLOCK_M =
+    2^(max + qt) (or, with SOFTMAX, divides by the running sum). SAME (the queries are the keys,
+    not SOFTMAX): every row's own key is at distance 0, so s ≤ 0 up to rounding and P = G ≤ 1
+    without a running maximum; the row term joins s per pair instead (one add replaces the
+    max and the subtraction). SYMMETRIC (with SAME; rs = column scale, isq = isk, BLOCK_M =
     BLOCK_N): the program of row block I visits key blocks J >= I only, its diagonal block
-    first (its s_ii = 0 is every row's maximum: no running maximum); a block J > I is applied
+    first; a block J > I is applied
     to both sides, out_I += G_IJ W_J in registers and out_J += rs_J G_IJᵀ W_I by atomic adds,
-    so each block is exponentiated once. Programs are numbered longest-first. INTERPRET: the
-    key loop is a while loop (the interpreter cannot take a runtime range bound); compiled, it
-    is a for loop that Triton pipelines.
+    so each block is exponentiated once; the diagonal block is its own loop (DIAG: the exact
+    zero self-distance costs a select there only). Programs are numbered longest-first.
+    INTERPRET: see ``_gaussian_range``.
     """
     i_m = tl.program_id(0).to(tl.int64)
     i_v = tl.program_id(1).to(tl.int64)
@@ -613,28 +660,25 @@ def _gaussian_tiles_kernel(
     b_wil = b_wih
     if SPLIT:
         b_wil = _load_tile(wl_ptr, o_m, o_v, ldw)
-    lo = i_m * 0
-    if SYMMETRIC:
-        lo = i_m * BLOCK_M
     b_acc = tl.zeros([BLOCK_M, BLOCK_V], dtype=ACC)
     b_max = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
     b_sum = tl.zeros([BLOCK_M], dtype=ACC)
-    if INTERPRET:
-        start_n = lo
-        while start_n < n_k:
-            b_acc, b_max, b_sum = _gaussian_tile(
-                b_acc, b_max, b_sum, start_n, lo, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
-                qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SPLIT, EXP2,
-            )
-            start_n += BLOCK_N
-    else:
-        for start_n in range(lo, n_k, BLOCK_N):
-            b_acc, b_max, b_sum = _gaussian_tile(
-                b_acc, b_max, b_sum, start_n, lo, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
-                qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SPLIT, EXP2,
-            )
+    # SYMMETRIC: the diagonal tile first (DIAG: exact zero self-distances), then the tiles after
+    # it; else every key tile. (The plain kernel with SAME does not zero its diagonal: the select
+    # raised it from 80 to 127 registers; its self-distances carry ~beta·2^-23·‖x − centre‖².)
+    d_hi = i_m * 0
+    if SYMMETRIC:
+        d_hi = i_m * BLOCK_M + BLOCK_M
+        b_acc, b_max, b_sum = _gaussian_range(
+            b_acc, b_max, b_sum, i_m * BLOCK_M, d_hi, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+            qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+            BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, True, SPLIT, EXP2, INTERPRET,
+        )
+    b_acc, b_max, b_sum = _gaussian_range(
+        b_acc, b_max, b_sum, d_hi, n_k, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+        qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
+        BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, False, SPLIT, EXP2, INTERPRET,
+    )
     # the rows' maximal exponents, with the row term (in s already with SIGMA)
     b_top = b_max
     if not SIGMA:
@@ -648,7 +692,7 @@ def _gaussian_tiles_kernel(
         else:
             b_lse = b_top + tl.log(b_div)
         tl.store(lse_ptr + o_m, tl.where(b_pos, b_lse, float("-inf")), mask=m_m & (i_v == 0))
-    elif not SYMMETRIC:
+    elif not SAME:
         b_acc = b_acc * _exp(tl.where(b_max == float("-inf"), 0.0, b_top), EXP2)[:, None]
     if ROW_SCALE:
         b_acc = b_acc * tl.load(rs_ptr + o_m, mask=m_m, other=0.0)[:, None]
@@ -879,20 +923,24 @@ def _features_split(d: int) -> tuple[int, int]:
     return block_d, -(-d // block_d)
 
 
-def _pack_points(X: Tensor, n_pad: int, block_d: int, d_chunks: int, fill: float, *, c: Tensor | None = None,
-                 bias: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
-    """(hi, lo, t, top) for ``_pack_points_kernel``: the points' operands and max |x| (float32),
-    or (x padded, None, t, None) for float64. ``c`` given: the Gaussian row term with ``bias``."""
+def _pack_points(X: Tensor, ctr: Tensor, n_pad: int, block_d: int, d_chunks: int, fill: float, *,
+                 c: Tensor | None = None, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """(hi, lo, t, top) for ``_pack_points_kernel``: the operands of X − ctr and max |x − ctr|
+    (float32), or (x − ctr padded, None, t, None) for float64. ``c`` given: the Gaussian row
+    term with ``bias``."""
     n, d = X.shape
     split = X.dtype == torch.float32
     width = block_d * d_chunks
     hi = torch.empty(n_pad, width, dtype=torch.float16 if split else X.dtype, device=X.device)
     lo = torch.empty_like(hi) if split else None
     t = torch.empty(n_pad, dtype=X.dtype, device=X.device)
-    top = torch.linalg.vector_norm(X, ord=math.inf).reshape(1) if split else None
+    top = None
+    if split:  # the same float32 subtractions as the kernel's, at the columns' extremes
+        lo_x, hi_x = torch.aminmax(X, dim=0)
+        top = torch.maximum(hi_x - ctr, ctr - lo_x).amax().reshape(1)
     block = 64
     _pack_points_kernel[(n_pad // block,)](
-        X, top, c, bias, hi, lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
+        X, ctr, top, c, bias, hi, lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
         GAUSSIAN=c is not None, BIAS=bias is not None, SPLIT=split, EXP2=split, num_warps=4,
     )
     return hi, lo, t, top
@@ -930,11 +978,13 @@ def _gaussian_launch(
     tile = max(cfg.block_m, block_n, 64)
     q_pad, k_pad = _round_up(n_q, tile), _round_up(n_k, tile)
     c = torch.full((1,), beta * _LOG2E if exp2 else beta, dtype=Q.dtype, device=Q.device)
-    kh, kl, kt, topk = _pack_points(K, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias)
+    ctr = reference.centre(K)
+    kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias)
+    same = symmetric or (K is Q and not softmax)  # queries are the keys: no running maximum
     if K is Q and log_bias is None:  # padded query rows are never stored: their −inf is harmless
         qh, ql, qt, topq = kh, kl, kt, topk
     else:
-        qh, ql, qt, topq = _pack_points(Q, q_pad, block_d, d_chunks, 0.0, c=c)
+        qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c)
     wh, wl, vtop = _pack_values(W, k_pad, ldw, block_v)
     out = (torch.zeros if symmetric else torch.empty)((n_q, m), dtype=Q.dtype, device=Q.device)
     lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
@@ -943,7 +993,7 @@ def _gaussian_launch(
     _gaussian_tiles_kernel[(triton.cdiv(n_q, cfg.block_m), ldw // block_v)](
         qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw,
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
-        ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric,
+        ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
         SPLIT=split, EXP2=exp2, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse
@@ -978,8 +1028,9 @@ def _launch_knn(Q, K, k, *, exclude_self) -> tuple[Tensor, Tensor]:
     block_d, d_chunks = _features_split(d)
     cfg = pick_config("knn", Q.dtype, block_d * d_chunks, 16)
     q_pad, k_pad = _round_up(n_q, max(cfg.block_m, 64)), _round_up(n_k, max(cfg.block_n, 64))
-    qh, ql, qt, topq = _pack_points(Q, q_pad, block_d, d_chunks, 0.0)
-    kh, kl, kt, topk = _pack_points(K, k_pad, block_d, d_chunks, math.inf)
+    ctr = reference.centre(K)
+    qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0)
+    kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, math.inf)
     dist = torch.empty(n_q, k, dtype=Q.dtype, device=Q.device)
     index = torch.empty(n_q, k, dtype=torch.int64, device=Q.device)
     _knn_kernel[(triton.cdiv(n_q, cfg.block_m),)](
@@ -998,7 +1049,7 @@ def _launch_bgh_sums(X, eps) -> Tensor:
     n_pad = _round_up(n, max(cfg.block_m, 64))
     eps_pad = _pow2_at_least(eps.shape[0], 1)
     ieps = (1.0 / eps.to(torch.float64)) * (_LOG2E if exp2 else 1.0)
-    xh, xl, xt, top = _pack_points(X, n_pad, block_d, d_chunks, math.inf)
+    xh, xl, xt, top = _pack_points(X, reference.centre(X), n_pad, block_d, d_chunks, math.inf)
     n_prog = triton.cdiv(n, cfg.block_m)
     part = torch.empty(n_prog, eps_pad, dtype=torch.float64, device=X.device)
     _bgh_kernel[(n_prog,)](
