@@ -76,6 +76,23 @@ def test_kernels_attention(case, dtype, triton_backend, nan_alloc, small_tiles):
     _check_attention(dtype=dtype, device=triton_backend, **ATTN_CASES[case])
 
 
+TALL_CASES = {
+    "gqa-causal-long": dict(shape=(1, 2, 1, 70, 90, 16, 16), causal=True),
+    "causal-sq>sk-window": ATTN_CASES["causal-sq>sk-window"],
+    "band-alpha0.3": ATTN_CASES["band-alpha0.3"],
+}
+
+
+@pytest.mark.parametrize("case", TALL_CASES)
+def test_kernels_attention_tall_tiles(case, triton_backend, nan_alloc, monkeypatch):
+    """Query tiles taller than key tiles, as the GPU configuration (128 × 64) has them: the band,
+    the masks of partly visible tiles and the backward's lists with BLOCK_M ≠ BLOCK_N."""
+    from flashmarkov.diffmax import attention
+
+    monkeypatch.setattr(attention, "pick_config", lambda d, itemsize: attention.AttnConfig(32, 16, 1, 2))
+    _check_attention(dtype=torch.float32, device=triton_backend, **TALL_CASES[case])
+
+
 def test_kernels_skip_zero_tiles(triton_backend, small_tiles):
     """Clustered keys: the zero tiles are found (and skipped); the tile states equal the
     reference's, computed from the exact weights."""
@@ -87,6 +104,69 @@ def test_kernels_skip_zero_tiles(triton_backend, small_tiles):
     states = diffmax_attention_op(q, k, v, 0.3, False, 0.25, -1, -1, 50)[3]
     ref_states = diffmax_attention_ref(q, k, v, 0.3, softmax_scale=0.25, block=(16, 16))[3]
     assert torch.equal(states, ref_states)
+
+
+@pytest.mark.parametrize("causal,heads", [(False, (1, 1)), (True, (2, 1))])
+def test_kernels_skip_zero_tiles_causal_gqa(causal, heads, triton_backend, small_tiles):
+    """Zero tiles dropped from the forward's list in the Newton passes (clustered keys, causal
+    band, GQA): outputs, gradients and the tile states still match the reference."""
+    shape = (1, heads[0], heads[1], 64, 80, 16, 16)
+    _check_attention(shape, torch.float64, triton_backend, alpha=0.5, causal=causal, clustered=True)
+    q, k, v = _inputs(*shape, torch.float64, triton_backend, clustered=True)
+    states = diffmax_attention_op(q, k, v, 0.5, causal, 0.25, -1, -1, 50)[3]
+    ref_states = diffmax_attention_ref(q, k, v, 0.5, causal=causal, softmax_scale=0.25, block=(16, 16))[3]
+    assert torch.equal(states, ref_states)
+    assert (states == 2).any() and (states == 1).any()
+
+
+@pytest.mark.parametrize("groups", [4, 16])
+def test_kernels_start_from_run_maxima(groups, triton_backend, small_tiles, monkeypatch):
+    """τ starts from the maxima of runs of consecutive key tiles: 17 key tiles in runs of 5
+    (4 runs, the last one short) or of 2 (9 of 16 runs used, 7 empty)."""
+    from flashmarkov.diffmax import attention
+
+    monkeypatch.setattr(attention, "START_GROUPS", groups)
+    _check_attention((1, 1, 1, 16, 272, 16, 16), torch.float64, triton_backend, alpha=0.5)
+
+
+def test_kernels_tied_maxima(triton_backend, small_tiles):
+    """Equal largest scores (duplicated keys, in one tile and across tiles): the start of τ from a
+    row's two largest entries handles ties."""
+    q, k, v = _inputs(1, 1, 1, 20, 40, 16, 16, torch.float64, triton_backend)
+    k[:, :, 1] = k[:, :, 0]
+    k[:, :, 33] = k[:, :, 0]
+    qi, ki, vi = (t.clone().requires_grad_() for t in (q, k, v))
+    o = diffmax_attention(qi, ki, vi, 0.5)
+    assert_close(o, _dense(q, k, v, 0.5, False, 0.25, (-1, -1)), torch.float64, "o")
+
+
+@pytest.mark.parametrize("n_m,n_n,chunk", [(3, 5, 1024), (5, 40, 16)])
+def test_live_tile_lists(n_m, n_n, chunk, triton_backend, monkeypatch):
+    """The backward's lists: per query tile its live key tiles, per key tile its live (query head
+    of the group, query tile) pairs, ascending, with their numbers (in one chunk, or read 16 at a
+    time: 40 key tiles in 3 chunks)."""
+    from flashmarkov.diffmax import attention
+    from flashmarkov.diffmax.attention import live_tile_lists
+
+    monkeypatch.setattr(attention, "LIST_CHUNK", chunk)
+
+    g = torch.Generator().manual_seed(0)
+    B, Hq, Hkv = 2, 4, 2
+    states = torch.randint(0, 3, (B, Hq, n_m, n_n), generator=g).to(torch.int8)
+    by_query, count_query, by_key, count_key = (t.cpu() for t in live_tile_lists(states.to(triton_backend), Hkv))
+    G = Hq // Hkv
+    for b in range(B):
+        for h in range(Hq):
+            for m in range(n_m):
+                live = (states[b, h, m] == 1).nonzero().flatten().tolist()
+                assert count_query[b, h, m] == len(live) and by_query[b, h, m, : len(live)].tolist() == live
+        for kh in range(Hkv):
+            # entry i_g · n_m + m of key tile n is states[b, kh · G + i_g, m, n]
+            group = (states[b, kh * G : (kh + 1) * G] == 1).reshape(G * n_m, n_n)
+            for n in range(n_n):
+                live = group[:, n].nonzero().flatten().tolist()
+                assert count_key[b, kh, n] == len(live) and by_key[b, kh, n, : len(live)].tolist() == live
+    assert by_query.is_contiguous() and by_key.is_contiguous() and by_key.dtype == torch.int32
 
 
 # ---- the public function on the reference path ----

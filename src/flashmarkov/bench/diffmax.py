@@ -362,3 +362,45 @@ OP = Op(
     floor_ms=floor_ms,
     tolerance=tolerance,
 )
+
+
+PROFILE_SHAPES = (((1, 16, 4096, 64), False), ((1, 16, 4096, 64), True), ((1, 8, 16384, 64), True))
+
+
+def profile_attention(
+    configs: tuple[tuple[int, ...], ...] = ((128, 64, 8, 3, 128), (128, 64, 8, 3, 0)),
+) -> None:
+    """Where the fused attention's time goes, bf16 α = 0.5 (not a benchmark record): per shape
+    and tile config (``AttnConfig`` fields: block_m, block_n, num_warps, num_stages, fwd_maxnreg;
+    the first is the default; the second differs only in the forward's register cap, so it
+    compiles just the forward again), the forward, the cost of one Newton pass (forward with ``n_iter`` = 2 minus
+    ``n_iter`` = 1; both still stop early on converged rows), the backward kernels, and the
+    fraction of zero tiles. Needs CUDA; ``python -c "from flashmarkov.bench.diffmax import
+    profile_attention; profile_attention()"`` (about a minute, mostly compiling)."""
+    import triton.testing
+
+    from flashmarkov.diffmax.attention import AttnConfig, attention_bwd_launch, attention_fwd_launch
+
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for shape, causal in PROFILE_SHAPES:
+        q, k, v, do = (torch.randn(shape, generator=generator, device="cuda").to(torch.bfloat16) for _ in range(4))
+        scale = shape[-1] ** -0.5
+        for blocks in configs:
+            cfg = AttnConfig(*blocks)
+
+            def fwd(n_iter: int = 50, cfg: AttnConfig = cfg) -> tuple[Tensor, ...]:
+                return attention_fwd_launch(q, k, v, ALPHA, causal, scale, (-1, -1), n_iter, cfg)
+
+            o, tau, rn, states = fwd()
+            t_fwd = triton.testing.do_bench(fwd)
+            t_pass = triton.testing.do_bench(lambda: fwd(2)) - triton.testing.do_bench(lambda: fwd(1))
+            t_bwd = triton.testing.do_bench(
+                lambda: attention_bwd_launch(q, k, v, do, tau, rn, states, ALPHA, causal, scale, (-1, -1), cfg)
+            )
+            zero = float((states == 2).sum() / (states != 0).sum())
+            print(
+                f"{'x'.join(map(str, shape))} causal={causal!s:5} cfg={blocks}: fwd {t_fwd:.3f} ms "
+                f"(one Newton pass {t_pass:.3f} ms), bwd {t_bwd:.3f} ms, fwd+bwd {t_fwd + t_bwd:.3f} ms, "
+                f"zero tiles {zero:.1%}",
+                flush=True,
+            )

@@ -2,24 +2,37 @@
 and backward, never forming the Sq × Sk matrix (../math.md §3).
 
 With X'_ij = (1 − α) · scale · q_i·k_j, k = 1 / (1 − α) and y_ij = [X'_ij − τ_i]_+, the forward
-program owns BLOCK_M queries of one head and streams the visible K tiles (causal / window band):
+program owns BLOCK_M queries of one head (longest causal bands launched first) and streams the
+visible K tiles (causal / window band only):
 
-1. one pass for the row max m_i (τ starts at the bracket's low end m_i − 1);
+1. one pass for each row's two largest X' and the largest X' of each of ``START_GROUPS`` runs of
+   consecutive band tiles (stored to a small scratch). τ starts at the larger of the roots of
+   Σ_{j ∈ J} [X'_ij − τ]_+^k = 1 over those two subsets J of the row (each root ≤ τ_i, so
+   Newton stays monotone): 3 Newton passes on Gaussian scores instead of 5 from the bracket's
+   low end max − 1 (4 from the two largest alone); every band tile enters a list;
 2. Newton passes on F(τ_i) = ‖y_i‖_k − 1 (rows.py explains why this converges monotonically from
-   below in a few steps), each streaming K for S_i = Σ_j y^k and T_i = Σ_j y^(k−1), until every
-   row's step is below ``tol``, or predicted to leave an error below it (quadratic convergence),
-   or ``n_iter`` steps. As τ only rises, a tile found all-zero stays zero: its state is recorded
-   (int8 per (query tile, key tile): 0 outside the band, 1 live, 2 zero) and later passes skip it
-   without loading K;
-3. the output pass over live tiles: O = Σ_j y^k v_j / S_i with S_i summed in the same pass at the
-   final τ (deferred normalisation, as FlashAttention's), so the last Newton step needs no pass of
-   its own.
+   below in a few steps), each streaming the listed K tiles for S_i = Σ_j y^k and
+   T_i = Σ_j y^(k−1), until every row's step is below ``tol``, or predicted to leave an error
+   below it (quadratic convergence), or ``n_iter`` steps. As τ only rises, a tile found all-zero
+   stays zero: each pass compacts the list in place to the tiles still live, so later passes
+   never load the zero ones;
+3. the output pass over the listed tiles: O = Σ_j y^k v_j / S_i with S_i summed in the same pass
+   at the final τ (deferred normalisation, as FlashAttention's), so the last Newton step needs no
+   pass of its own; it writes the tile states (int8 per (query tile, key tile): 0 outside the
+   band, 1 live, 2 zero).
 
-τ_i, 1/S_i and the tile states are saved. The backward skips zero tiles too:
-``_attn_bwd_dq_kernel`` (program per query tile) accumulates u_i = Σ_j s_ij v_j and C_i = Σ_j s_ij
-with s = P^α = y^(k−1) / S^α, stores Δ_i = dO_i·u_i / C_i, then dQ = scale Σ_j dS_ij k_j with
-dS = s ⊙ (dO Vᵀ − Δ); ``_attn_bwd_dkdv_kernel`` (program per key tile, looping over the group's query
-heads, so GQA needs no atomics) gives dV = Pᵀ dO and dK = scale dSᵀ Q. Deterministic.
+Every K/V loop has a branch-free body (the tile index comes from the list), so Triton software-
+pipelines its loads (cp.async, ``num_stages`` deep); a data-dependent ``if`` around the loads
+would serialise load → wgmma → math on every tile.
+
+τ_i, 1/S_i and the tile states are saved. The backward turns the states into lists of live
+tiles (``live_tile_lists``: two launches of a small kernel) and never visits a zero tile:
+``_attn_bwd_dq_kernel`` (program per query tile) makes one pass: with s = P^α = y^(k−1) / S^α,
+dP = dO Vᵀ and C_i = Σ_j s_ij it accumulates Σ_j (s ⊙ dP)_ij k_j, Σ_j s_ij k_j, Σ_j s_ij dP_ij
+and C_i, then Δ_i = Σ_j s_ij dP_ij / C_i (stored) and dQ = scale (Σ (s ⊙ dP) k − Δ Σ s k), which
+equals scale Σ_j dS_ij k_j with dS = s ⊙ (dP − Δ); ``_attn_bwd_dkdv_kernel`` (program per key
+tile, looping over its live (query head of the group, query tile) pairs, so GQA needs no
+atomics) gives dV = Pᵀ dO and dK = scale dSᵀ Q. Deterministic.
 """
 
 from __future__ import annotations
@@ -35,18 +48,34 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class AttnConfig:
-    """Query and key tile sizes (shared by forward and backward: the tile states are per tile)."""
+    """Query and key tile sizes (shared by forward and backward: the tile states are per tile),
+    warps and software-pipeline depth of the K/V loops."""
 
     block_m: int
     block_n: int
     num_warps: int
+    num_stages: int = 1
+    fwd_maxnreg: int = 0  # register cap of the forward kernel (0: ptxas decides)
+
+
+START_GROUPS = 16
+"""Runs of band tiles whose per-row maxima start τ (a float32 simulation of the kernel on
+Gaussian scores: 3 Newton passes from them for 16, 32 or 64 runs, 4 from the two largest
+entries alone, 5 from max − 1)."""
 
 
 def pick_config(head_dim: int, itemsize: int) -> AttnConfig:
-    """64 × 64 tiles (32 × 32 for float64); 4 warps."""
-    if itemsize == 8:
-        return AttnConfig(32, 32, 4)
-    return AttnConfig(64, 64, 4)
+    """Tiles, warps and stages per element size and head dim, chosen offline for sm_90 (ptxas:
+    no spills or a few bytes, shared memory within 227 KB with all loops pipelined): 16-bit
+    inputs 128 × 64 tiles on 8 warps, 3 stages (64 × 32, 2 stages, for D > 128), the forward
+    capped at 128 registers for D ≤ 64 (uncapped ptxas takes 137; capped, 116 without spills:
+    two programs per SM instead of one); float32 and float64 (no tensor-core path at their precision) 32 × 32 on 4
+    warps, 2 stages."""
+    if itemsize >= 4:
+        return AttnConfig(32, 32, 4, 2)
+    if head_dim > 128:
+        return AttnConfig(64, 32, 8, 2)
+    return AttnConfig(128, 64, 8, 3, 128 if head_dim <= 64 else 0)
 
 
 @triton.jit
@@ -105,20 +134,22 @@ def _load_k(p_kb, o_n, o_d, s_kn, Sk, D):
 
 
 @triton.jit
-def _scores(b_q, b_k, o_n, c, o_m, Sq, Sk, wl, wr,
+def _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr,
             CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, ACC: tl.constexpr,
-            PREC: tl.constexpr):
-    """[BLOCK_M, BLOCK_N] X' = c · q kᵀ of one key tile, −inf where not visible (the mask is
-    applied only to tiles that are not entirely visible: boundary, diagonal and band-edge tiles)."""
-    b_x = tl.dot(b_q, tl.trans(b_k), out_dtype=ACC, input_precision=PREC) * c
-    i_first = tl.min(o_m, 0) + (Sk - Sq)
-    i_last = tl.max(o_m, 0) + (Sk - Sq)
-    j_last = tl.max(o_n, 0)
-    inside = (tl.max(o_m, 0) < Sq) & (j_last < Sk)
+            PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[BLOCK_M, BLOCK_N] q kᵀ of the tile with first query m0 (o_m = m0 + arange) and first key
+    n0 (o_n), −inf where not visible (the mask is applied only to tiles that are not entirely
+    visible: boundary, diagonal and band-edge tiles; decided on scalars). Unscaled: X' = c · it,
+    and c enters ``_excess``'s FMA (or scales a row max), saving a multiply per score."""
+    b_x = tl.dot(b_q, tl.trans(b_k), out_dtype=ACC, input_precision=PREC)
+    i_first = m0 + (Sk - Sq)
+    i_last = i_first + BLOCK_M - 1
+    j_last = n0 + BLOCK_N - 1
+    inside = (m0 + BLOCK_M <= Sq) & (j_last < Sk)
     if CAUSAL:
         inside = inside & (j_last <= i_first)
     if HAS_WL:
-        inside = inside & (tl.min(o_n, 0) >= i_last - wl)
+        inside = inside & (n0 >= i_last - wl)
     if HAS_WR:
         inside = inside & (j_last <= i_first + wr)
     if not inside:
@@ -127,22 +158,51 @@ def _scores(b_q, b_k, o_n, c, o_m, Sq, Sk, wl, wr,
 
 
 @triton.jit
-def _newton_sums(b_q, p_kb, p_stb, b_tau, n_lo, n_hi, o_bn, o_d, sk_s, Sk, D, c, k, o_m, Sq, wl, wr,
+def _excess(b_x, c, b_tau, AXIS: tl.constexpr):
+    """y = [c · score − τ]_+ in one FMA (−inf scores give 0), τ per row of ``b_x`` (AXIS = 1:
+    [BLOCK_M, BLOCK_N] tiles) or per column (AXIS = 0: the [GROUPS, BLOCK_M] run maxima)."""
+    if AXIS == 1:
+        b_t = -b_tau[:, None]
+    else:
+        b_t = -b_tau[None, :]
+    return tl.maximum(tl.fma(b_x, c, b_t), 0.0)
+
+
+@triton.jit
+def _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr,
+                 CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, ACC: tl.constexpr,
+                 PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[BLOCK_M, BLOCK_N] ``_scores`` of key tile ``i_n`` (loads it)."""
+    n0 = i_n * BLOCK_N
+    o_n = n0 + o_bn
+    return _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), m0, n0, o_m, o_n, Sq, Sk, wl, wr,
+                   CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
+
+
+@triton.jit
+def _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
                  CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, ACC: tl.constexpr,
                  PREC: tl.constexpr, POW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[BLOCK_M] (S, T) = (Σ_j y^k, Σ_j y^(k−1)) at τ over the live key tiles; records each
-    tile's state (1 live, 2 all zero at this τ, hence at every later τ)."""
+    """[BLOCK_M] (S, T) = (Σ_j y^k, Σ_j y^(k−1)) at τ over the ``n_list`` key tiles listed at
+    ``p_lsb``, and the list compacted in place to the tiles with a weight > 0 at τ (hence at
+    every later τ) with its new length. The loop body has no branch, so Triton pipelines the
+    loads (the tile indices and K tiles, cp.async, ``num_stages`` deep)."""
     b_s = tl.zeros([BLOCK_M], ACC)
     b_t = tl.zeros([BLOCK_M], ACC)
-    for i_n in range(n_lo, n_hi):
-        if tl.load(p_stb + i_n) != 2:
-            b_x = _scores(b_q, _load_k(p_kb, i_n * BLOCK_N + o_bn, o_d, sk_s, Sk, D), i_n * BLOCK_N + o_bn, c, o_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC)
-            b_y = tl.maximum(b_x - b_tau[:, None], 0.0)
-            b_ykm1, b_yk = _powers(b_y, k, POW)
-            b_s += tl.sum(b_yk, 1)
-            b_t += tl.sum(b_ykm1, 1)
-            tl.store(p_stb + i_n, tl.where(tl.max(tl.max(b_y, 1), 0) > 0, 1, 2).to(tl.int8))
-    return b_s, b_t
+    n_new = 0
+    for i_j in range(0, n_list):
+        i_n = tl.load(p_lsb + i_j)
+        b_x = _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
+        b_y = _excess(b_x, c, b_tau, 1)
+        b_ykm1, b_yk = _powers(b_y, k, POW)
+        b_s += tl.sum(b_yk, 1)
+        b_tt = tl.sum(b_ykm1, 1)  # > 0 exactly where the row has a y > 0 in this tile
+        b_t += b_tt
+        live = tl.max(b_tt, 0) > 0
+        tl.store(p_lsb + n_new, i_n, mask=live)  # n_new ≤ i_j: never a slot still to be read
+        n_new += live.to(tl.int32)
+    tl.debug_barrier()  # the list written by some threads is read by all in the next pass
+    return b_s, b_t, n_new
 
 
 @triton.jit
@@ -153,10 +213,27 @@ def _newton_step(b_s, b_t, k):
 
 
 @triton.jit
+def _two_point_tau(b_a, b_b, k, POW: tl.constexpr):
+    """[BLOCK_M] τ with [a − τ]_+^k + [b − τ]_+^k = 1 for a row's two largest X' (a ≥ b): a
+    subset of the row, so τ ≤ the row's τ and Newton may start there. Newton from a − 1, as in
+    the passes (monotone from below, exact in one step when b ≤ a − 1 or b = a)."""
+    b_tau = b_a - 1.0
+    for _ in tl.static_range(4):
+        y_a = b_a - b_tau
+        y_b = tl.maximum(b_b - b_tau, 0.0)
+        a_km1, a_k = _powers(y_a, k, POW)
+        b_km1, b_k = _powers(y_b, k, POW)
+        b_tau += _newton_step(a_k + b_k, a_km1 + b_km1, k)
+    return b_tau
+
+
+@triton.jit
 def _attn_fwd_kernel(
     p_q, p_k, p_v, p_o,  # (B, H, S, D) with strides (s_b, s_h, s_s, 1)
     p_tau, p_rn,  # out: ACC (B, Hq, Sq) τ and 1/S per row
     p_st,  # out: int8 (B, Hq, n_m, n_n) tile states, zeroed
+    p_ls,  # scratch: int32 (B, Hq, n_m, n_n) each query tile's list of key tiles still live
+    p_gm,  # scratch: ACC (B, Hq, n_m, GROUPS, BLOCK_M) row maxima of GROUPS runs of band tiles
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
     Hq, G, Sq, Sk, D, DV, n_m, n_n,
     p_cst,  # ACC [5]: c = (1 − α) · scale, k = 1 / (1 − α), α, scale, tol (ACC-exact scalars)
@@ -167,16 +244,18 @@ def _attn_fwd_kernel(
     POW: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    GROUPS: tl.constexpr,
 ):
-    i_m = tl.program_id(0)
-    i_bh = tl.program_id(1).to(tl.int64)
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_m = n_m - 1 - tl.program_id(1)  # longest causal bands first
     i_b = i_bh // Hq
     i_h = i_bh % Hq
     i_kh = i_h // G
     c = tl.load(p_cst)
     k = tl.load(p_cst + 1)
     tol = tl.load(p_cst + 4)
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m0 = i_m * BLOCK_M
+    o_m = m0 + tl.arange(0, BLOCK_M)
     o_d = tl.arange(0, BLOCK_D)
     o_dv = tl.arange(0, BLOCK_DV)
     o_bn = tl.arange(0, BLOCK_N)
@@ -184,14 +263,36 @@ def _attn_fwd_kernel(
     p_kb = p_k + i_b * sk_b + i_kh * sk_h
     p_vb = p_v + i_b * sv_b + i_kh * sv_h
     p_stb = p_st + (i_bh * n_m + i_m) * n_n
+    p_lsb = p_ls + (i_bh * n_m + i_m) * n_n
     # [BLOCK_M, BLOCK_D]
     b_q = tl.load(p_qb + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=(o_m[:, None] < Sq) & (o_d[None, :] < D), other=0.0)
     n_lo, n_hi = _band(i_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, BLOCK_M, BLOCK_N)
 
+    # pass 1: per row the two largest scores, and the largest of each of GROUPS runs of
+    # consecutive band tiles (stored); every band tile enters the list (and the states as zero:
+    # the output pass marks the live ones)
+    n_list = n_hi - n_lo
+    g_len = tl.maximum((n_list + GROUPS - 1) // GROUPS, 1)  # tiles per run
+    o_bm = tl.arange(0, BLOCK_M)
+    p_gmb = p_gm + (i_bh * n_m + i_m) * (GROUPS * BLOCK_M)
     b_m = tl.full([BLOCK_M], float("-inf"), ACC)
+    b_m2 = tl.full([BLOCK_M], float("-inf"), ACC)
+    b_g = tl.full([BLOCK_M], float("-inf"), ACC)
     for i_n in range(n_lo, n_hi):
-        b_x = _scores(b_q, _load_k(p_kb, i_n * BLOCK_N + o_bn, o_d, sk_s, Sk, D), i_n * BLOCK_N + o_bn, c, o_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC)
-        b_m = tl.maximum(b_m, tl.max(b_x, 1))
+        b_x = _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
+        b_a = tl.max(b_x, 1)
+        b_a2 = tl.max(tl.where(b_x == b_a[:, None], float("-inf"), b_x), 1)
+        b_m2 = tl.maximum(tl.maximum(b_m2, b_a2), tl.minimum(b_m, b_a))
+        b_m = tl.maximum(b_m, b_a)
+        i_t = i_n - n_lo
+        b_g = tl.where(i_t % g_len == 0, b_a, tl.maximum(b_g, b_a))
+        if (i_t % g_len == g_len - 1) | (i_n == n_hi - 1):  # a run ends (a layout change: not every tile)
+            tl.store(p_gmb + (i_t // g_len) * BLOCK_M + o_bm, b_g)
+        tl.store(p_lsb + i_t, i_n)
+        tl.store(p_stb + i_n, tl.full([], 2, tl.int8))
+    tl.debug_barrier()  # the list, run maxima (and states) written by some threads are read by all next
+    b_m = b_m * c  # X' = c · score, c > 0
+    b_m2 = b_m2 * c
     # [BLOCK_M] visible keys per row, for the bracket's upper end
     i_row = o_m + (Sk - Sq)
     j_hi = (Sk - 1) + tl.zeros([BLOCK_M], tl.int32)
@@ -207,9 +308,17 @@ def _attn_fwd_kernel(
     b_m = tl.where(empty, 0.0, b_m)
     tau_lo = b_m - 1.0
     tau_hi = b_m - tl.exp(-(1.0 / k) * tl.log(tl.maximum(b_cnt, 1.0)))
-    b_tau = tau_lo
-    b_s, b_t = _newton_sums(b_q, p_kb, p_stb, b_tau, n_lo, n_hi, o_bn, o_d, sk_s, Sk, D, c, k, o_m, Sq, wl, wr,
-                            CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N)
+    # τ starts at the larger of two roots over subsets of the row (each ≤ τ): its two largest
+    # entries, and the run maxima (Newton from max − 1 in registers; −inf for unused runs)
+    o_g = tl.arange(0, GROUPS)
+    b_gm = tl.load(p_gmb + o_g[:, None] * BLOCK_M + o_bm[None, :], mask=o_g[:, None] < (n_list + g_len - 1) // g_len, other=float("-inf"))
+    b_tau_g = tau_lo
+    for _i in tl.static_range(4):
+        b_gkm1, b_gk = _powers(_excess(b_gm, c, b_tau_g, 0), k, POW)
+        b_tau_g += _newton_step(tl.sum(b_gk, 0), tl.sum(b_gkm1, 0), k)
+    b_tau = tl.minimum(tl.maximum(tl.maximum(_two_point_tau(b_m, b_m2, k, POW), b_tau_g), tau_lo), tau_hi)
+    b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
+                                    CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N)
     b_step = _newton_step(b_s, b_t, k)
     b_prev = tl.full([BLOCK_M], float("inf"), ACC)
     # a row is live while its step rises by more than tol and shrinks (exact steps shrink
@@ -224,28 +333,28 @@ def _attn_fwd_kernel(
         b_tau = tl.where(b_live, tl.minimum(tl.maximum(b_tau + b_step, tau_lo), tau_hi), b_tau)
         b_live = b_live & (b_last == 0)
         if tl.max(b_live.to(tl.int32), 0) > 0:
-            b_s, b_t = _newton_sums(b_q, p_kb, p_stb, b_tau, n_lo, n_hi, o_bn, o_d, sk_s, Sk, D, c, k, o_m, Sq, wl, wr,
-                                    CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N)
+            b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
+                                            CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N)
             b_prev = tl.where(b_live, b_step, b_prev)
             b_step = _newton_step(b_s, b_t, k)
             b_live = b_live & (b_step > tol * (1.0 + tl.abs(b_tau))) & (b_step < b_prev)
         it += 1
 
-    # output pass over the live tiles: O = Σ_j y^k v_j / S, with S = Σ_j y^k at the final τ
+    # output pass over the listed tiles: O = Σ_j y^k v_j / S, with S = Σ_j y^k at the final τ
     b_o = tl.zeros([BLOCK_M, BLOCK_DV], ACC)
     b_s = tl.zeros([BLOCK_M], ACC)
-    for i_n in range(n_lo, n_hi):
-        if tl.load(p_stb + i_n) != 2:
-            o_n = i_n * BLOCK_N + o_bn
-            b_x = _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), o_n, c, o_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC)
-            b_y = tl.maximum(b_x - b_tau[:, None], 0.0)
-            _, b_p = _powers(b_y, k, POW)
-            b_s += tl.sum(b_p, 1)
-            # [BLOCK_N, BLOCK_DV]
-            b_v = tl.load(p_vb + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=(o_n[:, None] < Sk) & (o_dv[None, :] < DV), other=0.0)
-            b_o += tl.dot(b_p.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
-            if tl.max(tl.max(b_y, 1), 0) <= 0:
-                tl.store(p_stb + i_n, tl.full([], 2, tl.int8))
+    for i_j in range(0, n_list):
+        i_n = tl.load(p_lsb + i_j)
+        o_n = i_n * BLOCK_N + o_bn
+        b_x = _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), m0, i_n * BLOCK_N, o_m, o_n, Sq, Sk, wl, wr,
+                      CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
+        _, b_p = _powers(_excess(b_x, c, b_tau, 1), k, POW)
+        b_ps = tl.sum(b_p, 1)
+        b_s += b_ps
+        # [BLOCK_N, BLOCK_DV]
+        b_v = tl.load(p_vb + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=(o_n[:, None] < Sk) & (o_dv[None, :] < DV), other=0.0)
+        b_o += tl.dot(b_p.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
+        tl.store(p_stb + i_n, tl.where(tl.max(b_ps, 0) > 0, 1, 2).to(tl.int8))
     b_rn = tl.where(b_s > 0, 1.0 / tl.where(b_s > 0, b_s, 1.0), 0.0)
     b_o = b_o * b_rn[:, None]
     p_ob = p_o + i_b * so_b + i_h * so_h
@@ -258,8 +367,9 @@ def _attn_fwd_kernel(
 @triton.jit
 def _attn_bwd_dq_kernel(
     p_q, p_k, p_v, p_do, p_dq,  # (B, H, S, D) with strides (s_b, s_h, s_s, 1); dq like q
-    p_tau, p_rn, p_st,  # from the forward
-    p_delta,  # out: ACC (B, Hq, Sq) Δ_i = dO_i·u_i / C_i
+    p_tau, p_rn,  # from the forward
+    p_ls, p_cn,  # int32 (B, Hq, n_m, n_n), (B, Hq, n_m): each query tile's live key tiles, their number
+    p_delta,  # out: ACC (B, Hq, Sq) Δ_i = Σ_j s_ij dP_ij / C_i
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sg_b, sg_h, sg_s, sd_b, sd_h, sd_s,
     Hq, G, Sq, Sk, D, DV, n_m, n_n,
     p_cst,  # ACC [5]: c, k, α, scale, tol
@@ -268,19 +378,21 @@ def _attn_bwd_dq_kernel(
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    i_m = tl.program_id(0)
-    i_bh = tl.program_id(1).to(tl.int64)
+    i_bh = tl.program_id(0).to(tl.int64)
+    i_m = n_m - 1 - tl.program_id(1)  # longest causal bands first
     i_b = i_bh // Hq
     i_h = i_bh % Hq
     i_kh = i_h // G
     c, k, alpha, scale = tl.load(p_cst), tl.load(p_cst + 1), tl.load(p_cst + 2), tl.load(p_cst + 3)
-    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m0 = i_m * BLOCK_M
+    o_m = m0 + tl.arange(0, BLOCK_M)
     o_d = tl.arange(0, BLOCK_D)
     o_dv = tl.arange(0, BLOCK_DV)
     o_bn = tl.arange(0, BLOCK_N)
     p_kb = p_k + i_b * sk_b + i_kh * sk_h
     p_vb = p_v + i_b * sv_b + i_kh * sv_h
-    p_stb = p_st + (i_bh * n_m + i_m) * n_n
+    p_lsb = p_ls + (i_bh * n_m + i_m) * n_n
+    n_list = tl.load(p_cn + i_bh * n_m + i_m)
     m_m = o_m < Sq
     b_q = tl.load(p_q + i_b * sq_b + i_h * sq_h + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=m_m[:, None] & (o_d[None, :] < D), other=0.0)
     # [BLOCK_M, BLOCK_DV]
@@ -290,40 +402,37 @@ def _attn_bwd_dq_kernel(
     b_rn = tl.load(p_rn + o_row, mask=m_m, other=0.0)
     b_tau = tl.where(b_rn > 0, b_tau, 0.0)  # rows with no visible key: τ = −inf, all weights 0
     b_rna = tl.where(b_rn > 0, tl.exp(alpha * tl.log(tl.where(b_rn > 0, b_rn, 1.0))), 0.0)  # S^−α
-    n_lo, n_hi = _band(i_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, BLOCK_M, BLOCK_N)
-    b_u = tl.zeros([BLOCK_M, BLOCK_DV], ACC)
-    b_c = tl.zeros([BLOCK_M], ACC)
-    for i_n in range(n_lo, n_hi):
-        if tl.load(p_stb + i_n) == 1:
-            o_n = i_n * BLOCK_N + o_bn
-            b_x = _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), o_n, c, o_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC)
-            b_sw, _ = _powers(tl.maximum(b_x - b_tau[:, None], 0.0), k, POW)
-            b_sw = b_sw * b_rna[:, None]
-            b_v = tl.load(p_vb + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=(o_n[:, None] < Sk) & (o_dv[None, :] < DV), other=0.0)
-            b_u += tl.dot(b_sw.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
-            b_c += tl.sum(b_sw, 1)
-    b_delta = tl.where(b_c > 0, tl.sum(b_do.to(ACC) * b_u, 1) / tl.where(b_c > 0, b_c, 1.0), 0.0)
+    # one pass: dQ = scale Σ_j s_ij (dP_ij − Δ_i) k_j = scale (Σ_j (s ⊙ dP)_ij k_j − Δ_i Σ_j s_ij k_j)
+    # with Δ_i = Σ_j s_ij dP_ij / C_i known only at the end
+    b_a = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j (s ⊙ dP)_ij k_j
+    b_sk = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j s_ij k_j
+    b_sdp = tl.zeros([BLOCK_M], ACC)  # Σ_j s_ij dP_ij
+    b_c = tl.zeros([BLOCK_M], ACC)  # C_i = Σ_j s_ij
+    for i_j in range(0, n_list):
+        n0 = tl.load(p_lsb + i_j) * BLOCK_N
+        o_n = n0 + o_bn
+        b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
+        b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
+        b_sw, _ = _powers(_excess(b_x, c, b_tau, 1), k, POW)
+        b_sw = b_sw * b_rna[:, None]
+        # [BLOCK_DV, BLOCK_N]
+        b_vt = tl.load(p_vb + o_n[None, :].to(tl.int64) * sv_s + o_dv[:, None], mask=(o_n[None, :] < Sk) & (o_dv[:, None] < DV), other=0.0)
+        b_sdpt = b_sw * tl.dot(b_do, b_vt, out_dtype=ACC, input_precision=PREC)
+        b_sdp += tl.sum(b_sdpt, 1)
+        b_c += tl.sum(b_sw, 1)
+        b_a += tl.dot(b_sdpt.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
+        b_sk += tl.dot(b_sw.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
+    b_delta = tl.where(b_c > 0, b_sdp / tl.where(b_c > 0, b_c, 1.0), 0.0)
     tl.store(p_delta + o_row, b_delta, mask=m_m)
-    b_dq = tl.zeros([BLOCK_M, BLOCK_D], ACC)
-    for i_n in range(n_lo, n_hi):
-        if tl.load(p_stb + i_n) == 1:
-            o_n = i_n * BLOCK_N + o_bn
-            b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
-            b_x = _scores(b_q, b_k, o_n, c, o_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC)
-            b_sw, _ = _powers(tl.maximum(b_x - b_tau[:, None], 0.0), k, POW)
-            b_sw = b_sw * b_rna[:, None]
-            # [BLOCK_DV, BLOCK_N]
-            b_vt = tl.load(p_vb + o_n[None, :].to(tl.int64) * sv_s + o_dv[:, None], mask=(o_n[None, :] < Sk) & (o_dv[:, None] < DV), other=0.0)
-            b_dp = tl.dot(b_do, b_vt, out_dtype=ACC, input_precision=PREC)
-            b_ds = b_sw * (b_dp - b_delta[:, None])
-            b_dq += tl.dot(b_ds.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
+    b_dq = b_a - b_delta[:, None] * b_sk
     tl.store(p_dq + i_b * sd_b + i_h * sd_h + o_m[:, None].to(tl.int64) * sd_s + o_d[None, :], (b_dq * scale).to(p_dq.dtype.element_ty), mask=m_m[:, None] & (o_d[None, :] < D))
 
 
 @triton.jit
 def _attn_bwd_dkdv_kernel(
     p_q, p_k, p_v, p_do, p_dk, p_dv,  # (B, H, S, D) with strides (s_b, s_h, s_s, 1); dk, dv like k, v
-    p_tau, p_rn, p_st, p_delta,
+    p_tau, p_rn, p_delta,
+    p_ls, p_cn,  # int32 (B, Hkv, n_n, G·n_m), (B, Hkv, n_n): each key tile's live (query head, query tile) pairs i_g·n_m + i_m
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sg_b, sg_h, sg_s,
     sdk_b, sdk_h, sdk_s, sdv_b, sdv_h, sdv_s,
     Hq, Hkv, G, Sq, Sk, D, DV, n_m, n_n,
@@ -333,48 +442,49 @@ def _attn_bwd_dkdv_kernel(
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    i_n = tl.program_id(0)
-    i_bkh = tl.program_id(1).to(tl.int64)
+    i_bkh = tl.program_id(0).to(tl.int64)
+    i_n = tl.program_id(1)
     i_b = i_bkh // Hkv
     i_kh = i_bkh % Hkv
     c, k, alpha, scale = tl.load(p_cst), tl.load(p_cst + 1), tl.load(p_cst + 2), tl.load(p_cst + 3)
-    o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n0 = i_n * BLOCK_N
+    o_n = n0 + tl.arange(0, BLOCK_N)
     o_d = tl.arange(0, BLOCK_D)
     o_dv = tl.arange(0, BLOCK_DV)
     o_bm = tl.arange(0, BLOCK_M)
     m_n = o_n < Sk
     p_kb = p_k + i_b * sk_b + i_kh * sk_h
+    p_lsb = p_ls + (i_bkh * n_n + i_n) * (G * n_m)
+    n_list = tl.load(p_cn + i_bkh * n_n + i_n)
     # [BLOCK_N, BLOCK_D], [BLOCK_N, BLOCK_DV]
     b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
     b_v = tl.load(p_v + i_b * sv_b + i_kh * sv_h + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=m_n[:, None] & (o_dv[None, :] < DV), other=0.0)
     b_dk = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
-    for i_g in range(0, G):
-        i_h = i_kh * G + i_g
+    for i_j in range(0, n_list):
+        e = tl.load(p_lsb + i_j)
+        i_h = i_kh * G + e // n_m
         i_bh = i_b * Hq + i_h
-        p_qb = p_q + i_b * sq_b + i_h * sq_h
-        p_gb = p_do + i_b * sg_b + i_h * sg_h
-        for i_m in range(0, n_m):
-            if tl.load(p_st + (i_bh * n_m + i_m) * n_n + i_n) == 1:
-                o_m = i_m * BLOCK_M + o_bm
-                m_m = o_m < Sq
-                b_q = tl.load(p_qb + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=m_m[:, None] & (o_d[None, :] < D), other=0.0)
-                b_do = tl.load(p_gb + o_m[:, None].to(tl.int64) * sg_s + o_dv[None, :], mask=m_m[:, None] & (o_dv[None, :] < DV), other=0.0)
-                o_row = i_bh * Sq + o_m
-                b_tau = tl.load(p_tau + o_row, mask=m_m, other=0.0)
-                b_rn = tl.load(p_rn + o_row, mask=m_m, other=0.0)
-                b_delta = tl.load(p_delta + o_row, mask=m_m, other=0.0)
-                b_tau = tl.where(b_rn > 0, b_tau, 0.0)
-                b_rna = tl.where(b_rn > 0, tl.exp(alpha * tl.log(tl.where(b_rn > 0, b_rn, 1.0))), 0.0)
-                b_x = _scores(b_q, b_k, o_n, c, o_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC)
-                b_ykm1, b_yk = _powers(tl.maximum(b_x - b_tau[:, None], 0.0), k, POW)
-                b_p = b_yk * b_rn[:, None]
-                b_sw = b_ykm1 * b_rna[:, None]
-                # [BLOCK_N, BLOCK_DV] += Pᵀ dO
-                b_dv += tl.dot(tl.trans(b_p).to(b_do.dtype), b_do, out_dtype=ACC, input_precision=PREC)
-                b_dp = tl.dot(b_do, tl.trans(b_v), out_dtype=ACC, input_precision=PREC)
-                b_ds = b_sw * (b_dp - b_delta[:, None])
-                b_dk += tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, out_dtype=ACC, input_precision=PREC)
+        m0 = (e % n_m) * BLOCK_M
+        o_m = m0 + o_bm
+        m_m = o_m < Sq
+        b_q = tl.load(p_q + i_b * sq_b + i_h * sq_h + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=m_m[:, None] & (o_d[None, :] < D), other=0.0)
+        b_do = tl.load(p_do + i_b * sg_b + i_h * sg_h + o_m[:, None].to(tl.int64) * sg_s + o_dv[None, :], mask=m_m[:, None] & (o_dv[None, :] < DV), other=0.0)
+        o_row = i_bh * Sq + o_m
+        b_tau = tl.load(p_tau + o_row, mask=m_m, other=0.0)
+        b_rn = tl.load(p_rn + o_row, mask=m_m, other=0.0)
+        b_delta = tl.load(p_delta + o_row, mask=m_m, other=0.0)
+        b_tau = tl.where(b_rn > 0, b_tau, 0.0)
+        b_rna = tl.where(b_rn > 0, tl.exp(alpha * tl.log(tl.where(b_rn > 0, b_rn, 1.0))), 0.0)
+        b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
+        b_ykm1, b_yk = _powers(_excess(b_x, c, b_tau, 1), k, POW)
+        b_p = b_yk * b_rn[:, None]
+        b_sw = b_ykm1 * b_rna[:, None]
+        # [BLOCK_N, BLOCK_DV] += Pᵀ dO
+        b_dv += tl.dot(tl.trans(b_p).to(b_do.dtype), b_do, out_dtype=ACC, input_precision=PREC)
+        b_dp = tl.dot(b_do, tl.trans(b_v), out_dtype=ACC, input_precision=PREC)
+        b_ds = b_sw * (b_dp - b_delta[:, None])
+        b_dk += tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, out_dtype=ACC, input_precision=PREC)
     tl.store(p_dk + i_b * sdk_b + i_kh * sdk_h + o_n[:, None].to(tl.int64) * sdk_s + o_d[None, :], (b_dk * scale).to(p_dk.dtype.element_ty), mask=m_n[:, None] & (o_d[None, :] < D))
     tl.store(p_dv + i_b * sdv_b + i_kh * sdv_h + o_n[:, None].to(tl.int64) * sdv_s + o_dv[None, :], b_dv.to(p_dv.dtype.element_ty), mask=m_n[:, None] & (o_dv[None, :] < DV))
 
@@ -429,15 +539,69 @@ def attention_fwd_launch(
     states = torch.zeros(B, Hq, n_m, n_n, dtype=torch.int8, device=q.device)
     if o.numel() == 0:
         return o, tau, rn, states
-    _attn_fwd_kernel[(n_m, B * Hq)](
-        q, k, v, o, tau, rn, states,
+    tile_list = torch.empty(B, Hq, n_m, n_n, dtype=torch.int32, device=q.device)
+    run_max = torch.empty(B, Hq, n_m, START_GROUPS, cfg.block_m, dtype=com["acc"], device=q.device)
+    _attn_fwd_kernel[(B * Hq, n_m)](
+        q, k, v, o, tau, rn, states, tile_list, run_max,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n,
         com["constants"], com["wl"], com["wr"], n_iter,
         CAUSAL=causal, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(DV)),
-        **com["constexprs"], num_warps=cfg.num_warps,
+        GROUPS=START_GROUPS, **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
     )
     return o, tau, rn, states
+
+
+@triton.jit
+def _live_lists_kernel(
+    p_st,  # int8 tile states (B, Hq, n_m, n_n)
+    p_ls, p_cn,  # out: int32 (n_rows, n_e) lists, (n_rows,) their lengths
+    n_lo, s_hi, s_lo, s_e, n_e,
+    BLOCK_E: tl.constexpr,
+):
+    """One list per program: row r = r_hi · n_lo + r_lo reads entry e of the states at
+    r_hi · s_hi + r_lo · s_lo + e · s_e and lists, ascending, the entries e that are live (1)."""
+    i_r = tl.program_id(0).to(tl.int64)
+    p_stb = p_st + (i_r // n_lo) * s_hi + (i_r % n_lo) * s_lo
+    p_lsb = p_ls + i_r * n_e
+    n_live = 0
+    for i_e in range(0, n_e, BLOCK_E):
+        o_e = i_e + tl.arange(0, BLOCK_E)
+        b_live = (tl.load(p_stb + o_e.to(tl.int64) * s_e, mask=o_e < n_e, other=0) == 1).to(tl.int32)
+        tl.store(p_lsb + n_live + tl.cumsum(b_live, 0) - b_live, o_e, mask=b_live > 0)
+        n_live += tl.sum(b_live, 0)
+    tl.store(p_cn + i_r, n_live)
+
+
+LIST_CHUNK = 1024
+"""Entries ``_live_lists_kernel`` reads at once."""
+
+
+def live_tile_lists(states: Tensor, Hkv: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """From the tile states (B, Hq, n_m, n_n): each query tile's live key tiles (B, Hq, n_m, n_n)
+    and their number (B, Hq, n_m); each key tile's live (query head in the group i_g, query tile
+    i_m) pairs as i_g · n_m + i_m (B, Hkv, n_n, G · n_m) and their number (B, Hkv, n_n). Lists are
+    ascending, int32; entries past the number are unspecified. Two launches of one kernel."""
+    B, Hq, n_m, n_n = states.shape
+    G = Hq // Hkv
+    states = states.contiguous()
+    by_query = torch.empty(B, Hq, n_m, n_n, dtype=torch.int32, device=states.device)
+    count_query = torch.empty(B, Hq, n_m, dtype=torch.int32, device=states.device)
+    by_key = torch.empty(B, Hkv, n_n, G * n_m, dtype=torch.int32, device=states.device)
+    count_key = torch.empty(B, Hkv, n_n, dtype=torch.int32, device=states.device)
+    if states.numel() == 0:
+        return by_query, count_query.zero_(), by_key, count_key.zero_()
+    # rows (b, h, i_m), entries i_n; rows (b, kh, i_n), entries i_g · n_m + i_m (stride n_n)
+    for lists, counts, rows, n_lo, s_hi, s_lo, s_e, n_e in (
+        (by_query, count_query, B * Hq * n_m, 1, n_n, 0, 1, n_n),
+        (by_key, count_key, B * Hkv * n_n, n_n, G * n_m * n_n, 1, n_n, G * n_m),
+    ):
+        _live_lists_kernel[(rows,)](
+            states, lists, counts, n_lo, s_hi, s_lo, s_e, n_e,
+            BLOCK_E=min(LIST_CHUNK, max(16, triton.next_power_of_2(n_e))), num_warps=4,
+        )
+    return by_query, count_query, by_key, count_key
 
 
 def attention_bwd_launch(
@@ -454,17 +618,18 @@ def attention_bwd_launch(
     dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
+    by_query, count_query, by_key, count_key = live_tile_lists(states, Hkv)
     delta = torch.empty_like(tau)
     blocks = dict(BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(DV)))
-    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], num_warps=cfg.num_warps)
+    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     scalars = (com["constants"], com["wl"], com["wr"])
-    _attn_bwd_dq_kernel[(n_m, B * Hq)](
-        q, k, v, do, dq, tau, rn, states, delta,
+    _attn_bwd_dq_kernel[(B * Hq, n_m)](
+        q, k, v, do, dq, tau, rn, by_query, count_query, delta,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
     )
-    _attn_bwd_dkdv_kernel[(n_n, B * Hkv)](
-        q, k, v, do, dk, dv, tau, rn, states, delta,
+    _attn_bwd_dkdv_kernel[(B * Hkv, n_n)](
+        q, k, v, do, dk, dv, tau, rn, delta, by_key, count_key,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
         Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
     )
