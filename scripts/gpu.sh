@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
-#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune]     (default: tests bench)
+#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [pack]     (default: tests bench)
 # env: TEST_PATHS (default tests), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
-# diffusion) into $OUT/OP/.
+# diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
+# returns at most 8 files.
 # peers: installs the scan peers from .whl/ (bash ../shared/tools/peer-wheels.sh; carry .whl) into
 # /tmp/site. bench writes $OUT/bdt/ and $OUT/btd/ (scan.json, .md, .png), one run per layout so a
 # timeout loses at most one. Logs go to $OUT; the last lines printed are the summary tables.
@@ -44,6 +45,10 @@ for step in $steps; do
         status=$((status | $?))
         tail -25 "$OUT/bench-$op.log"
       done ;;
+    pack)
+      # the device tool returns at most 8 files from $OUT: pack everything into one archive
+      tar czf /tmp/flashmarkov-results.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete \
+        && mv /tmp/flashmarkov-results.tgz "$OUT/results.tgz" ;;
     check) timeout 300 python3 -m flashmarkov.cli check --quick 2>&1 | tail -8; status=$((status | PIPESTATUS[0])) ;;
     demo)  python3 -m flashmarkov.cli demo 2>&1 | tail -10; status=$((status | PIPESTATUS[0])) ;;
     tune)  timeout "${TUNE_TIMEOUT:-400}" python3 benchmarks/scan_tune.py --out "$OUT" 2>&1 | tee "$OUT/tune.log" | tail -20 ;;
