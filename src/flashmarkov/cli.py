@@ -80,7 +80,10 @@ def _print_table(title: str, rows: Sequence[Row]) -> None:
     for r in rows:
         table.add_row(r.op, r.case, r.device, f"{r.ms:.3f}", f"{r.rel_err:.2e}", f"{r.tol:.0e}",
                       "[green]ok[/green]" if r.ok else "[red]FAIL[/red]")
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped output: do not wrap the case column at 80 characters
+        console = Console(width=160)
+    console.print(table)
 
 
 def _scan_demo(device: torch.device) -> list[Row]:
