@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from . import __version__, _runtime
+from ._demo import median_ms, rel_err
 from .scan import linear_scan, linear_scan_bwd_ref, linear_scan_ref
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -40,28 +41,6 @@ def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is present")
     return torch.device(name)
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    if not torch.isfinite(a).all():
-        return float("inf")
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Median wall time of a few runs after one warm-up, in ms (a demo figure, not a benchmark)."""
-    fn()
-    times = []
-    for _ in range(5):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def _print_table(title: str, rows: Sequence[Row]) -> None:
@@ -98,9 +77,9 @@ def _scan_demo(device: torch.device) -> list[Row]:
         decay = torch.rand(B, D, 1, generator=gen) * 0.1 + 0.9
         gates = decay.expand(B, D, T).contiguous().to(device, dtype)
         tokens = ((1 - decay) * walk).to(device, dtype)
-        ms = _timed(lambda: linear_scan(gates, tokens), device)
+        ms = median_ms(lambda: linear_scan(gates, tokens), device)
         ref = linear_scan_ref(gates.double(), tokens.double())
-        err = _rel_err(linear_scan(gates, tokens), ref)
+        err = rel_err(linear_scan(gates, tokens), ref)
         rows.append(Row("scan", f"EMA (B,D,T)=({B},{D},{T}) {str(dtype)[6:]}", device.type, ms, err, TOLERANCE[dtype]))
     return rows
 
@@ -146,7 +125,7 @@ def _check_one(shape, dim, dtype, device, reverse, offsets, gen, layout) -> Row:
                                        return_final_state=True, cu_seqlens=cu)
     grads_ref = linear_scan_bwd_ref(g.double(), y_ref, dy.double(), dim=dim, reverse=reverse, initial_state=state.double(),
                                     dfinal=dfinal.double(), cu_seqlens=cu)
-    errs = [_rel_err(a, b) for a, b in zip((y, final, gi.grad, xi.grad, hi.grad), (y_ref, final_ref, *grads_ref))]
+    errs = [rel_err(a, b) for a, b in zip((y, final, gi.grad, xi.grad, hi.grad), (y_ref, final_ref, *grads_ref))]
     feature = "reverse" if reverse else ("varlen" if offsets else "forward")
     case = f"{layout} {tuple(shape)} {str(dtype)[6:]} {feature} fwd+bwd"
     return Row("scan", case, device.type, ms, max(errs), TOLERANCE[dtype])

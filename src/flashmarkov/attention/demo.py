@@ -3,35 +3,13 @@ and backward, timed and checked against the float64 reference."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from .._demo import median_ms, rel_err
 from . import flash_attention, flash_attention_ref
 
 # norm-wise, over o and the three gradients (the backward of a half type loses more than the forward)
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 4e-2}
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    if not torch.isfinite(a).all():
-        return float("inf")
-    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
-
-
-def _median_ms(fn, device: torch.device) -> float:
-    fn()
-    times = []
-    for _ in range(5):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[2]
 
 
 def demo_rows(device: torch.device) -> list[tuple[str, float, float, float]]:
@@ -51,12 +29,12 @@ def demo_rows(device: torch.device) -> list[tuple[str, float, float, float]]:
             o = flash_attention(q, k, v, **kw)
             return [o, *torch.autograd.grad(o, (q, k, v), do)]
 
-        ms = _median_ms(step, device)
+        ms = median_ms(step, device)
         ours = step()
         leaves = [x.detach().double().requires_grad_() for x in (q, k, v)]
         o_ref = flash_attention_ref(*leaves, **kw)
         refs = [o_ref, *torch.autograd.grad(o_ref, leaves, do.double())]
-        err = max(_rel_err(a, b) for a, b in zip(ours, refs, strict=True))
+        err = max(rel_err(a, b) for a, b in zip(ours, refs, strict=True))
         case = f"causal GQA {H}/{H // 4} window {S // 4} (B,H,S,D)=({B},{H},{S},{D}) {str(dtype)[6:]} fwd+bwd"
         rows.append((case, ms, err, TOLERANCE[dtype]))
     return rows

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import torch
 
+from .._demo import median_ms, rel_err
 from . import diffmax_attention, diffmax_bisect
 from .reference import diffmax_attention_ref, diffmax_bisect_ref
-
-
-def _ms(fn: Callable[[], object], device: torch.device) -> float:
-    """Median wall time of 5 calls after a warm-up, in ms (a demo figure, not a benchmark)."""
-    fn()
-    times = []
-    for _ in range(5):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[2]
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def demo_diffmax(device: torch.device | str) -> str:
@@ -42,9 +21,9 @@ def demo_diffmax(device: torch.device | str) -> str:
     lines = [f"diffmax rows ({rows} x {n}, float32, {device.type}):"]
     for alpha in (0.9, 0.7, 0.5):
         p = diffmax_bisect(z, alpha)
-        ms = _ms(lambda: diffmax_bisect(z, alpha), device)
+        ms = median_ms(lambda: diffmax_bisect(z, alpha), device)
         check = slice(0, 256)
-        err = _rel(p[check], diffmax_bisect_ref(z[check].double(), alpha))
+        err = rel_err(p[check], diffmax_bisect_ref(z[check].double(), alpha))
         zeros = (p == 0).double().mean().item()
         lines.append(f"  alpha={alpha}: {ms:8.3f} ms  {100 * zeros:5.1f}% exact zeros  rel err {err:.1e}")
     B, H, S, D = (1, 8, 4096, 64) if cuda else (1, 2, 256, 32)
@@ -56,11 +35,11 @@ def demo_diffmax(device: torch.device | str) -> str:
     k = (centroids[:, :, which] + 0.5 * torch.randn(B, H, S, D, generator=gen)).to(device, dtype)
     v = torch.randn(B, H, S, D, generator=gen).to(device, dtype)
     o, stats = diffmax_attention(q, k, v, 0.5, causal=True, return_stats=True)
-    ms = _ms(lambda: diffmax_attention(q, k, v, 0.5, causal=True), device)
+    ms = median_ms(lambda: diffmax_attention(q, k, v, 0.5, causal=True), device)
     head = slice(0, 1)
     ref = diffmax_attention_ref(q[:, head].double(), k[:, head].double(), v[:, head].double(), 0.5, causal=True)[0]
     lines.append(
         f"diffmax attention ({B}x{H}x{S}x{D}, {str(dtype).removeprefix('torch.')}, causal, alpha=0.5, clustered keys): "
-        f"{ms:.3f} ms  {100 * stats['tile_skip_fraction']:.0f}% of tiles skipped  rel err {_rel(o[:, head], ref):.1e}"
+        f"{ms:.3f} ms  {100 * stats['tile_skip_fraction']:.0f}% of tiles skipped  rel err {rel_err(o[:, head], ref):.1e}"
     )
     return "\n".join(lines)
