@@ -43,6 +43,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _host
+
 Tensor = torch.Tensor
 
 
@@ -532,7 +534,7 @@ def attention_fwd_launch(
     Hkv, Sk, DV = k.shape[1], k.shape[2], v.shape[-1]
     com = _common(q, alpha, scale, window, config)
     cfg = com["cfg"]
-    n_m, n_n = triton.cdiv(Sq, cfg.block_m), triton.cdiv(Sk, cfg.block_n)
+    n_m, n_n = _host.cdiv(Sq, cfg.block_m), _host.cdiv(Sk, cfg.block_n)
     o = q.new_empty(B, Hq, Sq, DV)
     tau = q.new_empty(B, Hq, Sq, dtype=com["acc"])
     rn = q.new_empty(B, Hq, Sq, dtype=com["acc"])
@@ -546,7 +548,7 @@ def attention_fwd_launch(
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n,
         com["constants"], com["wl"], com["wr"], n_iter,
-        CAUSAL=causal, BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(DV)),
+        CAUSAL=causal, BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)),
         GROUPS=START_GROUPS, **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
     )
@@ -599,7 +601,7 @@ def live_tile_lists(states: Tensor, Hkv: int) -> tuple[Tensor, Tensor, Tensor, T
     ):
         _live_lists_kernel[(rows,)](
             states, lists, counts, n_lo, s_hi, s_lo, s_e, n_e,
-            BLOCK_E=min(LIST_CHUNK, max(16, triton.next_power_of_2(n_e))), num_warps=4,
+            BLOCK_E=min(LIST_CHUNK, max(16, _host.next_power_of_2(n_e))), num_warps=4,
         )
     return by_query, count_query, by_key, count_key
 
@@ -620,7 +622,7 @@ def attention_bwd_launch(
         return dq.zero_(), dk.zero_(), dv.zero_()
     by_query, count_query, by_key, count_key = live_tile_lists(states, Hkv)
     delta = torch.empty_like(tau)
-    blocks = dict(BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_DV=max(16, triton.next_power_of_2(DV)))
+    blocks = dict(BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)))
     common = dict(CAUSAL=causal, **blocks, **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     scalars = (com["constants"], com["wl"], com["wr"])
     _attn_bwd_dq_kernel[(B * Hq, n_m)](

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import _checks, _runtime
+from .. import _checks, _host, _runtime
 from . import reference
 
 Tensor = torch.Tensor
@@ -990,7 +990,7 @@ def _gaussian_launch(
     lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
     isq = None if sigma_q is None else 1.0 / sigma_q
     isk = None if sigma_k is None else (isq if symmetric else 1.0 / sigma_k)
-    _gaussian_tiles_kernel[(triton.cdiv(n_q, cfg.block_m), ldw // block_v)](
+    _gaussian_tiles_kernel[(_host.cdiv(n_q, cfg.block_m), ldw // block_v)](
         qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw,
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
@@ -1033,7 +1033,7 @@ def _launch_knn(Q, K, k, *, exclude_self) -> tuple[Tensor, Tensor]:
     kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, math.inf)
     dist = torch.empty(n_q, k, dtype=Q.dtype, device=Q.device)
     index = torch.empty(n_q, k, dtype=torch.int64, device=Q.device)
-    _knn_kernel[(triton.cdiv(n_q, cfg.block_m),)](
+    _knn_kernel[(_host.cdiv(n_q, cfg.block_m),)](
         qh, ql, kh, kl, topq, topk, qt, kt, dist, index, n_q, n_k, k,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, K_PAD=_pow2_at_least(k, 1),
         EXCLUDE_SELF=exclude_self, SPLIT=ql is not None, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps,
@@ -1050,7 +1050,7 @@ def _launch_bgh_sums(X, eps) -> Tensor:
     eps_pad = _pow2_at_least(eps.shape[0], 1)
     ieps = (1.0 / eps.to(torch.float64)) * (_LOG2E if exp2 else 1.0)
     xh, xl, xt, top = _pack_points(X, reference.centre(X), n_pad, block_d, d_chunks, math.inf)
-    n_prog = triton.cdiv(n, cfg.block_m)
+    n_prog = _host.cdiv(n, cfg.block_m)
     part = torch.empty(n_prog, eps_pad, dtype=torch.float64, device=X.device)
     _bgh_kernel[(n_prog,)](
         xh, xl, xh, xl, top, xt, ieps, part, n, eps.shape[0],
