@@ -44,6 +44,7 @@ import triton
 import triton.language as tl
 
 from .. import _host
+from .rows import _powers
 
 Tensor = torch.Tensor
 
@@ -78,20 +79,6 @@ def pick_config(head_dim: int, itemsize: int) -> AttnConfig:
     if head_dim > 128:
         return AttnConfig(64, 32, 8, 2)
     return AttnConfig(128, 64, 8, 3, 128 if head_dim <= 64 else 0)
-
-
-@triton.jit
-def _powers(y, k, POW: tl.constexpr):
-    """(y^(k−1), y^k) for y ≥ 0 (0 where y = 0)."""
-    if POW == 2:
-        ykm1 = y
-    elif POW == 3:
-        ykm1 = y * y
-    elif POW == 4:
-        ykm1 = y * y * y
-    else:
-        ykm1 = tl.exp((k - 1.0) * tl.log(y))
-    return ykm1, ykm1 * y
 
 
 @triton.jit
