@@ -95,9 +95,7 @@ def _sigmas(sigma_q: object, sigma_k: object, Q: Tensor, K: Tensor) -> tuple[Ten
     )
 
 
-# --------------------------------------------------------------------------------------------
 # custom ops: implementation (backend choice) and fake (output metadata)
-# --------------------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("flashmarkov::gaussian_matmat", mutates_args=())
@@ -188,9 +186,7 @@ def _(X, eps):
     return X.new_empty(eps.shape[0], dtype=torch.float64)
 
 
-# --------------------------------------------------------------------------------------------
 # public functions
-# --------------------------------------------------------------------------------------------
 
 
 def gaussian_matmat(
@@ -318,9 +314,7 @@ def bgh_sums(X: Tensor, eps: Tensor) -> Tensor:
     return bgh_sums_op(X, eps.contiguous())
 
 
-# --------------------------------------------------------------------------------------------
 # Triton kernels
-# --------------------------------------------------------------------------------------------
 #
 # A program owns BLOCK_M query rows and streams key tiles of BLOCK_N rows. Exponents are
 #
@@ -873,9 +867,7 @@ def _bgh_kernel(
     tl.store(part_ptr + i_m * EPS_PAD + o_e, b_acc)
 
 
-# --------------------------------------------------------------------------------------------
 # launchers
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
