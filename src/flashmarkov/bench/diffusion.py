@@ -190,7 +190,8 @@ OP = Op(
 
 TUNE_CONFIGS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
     # (block_m, block_n, num_warps, num_stages); "sym" needs block_m == block_n
-    "matmat": ((128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 64, 4, 2), (128, 64, 8, 3), (64, 128, 4, 2)),
+    "matmat": ((128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 64, 4, 2), (128, 64, 8, 3), (64, 128, 4, 2),
+               (256, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 3)),
     "sym": ((128, 128, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3)),
 }
 
@@ -225,4 +226,6 @@ def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, devic
 
 
 if __name__ == "__main__":
-    tune()
+    import sys
+
+    tune(tuple(int(a) for a in sys.argv[1:]) or (16384, 65536))

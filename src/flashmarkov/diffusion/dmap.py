@@ -8,7 +8,8 @@ extension, two tiled passes per call, exact at the training points.
 
 Precision: on the CPU, float64 data is computed with float32 products first and float64 products
 at the end (float32 data: float32 products); on a GPU the products are float32 (distances from
-centred data). Either way a tol below ``FLOAT32_REACH`` (1e-5) adds float64 products at the end.
+centred data). Either way a tol below ``FLOAT32_REACH`` (1e-5) builds the operator (row sums)
+in float64 and adds float64 products at the end.
 The Rayleigh–Ritz algebra is always float64.
 """
 
@@ -154,15 +155,20 @@ class DiffusionMap(_Base):
         self._dtype = dtype
         self.n_features_in_ = Xt.shape[1]
         mean = Xt.double().mean(0)
-        Xc = (Xt.double() - mean).to(dtype).contiguous()
+        Xc64 = (Xt.double() - mean).contiguous()
+        Xc = Xc64.to(dtype)
         bw = _bandwidth.select(Xc, self.bandwidth)
         self.bandwidth_ = bw
         self.beta_ = bw.beta
-        op = SymmetricMarkov(Xc, bw.beta, float(self.alpha), sigma=None if bw.sigma is None else bw.sigma.to(dtype), hi_dtype=dtype)
+        # tol below float32's reach: the operator itself (points, q, d) in float64, not only the
+        # last products — float32 tiled row sums (~1e-6 relative on the GPU) shift the eigenvalues
+        # by as much (S², N = 20 000: 1.3e-6; float64 sums: 1e-10). Costs 2–3 float64 row sums.
+        final = torch.float64 if float(self.tol) < FLOAT32_REACH else dtype
+        sigma = None if bw.sigma is None else bw.sigma.to(final)
+        op = SymmetricMarkov(Xc64 if final == torch.float64 else Xc, bw.beta, float(self.alpha), sigma=sigma, hi_dtype=final)
         self.operator_ = op
         self._center = mean + op.center  # the operator re-centres the (rounded) centred points
         dense = self.eigensolver == "dense" or (self.eigensolver == "auto" and n <= DENSE_MAX)
-        final = torch.float64 if float(self.tol) < FLOAT32_REACH else dtype
         res: EigResult = op.eigsh(k, tol=float(self.tol), final_dtype=final, dense=dense, verbose=self.verbose)
         if not res.converged:
             warnings.warn(
