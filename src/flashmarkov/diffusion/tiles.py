@@ -343,6 +343,9 @@ def bgh_sums(X: Tensor, eps: Tensor) -> Tensor:
 # runs one fp64 dot each (input_precision "ieee"). The interpreter runs the same code.
 
 _LOG2E = 1.4426950408889634
+# SAME products fold both squared-norm terms into the operands (FOLD, see the kernel); a switch for
+# measuring the two forms against each other
+FOLD = True
 
 try:
     import triton
@@ -369,20 +372,38 @@ def _pow2_factor(top, TOP: tl.constexpr):
 
 
 @_jit
+def _fold_scale(top, c, D: tl.constexpr):
+    """G = 2^e with c·D·top² / G in [2^13, 2^14): the folded operands hold s / G (FOLD)."""
+    return _pow2_factor(c * D * top * top, 13)
+
+
+@_jit
+def _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d):
+    """[BLOCK, BLOCK_D] chunk of x − centre; zero on padded rows and columns."""
+    m_c = o_c < d
+    b_x = tl.load(x_ptr + o_r[:, None] * d + o_c[None, :], mask=m_r[:, None] & m_c[None, :], other=0.0)
+    return tl.where(m_r[:, None], b_x - tl.load(ctr_ptr + o_c, mask=m_c, other=0.0)[None, :], 0.0)
+
+
+@_jit
 def _pack_points_kernel(
     x_ptr,           # [n, d]
     ctr_ptr,         # [d]  the centre subtracted from every point (the keys' mean)
     top_ptr,         # [1]  max |x − centre| (float32; SPLIT)
     c_ptr,           # [1]  c (GAUSSIAN)
     bias_ptr,        # [n]  log-bias (BIAS)
-    hi_ptr, lo_ptr,  # [n_pad, BLOCK_D * D_CHUNKS] x · 2^−e as float16 hi + lo (SPLIT), or x; zero padding
+    hi_ptr, lo_ptr,  # [n_pad, BLOCK_D * D_CHUNKS] x · 2^−e as float16 hi + lo (SPLIT), or x; zero padding;
+                     #   FOLD: the folded query or key operand (section comment)
     t_ptr,           # [n_pad] −c‖x‖² + log-bias (times log2(e) with EXP2) if GAUSSIAN, else ‖x‖²; FILL padding
     n, d,
     FILL: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     GAUSSIAN: tl.constexpr, BIAS: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr,
+    FOLD: tl.constexpr, QUERY: tl.constexpr,
 ):
     """Operands of the tile kernels for one set of points: centred, padded, scaled, split, with
-    the squared-norm term (see the section comment)."""
+    the squared-norm term (see the section comment). FOLD (Gaussian, SPLIT, no bias): the
+    squared norms join the operand as columns d and d + 1, queries [x / 2^e, 1, t / G], keys
+    [x · 2c·2^e / G, t / G, 1], so that one dot gives s / G."""
     i_r = tl.program_id(0).to(tl.int64)
     D: tl.constexpr = BLOCK_D * D_CHUNKS
     o_r = i_r * BLOCK + tl.arange(0, BLOCK)
@@ -393,25 +414,44 @@ def _pack_points_kernel(
         f = _pow2_factor(tl.load(top_ptr), 7)
     for i_d in range(D_CHUNKS):
         o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        m_c = o_c < d
-        b_x = tl.load(x_ptr + o_r[:, None] * d + o_c[None, :], mask=m_r[:, None] & m_c[None, :], other=0.0)
-        b_x = tl.where(m_r[:, None], b_x - tl.load(ctr_ptr + o_c, mask=m_c, other=0.0)[None, :], 0.0)
+        b_x = _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d)
         b_norm += tl.sum(b_x * b_x, 1)
-        p = o_r[:, None] * D + o_c[None, :]
-        if SPLIT:
-            b_x = b_x / f
-            b_hi = b_x.to(tl.float16)
-            tl.store(hi_ptr + p, b_hi)
-            tl.store(lo_ptr + p, (b_x - b_hi.to(tl.float32)).to(tl.float16))
-        else:
-            tl.store(hi_ptr + p, b_x)
+        if not FOLD:
+            p = o_r[:, None] * D + o_c[None, :]
+            if SPLIT:
+                b_x = b_x / f
+                b_hi = b_x.to(tl.float16)
+                tl.store(hi_ptr + p, b_hi)
+                tl.store(lo_ptr + p, (b_x - b_hi.to(tl.float32)).to(tl.float16))
+            else:
+                tl.store(hi_ptr + p, b_x)
     if GAUSSIAN:
-        b_norm = -tl.load(c_ptr) * b_norm
+        c = tl.load(c_ptr)
+        b_norm = -c * b_norm
         if BIAS:
             b_bias = tl.load(bias_ptr + o_r, mask=m_r, other=0.0)
             if EXP2:
                 b_bias = b_bias * 1.4426950408889634
             b_norm += b_bias
+        if FOLD:
+            # second pass (the chunks are re-read): the norm columns need every chunk's sum first
+            G = _fold_scale(tl.load(top_ptr), c, D)
+            b_tg = b_norm / G
+            for i_d in range(D_CHUNKS):
+                o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
+                b_x = _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d)
+                if QUERY:
+                    b_x = b_x / f
+                    b_x = tl.where((o_c == d)[None, :] & m_r[:, None], 1.0, b_x)
+                    b_x = tl.where((o_c == d + 1)[None, :], b_tg[:, None], b_x)
+                else:
+                    b_x = b_x * (2.0 * c * f / G)
+                    b_x = tl.where((o_c == d)[None, :], b_tg[:, None], b_x)
+                    b_x = tl.where((o_c == d + 1)[None, :] & m_r[:, None], 1.0, b_x)
+                p = o_r[:, None] * D + o_c[None, :]
+                b_hi = b_x.to(tl.float16)
+                tl.store(hi_ptr + p, b_hi)
+                tl.store(lo_ptr + p, (b_x - b_hi.to(tl.float32)).to(tl.float16))
     tl.store(t_ptr + o_r, tl.where(m_r, b_norm, FILL))
 
 
@@ -443,16 +483,17 @@ def _pack_values_kernel(
 
 @_jit
 def _scores(
-    b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, b_kt,
-    BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, SPLIT: tl.constexpr,
+    b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, kt_ptr,
+    BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, SPLIT: tl.constexpr, FOLD: tl.constexpr,
 ):
     """[BLOCK_M, BLOCK_N]: g · q̃_i·k̃_j + kt_j (one FMA per pair; the caller adds the row term),
-    q̃ and k̃ as float16 hi + lo parts (SPLIT) or float64. With one feature chunk
-    ``b_qh``/``b_ql`` are the preloaded query tiles; otherwise the features are walked in
-    chunks of BLOCK_D and they are unused."""
+    q̃ and k̃ as float16 hi + lo parts (SPLIT) or float64; FOLD: g · (folded dot) = s, the
+    whole exponent (one multiply per pair). With one feature chunk ``b_qh``/``b_ql`` are the
+    preloaded query tiles; otherwise the features are walked in chunks of BLOCK_D and they
+    are unused."""
     D: tl.constexpr = BLOCK_D * D_CHUNKS
     o_d = tl.arange(0, BLOCK_D)
-    b_dot = tl.zeros([o_m.shape[0], o_n.shape[0]], dtype=b_kt.dtype)
+    b_dot = tl.zeros([o_m.shape[0], o_n.shape[0]], dtype=kt_ptr.dtype.element_ty)
     for i_d in range(D_CHUNKS):
         o_dc = i_d * BLOCK_D + o_d
         if D_CHUNKS > 1:
@@ -470,7 +511,9 @@ def _scores(
             b_dot = tl.dot(b_qh, b_kh, acc=b_dot, out_dtype=tl.float32)
         else:
             b_dot = tl.dot(b_qh, b_kh, acc=b_dot, input_precision="ieee", out_dtype=b_dot.dtype)
-    return b_dot * g + b_kt[None, :]
+    if FOLD:
+        return b_dot * g
+    return b_dot * g + tl.load(kt_ptr + o_n)[None, :]
 
 
 @_jit
@@ -510,16 +553,17 @@ def _gaussian_tile(
     qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
-    SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr,
+    SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
 ):
     """One key tile [start_n, start_n + BLOCK_N) of ``_gaussian_tiles_kernel``: returns the updated
     (accumulator, running max, running sum); the symmetric side goes out by atomic adds. DIAG:
     the symmetric kernel's diagonal tile, whose self-distances are set to 0."""
     o_n = start_n + tl.arange(0, BLOCK_N)
     # [BLOCK_M, BLOCK_N]: s_ij − qt_i = 2c q_i·k_j − c‖k_j‖² (+ log-bias), −inf on padded keys
-    b_s = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(kt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
-    # the row term joins s here (SAME, SIGMA), else only the row's maximum at the end
-    if SAME or SIGMA:
+    b_s = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, kt_ptr, BLOCK_D, D_CHUNKS, SPLIT, FOLD)
+    # the row term joins s here (SAME, SIGMA; it is in the folded dot already), else only the
+    # row's maximum at the end
+    if (SAME or SIGMA) and not FOLD:
         b_s = b_s + b_qt[:, None]
     if DIAG:
         # a point's distance to itself is exactly 0, not the rounding of ‖x‖² + ‖x‖² − 2 x·x
@@ -564,7 +608,8 @@ def _gaussian_range(
     qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
-    SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
+    SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     """Key tiles start, start + BLOCK_N, … below stop (``_gaussian_tile`` each); INTERPRET: a
     while loop (the interpreter cannot take a runtime range bound), else a pipelined for loop."""
@@ -574,7 +619,7 @@ def _gaussian_range(
             b_acc, b_max, b_sum = _gaussian_tile(
                 b_acc, b_max, b_sum, start_n, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
                 qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2, FOLD,
             )
             start_n += BLOCK_N
     else:
@@ -582,7 +627,7 @@ def _gaussian_range(
             b_acc, b_max, b_sum = _gaussian_tile(
                 b_acc, b_max, b_sum, start_n, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
                 qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2, FOLD,
             )
     return b_acc, b_max, b_sum
 
@@ -607,7 +652,8 @@ def _gaussian_tiles_kernel(
     n_q, n_k, m, ldw,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     BLOCK_V: tl.constexpr, ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr,
-    SYMMETRIC: tl.constexpr, SAME: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, INTERPRET: tl.constexpr,
+    SYMMETRIC: tl.constexpr, SAME: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):
     """out = diag(rs) · G · W for G_ij = exp(s_ij · isq_i · isk_j), one (row block, value column
     block) per program; with SOFTMAX, softmax_j(s_ij) · W and its log-sum-exp.
@@ -623,7 +669,9 @@ def _gaussian_tiles_kernel(
     to both sides, out_I += G_IJ W_J in registers and out_J += rs_J G_IJᵀ W_I by atomic adds,
     so each block is exponentiated once; the diagonal block is its own loop (DIAG: the exact
     zero self-distance costs a select there only). Programs are numbered longest-first.
-    INTERPRET: see ``_gaussian_range``.
+    FOLD (SAME, SPLIT, not SIGMA or SYMMETRIC): both squared-norm terms are columns of the
+    operands (``_pack_points_kernel``), so the dot is s / G and a pair costs one multiply before
+    its exponential (against an FMA and an add). INTERPRET: see ``_gaussian_range``.
     """
     i_m = tl.program_id(0).to(tl.int64)
     i_v = tl.program_id(1).to(tl.int64)
@@ -640,6 +688,8 @@ def _gaussian_tiles_kernel(
     if SPLIT:
         g = g * _pow2_factor(tl.load(topq_ptr), 7) * _pow2_factor(tl.load(topk_ptr), 7)
         b_vs = _pow2_factor(tl.load(vtop_ptr + o_v, mask=m_v, other=0.0), 13)
+    if FOLD:  # the folded operands give s / G (the pack kernel's G from the same top and c)
+        g = _fold_scale(tl.load(topk_ptr), tl.load(c_ptr), D)
     # [BLOCK_M, BLOCK_D]: the query tile when the features fit one chunk
     b_qh = _load_tile(qh_ptr, o_m, o_d, D)
     b_ql = b_qh
@@ -666,12 +716,12 @@ def _gaussian_tiles_kernel(
         b_acc, b_max, b_sum = _gaussian_range(
             b_acc, b_max, b_sum, i_m * BLOCK_M, d_hi, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
             qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-            BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, True, SPLIT, EXP2, INTERPRET,
+            BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, True, SPLIT, EXP2, FOLD, INTERPRET,
         )
     b_acc, b_max, b_sum = _gaussian_range(
         b_acc, b_max, b_sum, d_hi, n_k, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
         qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-        BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, False, SPLIT, EXP2, INTERPRET,
+        BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, False, SPLIT, EXP2, FOLD, INTERPRET,
     )
     # the rows' maximal exponents, with the row term (in s already with SIGMA)
     b_top = b_max
@@ -709,7 +759,7 @@ def _knn_tile(
     o_s = tl.arange(0, K_PAD)
     o_n = start_n + tl.arange(0, BLOCK_N).to(tl.int64)
     # [BLOCK_M, BLOCK_N]: squared distances, +inf on padded keys (and on self)
-    b_d2 = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(kt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
+    b_d2 = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, kt_ptr, BLOCK_D, D_CHUNKS, SPLIT, False)
     b_d2 = tl.maximum(b_d2 + b_qt[:, None], 0.0)
     if EXCLUDE_SELF:
         b_d2 = tl.where(o_n[None, :] == o_m[:, None], float("inf"), b_d2)
@@ -805,7 +855,7 @@ def _bgh_tile(
     ACC = b_qt.dtype
     o_n = start_n + tl.arange(0, BLOCK)
     # [BLOCK, BLOCK]: −d2; −inf for padding; exactly 0 on the diagonal (S(ε) → n as ε → 0)
-    b_d2 = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, tl.load(xt_ptr + o_n), BLOCK_D, D_CHUNKS, SPLIT)
+    b_d2 = _scores(b_qh, b_ql, qh_ptr, ql_ptr, kh_ptr, kl_ptr, o_m, o_n, g, xt_ptr, BLOCK_D, D_CHUNKS, SPLIT, False)
     b_d2 = tl.maximum(b_d2 + b_qt[:, None], 0.0)
     b_nd2 = -tl.where((o_m[:, None] == o_n[None, :]) & (o_n < n)[None, :], 0.0, b_d2)
     w = tl.where(start_n > lo, 2.0, 1.0).to(tl.float64)
@@ -916,24 +966,26 @@ def _features_split(d: int) -> tuple[int, int]:
 
 
 def _pack_points(X: Tensor, ctr: Tensor, n_pad: int, block_d: int, d_chunks: int, fill: float, *,
-                 c: Tensor | None = None, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+                 c: Tensor | None = None, bias: Tensor | None = None, fold: str | None = None,
+                 top: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """(hi, lo, t, top) for ``_pack_points_kernel``: the operands of X − ctr and max |x − ctr|
     (float32), or (x − ctr padded, None, t, None) for float64. ``c`` given: the Gaussian row
-    term with ``bias``."""
+    term with ``bias``. ``fold``: "query" or "key" (FOLD, float32 Gaussian without bias), with
+    ``top`` the keys' when given."""
     n, d = X.shape
     split = X.dtype == torch.float32
     width = block_d * d_chunks
     hi = torch.empty(n_pad, width, dtype=torch.float16 if split else X.dtype, device=X.device)
     lo = torch.empty_like(hi) if split else None
     t = torch.empty(n_pad, dtype=X.dtype, device=X.device)
-    top = None
-    if split:  # the same float32 subtractions as the kernel's, at the columns' extremes
+    if split and top is None:  # the same float32 subtractions as the kernel's, at the columns' extremes
         lo_x, hi_x = torch.aminmax(X, dim=0)
         top = torch.maximum(hi_x - ctr, ctr - lo_x).amax().reshape(1)
     block = 64
     _pack_points_kernel[(n_pad // block,)](
         X, ctr, top, c, bias, hi, lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
-        GAUSSIAN=c is not None, BIAS=bias is not None, SPLIT=split, EXP2=split, num_warps=4,
+        GAUSSIAN=c is not None, BIAS=bias is not None, SPLIT=split, EXP2=split, FOLD=fold is not None,
+        QUERY=fold == "query", num_warps=4,
     )
     return hi, lo, t, top
 
@@ -962,7 +1014,9 @@ def _gaussian_launch(
     split = exp2 = Q.dtype == torch.float32
     (n_q, d), n_k, m = Q.shape, K.shape[0], W.shape[1]
     symmetric, softmax = job == "sym", job == "softmax"
-    block_d, d_chunks = _features_split(d)
+    same = symmetric or (K is Q and not softmax)  # queries are the keys: no running maximum
+    fold = FOLD and split and same and not symmetric and sigma_q is None
+    block_d, d_chunks = _features_split(d + 2 if fold else d)
     block_v = min(_pow2_at_least(m), 64)
     ldw = _round_up(m, block_v)
     cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v)
@@ -971,9 +1025,11 @@ def _gaussian_launch(
     q_pad, k_pad = _round_up(n_q, tile), _round_up(n_k, tile)
     c = torch.full((1,), beta * _LOG2E if exp2 else beta, dtype=Q.dtype, device=Q.device)
     ctr = reference.centre(K)
-    kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias)
-    same = symmetric or (K is Q and not softmax)  # queries are the keys: no running maximum
-    if K is Q and log_bias is None:  # padded query rows are never stored: their −inf is harmless
+    kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias,
+                                    fold="key" if fold else None)
+    if fold:  # padded keys: zero operand rows (s = 0, finite) against zero value rows
+        qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c, fold="query", top=topk)
+    elif K is Q and log_bias is None:  # padded query rows are never stored: their −inf is harmless
         qh, ql, qt, topq = kh, kl, kt, topk
     else:
         qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c)
@@ -986,7 +1042,7 @@ def _gaussian_launch(
         qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw,
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
-        SPLIT=split, EXP2=exp2, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        SPLIT=split, EXP2=exp2, FOLD=fold, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse
 
