@@ -190,39 +190,42 @@ OP = Op(
 
 TUNE_CONFIGS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
     # (block_m, block_n, num_warps, num_stages); "sym" needs block_m == block_n
-    "matmat": ((128, 64, 8, 2), (128, 128, 8, 2), (64, 64, 4, 2), (128, 64, 4, 2), (128, 64, 8, 3), (64, 128, 4, 2),
-               (256, 64, 8, 2), (128, 64, 4, 3), (128, 128, 8, 3)),
-    "sym": ((128, 128, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3)),
+    "matmat": ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 8, 3),
+               (64, 128, 4, 2), (64, 128, 4, 3), (128, 128, 8, 2)),
+    "sym": ((128, 128, 8, 3), (64, 64, 4, 3)),
 }
 
 
 def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, device: str = "cuda") -> None:
-    """Time every ``TUNE_CONFIGS`` entry of the float32 plain and symmetric products (CUDA only;
-    ~1 minute): ``python -m flashmarkov.bench.diffusion``. Prints ms and G pairs/s (N² / time)
-    per config; ``tiles.pick_config`` is swapped for the job under test and restored."""
+    """Time every ``TUNE_CONFIGS`` entry of the float32 plain (with and without ``tiles.FOLD``)
+    and symmetric products (CUDA only; ~1 minute): ``python -m flashmarkov.bench.diffusion
+    [N ...]``. Prints ms and G pairs/s (N² / time) per config; ``tiles.pick_config`` is swapped
+    for the job under test and restored."""
     import triton.testing
 
     from flashmarkov.diffusion import tiles
 
-    original = tiles.pick_config
+    original, fold = tiles.pick_config, tiles.FOLD
+    runs = [("matmat", True), ("matmat", False), ("sym", False)]
     try:
         for n in sizes:
             case = Case("diffusion", "MV", "fwd", "float32", (n, d, k), n, False)
             x = make_inputs(case, torch.device(device), 0)
-            for job, configs in TUNE_CONFIGS.items():
-                for bm, bn, warps, stages in configs:
+            for job, tiles.FOLD in runs:
+                for bm, bn, warps, stages in TUNE_CONFIGS[job]:
                     cfg = tiles.TileConfig(bm, bn, warps, stages)
                     tiles.pick_config = lambda j, *a, c=cfg, job=job: c if j == job else original(j, *a)
                     fn = _flashmarkov if job == "matmat" else _flashmarkov_sym
+                    name = f"{job}{' fold' if tiles.FOLD and job == 'matmat' else ''}"
                     try:
                         ms = triton.testing.do_bench(lambda: fn(x.X, x.V, x.r, x.beta), warmup=10, rep=50)
                     except Exception as exc:  # a config that does not fit (shared memory, registers)
-                        print(f"N={n:>7d} {job:>6s} {bm}x{bn} w{warps} s{stages}: failed ({type(exc).__name__})")
+                        print(f"N={n:>7d} {name:>11s} {bm}x{bn} w{warps} s{stages}: failed ({type(exc).__name__})")
                         continue
-                    print(f"N={n:>7d} {job:>6s} {bm}x{bn} w{warps} s{stages}: {ms:8.3f} ms {n * n / ms / 1e6:7.0f} G pairs/s",
+                    print(f"N={n:>7d} {name:>11s} {bm}x{bn} w{warps} s{stages}: {ms:8.3f} ms {n * n / ms / 1e6:7.0f} G pairs/s",
                           flush=True)
     finally:
-        tiles.pick_config = original
+        tiles.pick_config, tiles.FOLD = original, fold
 
 
 if __name__ == "__main__":
