@@ -214,7 +214,7 @@ def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, devic
             for job, tiles.FOLD in runs:
                 for bm, bn, warps, stages in TUNE_CONFIGS[job]:
                     cfg = tiles.TileConfig(bm, bn, warps, stages)
-                    tiles.pick_config = lambda j, *a, c=cfg, job=job: c if j == job else original(j, *a)
+                    tiles.pick_config = lambda j, *a, c=cfg, job=job: c if j == job else original(j, *a)  # noqa: E731
                     fn = _flashmarkov if job == "matmat" else _flashmarkov_sym
                     name = f"{job}{' fold' if tiles.FOLD and job == 'matmat' else ''}"
                     try:

@@ -934,13 +934,14 @@ def _pow2_at_least(n: int, floor: int = 16) -> int:
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
-def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int) -> TileConfig:
+def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bool = False) -> TileConfig:
     """Tile shape per job ("matmat", "rowsum", "sym", "softmax", "knn", "bgh"), dtype, padded
-    feature width and value block; tl.dot needs every tile side >= 16 and the symmetric job
-    square tiles. Wide features or value blocks get smaller tiles and one stage, to fit shared
-    memory. First choices, checked to compile for sm_90 without spills in the common cases,
-    not tuned (notes/diffusion-tiles.md). Under the interpreter 16 x 16, so small tests cross
-    many tiles."""
+    feature width, value block and FOLD; tl.dot needs every tile side >= 16 and the symmetric
+    job square tiles. Wide features or value blocks get smaller tiles and one stage, to fit
+    shared memory. The float32 matmat/rowsum choices are the fastest of
+    ``flashmarkov.bench.diffusion.tune`` on an H100 (N = 65 536 and 262 144, d = 3, k = 16:
+    notes/diffusion-tiles.md); the others are first choices checked to compile for sm_90
+    without spills. Under the interpreter 16 x 16, so small tests cross many tiles."""
     if _runtime.interpreting():
         return TileConfig(16, 16, 1)
     narrow = width <= 32 and block_v <= 32
@@ -952,7 +953,11 @@ def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int) -> TileC
         return TileConfig(64, 64 if job == "sym" else 32, 4) if narrow else TileConfig(32, 32, 4, 1)
     if job == "sym":  # the transposed side costs m / BLOCK atomic adds per pair: large tiles
         return TileConfig(128, 128, 8) if narrow else TileConfig(64, 64, 4, 1)
-    return TileConfig(128, 64, 8) if narrow else TileConfig(64, 32, 4, 1)
+    if not narrow:
+        return TileConfig(64, 32, 4, 1)
+    if job in ("matmat", "rowsum"):  # 64 pairs per thread with FOLD (127 registers), 32 without
+        return TileConfig(128, 64, 4, 3) if fold else TileConfig(64, 64, 4, 3)
+    return TileConfig(128, 64, 8)
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -1019,7 +1024,7 @@ def _gaussian_launch(
     block_d, d_chunks = _features_split(d + 2 if fold else d)
     block_v = min(_pow2_at_least(m), 64)
     ldw = _round_up(m, block_v)
-    cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v)
+    cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v, fold)
     block_n = cfg.block_m if symmetric else cfg.block_n
     tile = max(cfg.block_m, block_n, 64)
     q_pad, k_pad = _round_up(n_q, tile), _round_up(n_k, tile)
