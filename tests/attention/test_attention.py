@@ -204,6 +204,19 @@ BAD = [
     (dict(softmax_scale="1"), TypeError, "softmax_scale must be"),
     (dict(layout="bsdh"), ValueError, "layout='bsdh'"),
     (dict(return_lse=None), TypeError, "return_lse must be a bool"),
+    # next to the common case that __init__ checks in one expression
+    (dict(window=(-1.0, -1)), TypeError, "window left must be an int"),
+    (dict(window=(True, -1)), TypeError, "window left must be an int"),
+    (dict(window=[0, -2]), ValueError, "window"),
+    (dict(softcap=math.nan), ValueError, "softcap=nan"),
+    (dict(softcap=math.inf), ValueError, "softcap=inf"),
+    (dict(softmax_scale=math.nan), ValueError, "softmax_scale=nan"),
+    (dict(softmax_scale=-math.inf), ValueError, "softmax_scale=-inf"),
+    (dict(deterministic=0), TypeError, "deterministic must be a bool"),
+    (dict(q=Q.half()), TypeError, "k has dtype torch.float32 but q has torch.float16"),
+    (dict(q=Q.unsqueeze(0)), ValueError, "q must have 4 dimensions"),
+    (dict(v=K.to(torch.float16)), TypeError, "v has dtype"),
+    (dict(v=torch.randn(1, 2, 8, 6, requires_grad=True)), ValueError, "v has shape"),
 ]
 
 

@@ -24,8 +24,11 @@ import triton.language as tl
 from .. import _host
 from .forward import (
     LOG2E,
+    AttnConfig,
+    LeanKernel,
     Problem,
     block_d,
+    dot_precision,
     key_band,
     large_offsets,
     load_tile,
@@ -137,7 +140,8 @@ def _attn_bwd_dkdv_kernel(
     s_dkb, s_dkh, s_dks, s_dkd,
     s_dvb, s_dvh, s_dvs, s_dvd,
     s_lb, s_lh,
-    max_sq, max_sk, group, scale, softcap, wl, wr,
+    max_sq, max_sk, group, wl, wr,
+    scale, softcap,  # floats last (launch.LeanKernel's argument order)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -252,7 +256,8 @@ def _attn_bwd_dq_kernel(
     s_db, s_dh, s_ds, s_dd,
     s_dqb, s_dqh, s_dqs, s_dqd,
     s_lb, s_lh,
-    max_sq, max_sk, group, scale, softcap, wl, wr,
+    max_sq, max_sk, group, wl, wr,
+    scale, softcap,  # floats last (launch.LeanKernel's argument order)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -313,29 +318,47 @@ def attention_backward(
     delta = torch.empty(lse.shape, dtype=torch.float32, device=lse.device)
     if dlse is not None and dlse.stride() != lse.stride():
         dlse = dlse.contiguous()
-    common = dict(
-        HEAD_DIM=prob.head_dim, BLOCK_D=block_d(prob.head_dim),
-        HAS_LEFT=prob.has_left, HAS_RIGHT=prob.has_right, SOFTCAP=prob.softcap > 0, VARLEN=varlen,
-        DOT_PREC=prob.dot_precision(q.dtype), LARGE=large_offsets(q, k, v, do, dq, dk, dv),
+    head_dim, max_sq, dtype = prob.head_dim, prob.max_sq, q.dtype
+    s_q, s_k, s_v, s_do = strides4(q, varlen), strides4(k, varlen), strides4(v, varlen), strides4(do, varlen)
+    s_lse = lse_strides(lse, varlen)
+    flags = (prob.has_left, prob.has_right, prob.softcap > 0, varlen, large_offsets(q, k, v, do, dq, dk, dv))
+
+    def options(cfg: AttnConfig) -> dict:
+        has_left, has_right, softcap, varlen, large = flags
+        return dict(
+            HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+            HAS_LEFT=has_left, HAS_RIGHT=has_right, SOFTCAP=softcap, VARLEN=varlen,
+            DOT_PREC=dot_precision(dtype), LARGE=large, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )
+
+    band = (max_sq, prob.max_sk, prob.hq // prob.hkv, prob.wl, prob.wr)
+    floats = (prob.scale, prob.softcap or 1.0)
+    pre, has_dlse = pick_config("delta", head_dim), dlse is not None
+    _PRE(
+        (_host.cdiv(max(max_sq, 1), pre.block_m), prob.hq, prob.n_seq),
+        (dtype, None if dlse is None else dlse.dtype, pre, head_dim, varlen),
+        (o, do, dlse, delta, prob.cu_q), (*strides4(o, varlen), *s_do, *s_lse, max_sq), (),
+        lambda: dict(
+            HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=pre.block_m, HAS_DLSE=has_dlse, VARLEN=varlen,
+            num_warps=pre.num_warps,
+        ),
     )
-    band = (prob.max_sq, prob.max_sk, prob.group, prob.scale, prob.softcap or 1.0, prob.wl, prob.wr)
-    pre = pick_config("delta", prob.head_dim)
-    _attn_bwd_preprocess_kernel[(_host.cdiv(max(prob.max_sq, 1), pre.block_m), prob.hq, prob.n_seq)](
-        o, do, dlse, delta, prob.cu_q, *strides4(o, varlen), *strides4(do, varlen), *lse_strides(lse, varlen),
-        prob.max_sq, HEAD_DIM=prob.head_dim, BLOCK_D=block_d(prob.head_dim), BLOCK_M=pre.block_m,
-        HAS_DLSE=dlse is not None, VARLEN=varlen, num_warps=pre.num_warps,
+    cfg = pick_config("dkdv", head_dim)
+    _DKDV(
+        (_host.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq), (dtype, cfg, head_dim, flags),
+        (q, k, v, do, dk, dv, lse, delta, prob.cu_q, prob.cu_k),
+        (*s_q, *s_k, *s_v, *s_do, *strides4(dk, varlen), *strides4(dv, varlen), *s_lse, *band), floats,
+        lambda cfg=cfg: options(cfg),
     )
-    cfg = pick_config("dkdv", prob.head_dim)
-    _attn_bwd_dkdv_kernel[(_host.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq)](
-        q, k, v, do, dk, dv, lse, delta, prob.cu_q, prob.cu_k,
-        *strides4(q, varlen), *strides4(k, varlen), *strides4(v, varlen), *strides4(do, varlen),
-        *strides4(dk, varlen), *strides4(dv, varlen), *lse_strides(lse, varlen), *band,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common,
+    cfg = pick_config("dq", head_dim)
+    _DQ(
+        (_host.cdiv(max(max_sq, 1), cfg.block_m), prob.hq, prob.n_seq), (dtype, cfg, head_dim, flags),
+        (q, k, v, do, dq, lse, delta, prob.cu_q, prob.cu_k),
+        (*s_q, *s_k, *s_v, *s_do, *strides4(dq, varlen), *s_lse, *band), floats,
+        lambda cfg=cfg: options(cfg),
     )
-    cfg = pick_config("dq", prob.head_dim)
-    _attn_bwd_dq_kernel[(_host.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq)](
-        q, k, v, do, dq, lse, delta, prob.cu_q, prob.cu_k,
-        *strides4(q, varlen), *strides4(k, varlen), *strides4(v, varlen), *strides4(do, varlen),
-        *strides4(dq, varlen), *lse_strides(lse, varlen), *band,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common,
-    )
+
+
+_PRE = LeanKernel(_attn_bwd_preprocess_kernel)
+_DKDV = LeanKernel(_attn_bwd_dkdv_kernel)
+_DQ = LeanKernel(_attn_bwd_dq_kernel)

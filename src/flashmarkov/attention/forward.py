@@ -17,21 +17,21 @@ Shared helpers (band bounds, scores, masks) are used by ``backward.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import _host, _runtime
+from .launch import LeanKernel
 
 Tensor = torch.Tensor
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
 
-@dataclass(frozen=True)
-class AttnConfig:
+class AttnConfig(NamedTuple):
     """Tile sizes and launch parameters of one kernel."""
 
     block_m: int
@@ -53,9 +53,18 @@ def pick_config(kind: str, head_dim: int) -> AttnConfig:
     and at most 88 B at D = 256. Under the interpreter, small tiles so that short sequences still span
     several tiles.
     """
-    if _runtime.interpreting():
+    cfg = _CONFIGS.get((kind, head_dim))
+    if cfg is None:
+        cfg = _CONFIGS[kind, head_dim] = _pick_config(kind, block_d(head_dim), _runtime.interpreting())
+    return cfg
+
+
+_CONFIGS: dict[tuple[str, int], AttnConfig] = {}  # pick_config's answers (it is on every launch's path)
+
+
+def _pick_config(kind: str, d: int, interpreting: bool) -> AttnConfig:
+    if interpreting:
         return AttnConfig(16, 16, 1, 1)
-    d = block_d(head_dim)
     if kind == "fwd":
         if d <= 64:
             return AttnConfig(128, 64, 4, 3)
@@ -69,13 +78,13 @@ def pick_config(kind: str, head_dim: int) -> AttnConfig:
     return AttnConfig(64, 64, 8, 1)  # "delta": the backward's Δ preprocess
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """What every attention kernel needs besides its tensors.
 
     Dense tensors are canonical (B, H, S, D) views; varlen ones (total, H, D) with ``n_seq``
     sequences given by ``cu_q`` / ``cu_k``. ``wl`` / ``wr`` are the band's left and right bounds
-    (``has_left`` / ``has_right`` say whether they apply; causal is wr = 0).
+    (``has_left`` / ``has_right`` say whether they apply; causal is wr = 0). A NamedTuple: it
+    is built on every call, and a frozen dataclass costs microseconds to build.
     """
 
     n_seq: int
@@ -102,9 +111,13 @@ class Problem:
         return self.hq // self.hkv
 
     def dot_precision(self, dtype: torch.dtype) -> str:
-        """IEEE dot products for float32 (no tf32: the documented float32 tolerance); "tf32",
-        Triton's default and without effect on half types, otherwise."""
-        return "ieee" if dtype == torch.float32 else "tf32"
+        return dot_precision(dtype)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """IEEE dot products for float32 (no tf32: the documented float32 tolerance); "tf32",
+    Triton's default and without effect on half types, otherwise."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def make_problem(
@@ -137,19 +150,24 @@ def make_problem(
 def large_offsets(*tensors: Tensor) -> bool:
     """True when an element offset inside one of ``tensors`` may not fit in int32: the kernels
     then compute in-sequence offsets in int64 (bases are always int64)."""
-    return any(x.untyped_storage().nbytes() // x.element_size() >= 2**31 for x in tensors)
+    for x in tensors:
+        if x.untyped_storage().nbytes() >= x.element_size() << 31:
+            return True
+    return False
 
 
-def strides4(x: Tensor, varlen: bool) -> tuple[int, int, int, int]:
+def strides4(x: Tensor, varlen: bool) -> tuple[int, ...]:
     """(batch, head, position, dim) element strides of a canonical tensor; varlen has no batch."""
     if varlen:
-        return 0, x.stride(1), x.stride(0), x.stride(2)
-    return x.stride(0), x.stride(1), x.stride(2), x.stride(3)
+        s = x.stride()
+        return 0, s[1], s[0], s[2]
+    return x.stride()
 
 
 def lse_strides(lse: Tensor, varlen: bool) -> tuple[int, int]:
     """(batch, head) strides of lse: (B, H, S) dense, (H, total) varlen; positions are contiguous."""
-    return (0, lse.stride(0)) if varlen else (lse.stride(0), lse.stride(1))
+    s = lse.stride()
+    return (0, s[0]) if varlen else (s[0], s[1])
 
 
 @triton.jit
@@ -302,7 +320,8 @@ def _attn_fwd_kernel(
     s_lb, s_lh,
     max_sq, max_sk,  # dense: the lengths; varlen: the largest lengths
     group,  # Hq // Hkv
-    scale, softcap, wl, wr,
+    wl, wr,
+    scale, softcap,  # floats last (launch.LeanKernel's argument order)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,  # HEAD_DIM padded to a power of two
     BLOCK_M: tl.constexpr,
@@ -359,16 +378,22 @@ def _attn_fwd_kernel(
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob: Problem) -> None:
     """Launch the forward: writes o (like q) and lse (float32) for canonical tensors."""
-    cfg = pick_config("fwd", prob.head_dim)
-    grid = (_host.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq)
-    _attn_fwd_kernel[grid](
-        q, k, v, o, lse, prob.cu_q, prob.cu_k,
-        *strides4(q, prob.varlen), *strides4(k, prob.varlen), *strides4(v, prob.varlen), *strides4(o, prob.varlen),
-        *lse_strides(lse, prob.varlen),
-        prob.max_sq, prob.max_sk, prob.group, prob.scale, prob.softcap or 1.0, prob.wl, prob.wr,
-        HEAD_DIM=prob.head_dim, BLOCK_D=block_d(prob.head_dim), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        HAS_LEFT=prob.has_left, HAS_RIGHT=prob.has_right, SOFTCAP=prob.softcap > 0, VARLEN=prob.varlen,
-        DOT_PREC=prob.dot_precision(q.dtype), LARGE=large_offsets(q, k, v, o),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    head_dim, varlen, cfg = prob.head_dim, prob.cu_q is not None, pick_config("fwd", prob.head_dim)
+    has_left, has_right, softcap = prob.has_left, prob.has_right, prob.softcap > 0
+    large = large_offsets(q, k, v)  # o is new, like q: its storage is no larger than q's
+    _FWD(
+        (_host.cdiv(max(prob.max_sq, 1), cfg.block_m), prob.hq, prob.n_seq),
+        (q.dtype, cfg, head_dim, has_left, has_right, softcap, varlen, large),
+        (q, k, v, o, lse, prob.cu_q, prob.cu_k),
+        (*strides4(q, varlen), *strides4(k, varlen), *strides4(v, varlen), *strides4(o, varlen),
+         *lse_strides(lse, varlen), prob.max_sq, prob.max_sk, prob.hq // prob.hkv, prob.wl, prob.wr),
+        (prob.scale, prob.softcap or 1.0),
+        lambda: dict(
+            HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+            HAS_LEFT=has_left, HAS_RIGHT=has_right, SOFTCAP=softcap, VARLEN=varlen,
+            DOT_PREC=dot_precision(q.dtype), LARGE=large, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        ),
     )
 
+
+_FWD = LeanKernel(_attn_fwd_kernel)

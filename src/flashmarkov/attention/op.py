@@ -11,6 +11,8 @@ their input on every backend, so real and fake tensors agree. The backward's lse
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import _runtime
@@ -50,10 +52,17 @@ def attention_fwd(
         o.copy_(o_ref)
         lse.copy_(lse_ref)
         return o, lse
-    from .forward import attention_forward, make_problem
-
-    attention_forward(q, k, v, o, lse, make_problem(q, k, cu_q, cu_k, max_sq, max_sk, scale, causal, wl, wr, softcap))
+    fwd = _kernels()[0]
+    fwd.attention_forward(q, k, v, o, lse, fwd.make_problem(q, k, cu_q, cu_k, max_sq, max_sk, scale, causal, wl, wr, softcap))
     return o, lse
+
+
+@functools.cache
+def _kernels() -> tuple:
+    """(forward, backward) kernel modules, imported on first use (they import Triton)."""
+    from . import backward, forward
+
+    return forward, backward
 
 
 attention_op = torch.library.custom_op("flashmarkov::attention", attention_fwd, mutates_args=())
@@ -80,11 +89,9 @@ def attention_bwd(
         for dst, src in zip((dq, dk, dv), grads, strict=True):
             dst.copy_(src)
         return dq, dk, dv
-    from .backward import attention_backward
-    from .forward import make_problem
-
-    prob = make_problem(q, k, cu_q, cu_k, max_sq, max_sk, scale, causal, wl, wr, softcap)
-    attention_backward(do, q, k, v, o, lse, dlse, dq, dk, dv, prob)
+    fwd, bwd = _kernels()
+    prob = fwd.make_problem(q, k, cu_q, cu_k, max_sq, max_sk, scale, causal, wl, wr, softcap)
+    bwd.attention_backward(do, q, k, v, o, lse, dlse, dq, dk, dv, prob)
     return dq, dk, dv
 
 
