@@ -325,3 +325,43 @@ OP = Op(
     floor_ms=floor_ms,
     tolerance=tolerance,
 )
+
+
+def host_split(shapes: list[tuple[int, int, int, int]], dtype: torch.dtype = torch.bfloat16) -> list[str]:
+    """Rows separating host time from kernel time of the forward, causal and not (CUDA only):
+    ``call`` = ``flash_attention`` (validation, allocation, launch), ``kernel`` = the forward
+    launch alone on preallocated outputs, ``host_us`` = wall time of ``call`` without
+    synchronisation (the Python side and the launch), ``sdpa`` = cuDNN SDPA, all via do_bench."""
+    import triton
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from flashmarkov.attention import flash_attention, forward
+
+    rows = [f"{'shape':>16} {'causal':>6} {'call_ms':>8} {'kernel_ms':>9} {'host_us':>7} {'sdpa_ms':>7}"]
+    for shape in shapes:
+        q, k, v = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(3))
+        for causal in (False, True):
+            o, lse = torch.empty_like(q), q.new_empty(shape[:3], dtype=torch.float32)
+            prob = forward.make_problem(q, k, None, None, shape[2], shape[2], shape[3] ** -0.5, causal, -1, -1, 0.0)
+            with torch.no_grad():
+                call = triton.testing.do_bench(lambda: flash_attention(q, k, v, causal=causal))
+                kernel = triton.testing.do_bench(lambda: forward.attention_forward(q, k, v, o, lse, prob))
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    sdpa = triton.testing.do_bench(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(200):
+                    flash_attention(q, k, v, causal=causal)
+                host = (time.perf_counter() - start) / 200 * 1e6
+                torch.cuda.synchronize()
+            rows.append(f"{'x'.join(map(str, shape)):>16} {causal!s:>6} {call:8.4f} {kernel:9.4f} {host:7.1f} {sdpa:7.4f}")
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .options import shapes as parse_shapes
+
+    print("\n".join(host_split(list(parse_shapes(sys.argv[1] if len(sys.argv) > 1 else "32x8x128x64,16x8x512x64,4x8x2048x64")))))
