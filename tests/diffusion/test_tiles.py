@@ -80,6 +80,35 @@ def test_same_points(sigma, beta, dtype, backend, nan_alloc):
     assert_close(tiles.gaussian_rowsum(X, X, beta, col_scale=r, sigma_q=s, sigma_k=s), G @ r.double(), dtype, "rowsum Q is K")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("min_tiles", [1, 5, 1000])
+@pytest.mark.parametrize("sigma", [False, True])
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+def test_same_points_key_splits(offset, sigma, min_tiles, dtype, backend, nan_alloc, monkeypatch):
+    """Q is K over many key tiles: the launch splits the keys into ranges (min_tiles 1: one tile
+    per split; 5: uneven ranges; 1000: no split) and sums the partial products; with float32
+    and no sigma the squared norms are folded into the operands (FOLD), also for a cloud far
+    from the origin with a local kernel (beta = 2, beta·‖x‖² ~ 5e3)."""
+    monkeypatch.setattr(tiles, "SPLIT_MIN_TILES", min_tiles)
+    n, beta = 203, 2.0 if offset else 0.4
+    X = (points(n, 3, torch.float64, 0.7) + offset).to(dtype)
+    V, r = points(n, 7, dtype), positive(n, dtype)
+    s = positive(n, dtype) if sigma else None
+    G = torch.exp(-beta * dense_d2(X, X) / ((s.double()[:, None] * s.double()[None, :]) if sigma else 1.0))
+    out = tiles.gaussian_matmat(X, X, V, beta, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s)
+    assert_close(out, r.double()[:, None] * (G @ (r.double()[:, None] * V.double())), dtype, "matmat key splits")
+    assert_close(tiles.gaussian_rowsum(X, X, beta, sigma_q=s, sigma_k=s), G.sum(1), dtype, "rowsum key splits")
+
+
+def test_key_splits_plan():
+    """Splits fill SPLIT_PROGRAMS_PER_SM programs per SM and keep SPLIT_MIN_TILES tiles each."""
+    cpu = torch.device("cpu")  # planned as for a 132-SM GPU
+    assert tiles.key_splits(4096, 4096, cpu) == 1
+    assert tiles.key_splits(128, 256, cpu) == 5
+    assert tiles.key_splits(128, 16, cpu) == 16 // tiles.SPLIT_MIN_TILES
+    assert tiles.key_splits(1, 4, cpu) == 1
+
+
 def test_float32_far_from_origin(backend, nan_alloc):
     """float32 points far from the origin (norm ~ 60, spread 0.5) with a local kernel (beta = 4:
     beta·‖x‖² ~ 1e4): the distances' norm expansion must cancel relative to the cloud's radius

@@ -638,7 +638,8 @@ def _gaussian_tiles_kernel(
     kh_ptr, kl_ptr,  # [n_k_pad, D]  k̃: the same for the keys
     wh_ptr, wl_ptr,  # [n_k_pad, ldw] values with the column scale folded in: float16 hi and lo
                      #                parts of each column times 2^-e (SPLIT), or the values
-    out_ptr,         # [n_q, m]      (zero-filled with SYMMETRIC: accumulated with atomic adds)
+    out_ptr,         # [splits, n_q, m] (zero-filled with SYMMETRIC: accumulated with atomic adds);
+                     #               key split i_s writes its partial sums to out_ptr[i_s]
     lse_ptr,         # [n_q]         (SOFTMAX)
     c_ptr,           # [1]           c
     topq_ptr,        # [1]           max |q| (float32; SPLIT): q̃ = q · 2^−eq
@@ -650,6 +651,7 @@ def _gaussian_tiles_kernel(
     isk_ptr,         # [n_k]         1 / sigma_k (SIGMA)
     vtop_ptr,        # [m]           max |w| per column (float32; SPLIT): W̃ = W · 2^−e
     n_q, n_k, m, ldw,
+    keys_per_split,  # keys per program along grid axis 2 (a multiple of BLOCK_N; SAME, not SYMMETRIC)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     BLOCK_V: tl.constexpr, ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr,
     SYMMETRIC: tl.constexpr, SAME: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
@@ -671,10 +673,14 @@ def _gaussian_tiles_kernel(
     zero self-distance costs a select there only). Programs are numbered longest-first.
     FOLD (SAME, SPLIT, not SIGMA or SYMMETRIC): both squared-norm terms are columns of the
     operands (``_pack_points_kernel``), so the dot is s / G and a pair costs one multiply before
-    its exponential (against an FMA and an add). INTERPRET: see ``_gaussian_range``.
+    its exponential (against an FMA and an add). Key splits (grid axis 2, SAME without
+    SYMMETRIC: no running maximum, so partial sums simply add): program (i_m, i_v, i_s) takes
+    keys [i_s·keys_per_split, (i_s + 1)·keys_per_split) and stores its partial product in
+    out[i_s]; the launcher sums them (few row blocks: small N). INTERPRET: see ``_gaussian_range``.
     """
     i_m = tl.program_id(0).to(tl.int64)
     i_v = tl.program_id(1).to(tl.int64)
+    i_s = tl.program_id(2).to(tl.int64)
     ACC = qt_ptr.dtype.element_ty
     D: tl.constexpr = BLOCK_D * D_CHUNKS
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -710,16 +716,17 @@ def _gaussian_tiles_kernel(
     # SYMMETRIC: the diagonal tile first (DIAG: exact zero self-distances), then the tiles after
     # it; else every key tile. (The plain kernel with SAME does not zero its diagonal: the select
     # raised it from 80 to 127 registers; its self-distances carry ~beta·2^-23·‖x − centre‖².)
-    d_hi = i_m * 0
+    k_lo = i_s * keys_per_split
+    k_hi = tl.minimum(k_lo + keys_per_split, n_k)
     if SYMMETRIC:
-        d_hi = i_m * BLOCK_M + BLOCK_M
+        k_lo = i_m * BLOCK_M + BLOCK_M
         b_acc, b_max, b_sum = _gaussian_range(
-            b_acc, b_max, b_sum, i_m * BLOCK_M, d_hi, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+            b_acc, b_max, b_sum, i_m * BLOCK_M, k_lo, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
             qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
             BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, True, SPLIT, EXP2, FOLD, INTERPRET,
         )
     b_acc, b_max, b_sum = _gaussian_range(
-        b_acc, b_max, b_sum, d_hi, n_k, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
+        b_acc, b_max, b_sum, k_lo, k_hi, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
         qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
         BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, False, SPLIT, EXP2, FOLD, INTERPRET,
     )
@@ -742,7 +749,7 @@ def _gaussian_tiles_kernel(
         b_acc = b_acc * tl.load(rs_ptr + o_m, mask=m_m, other=0.0)[:, None]
     if SPLIT:
         b_acc = b_acc * b_vs[None, :]
-    p_out = out_ptr + o_m[:, None] * m + o_v[None, :]
+    p_out = out_ptr + i_s * n_q * m + o_m[:, None] * m + o_v[None, :]
     if SYMMETRIC:
         tl.atomic_add(p_out, b_acc, mask=m_m[:, None] & m_v[None, :])
     else:
@@ -960,6 +967,21 @@ def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bo
     return TileConfig(128, 64, 8)
 
 
+# programs per SM a launch should reach before its keys are split (4 four-warp programs of 127
+# registers fit an SM), and the fewest key tiles a split keeps (its prologue amortised)
+SPLIT_PROGRAMS_PER_SM = 4
+SPLIT_MIN_TILES = 8
+
+
+def key_splits(n_programs: int, key_tiles: int, device: torch.device) -> int:
+    """How many key ranges a queries-are-keys launch of ``n_programs`` (row block, column block)
+    programs over ``key_tiles`` key tiles splits into: enough for SPLIT_PROGRAMS_PER_SM programs
+    per SM, each keeping at least SPLIT_MIN_TILES tiles (1: no split). The partial products
+    (splits × n × m floats) are summed by the launcher in a fixed order: deterministic."""
+    want = _host.cdiv(SPLIT_PROGRAMS_PER_SM * _host.sm_count(device), n_programs)
+    return max(1, min(want, key_tiles // SPLIT_MIN_TILES))
+
+
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -1039,17 +1061,21 @@ def _gaussian_launch(
     else:
         qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c)
     wh, wl, vtop = _pack_values(W, k_pad, ldw, block_v)
-    out = (torch.zeros if symmetric else torch.empty)((n_q, m), dtype=Q.dtype, device=Q.device)
+    n_programs = _host.cdiv(n_q, cfg.block_m) * (ldw // block_v)
+    splits = key_splits(n_programs, k_pad // block_n, Q.device) if same and not symmetric else 1
+    keys_per_split = _host.cdiv(k_pad // block_n, splits) * block_n
+    splits = _host.cdiv(n_k, keys_per_split)
+    out = (torch.zeros if symmetric else torch.empty)((splits, n_q, m), dtype=Q.dtype, device=Q.device)
     lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
     isq = None if sigma_q is None else 1.0 / sigma_q
     isk = None if sigma_k is None else (isq if symmetric else 1.0 / sigma_k)
-    _gaussian_tiles_kernel[(_host.cdiv(n_q, cfg.block_m), ldw // block_v)](
-        qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw,
+    _gaussian_tiles_kernel[(_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits)](
+        qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw, keys_per_split,
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
         SPLIT=split, EXP2=exp2, FOLD=fold, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    return out, lse
+    return (out[0] if splits == 1 else out.sum(0)), lse
 
 
 def _scaled(V: Tensor, scale: Tensor | None) -> Tensor:
