@@ -23,10 +23,16 @@ TIME_CONTIG = {  # (BLOCK_T, BLOCK_Q, num_warps)
     4: [(1024, 2, 4), (2048, 2, 8), (2048, 2, 4), (512, 4, 4), (1024, 4, 8), (4096, 2, 8)],
     2: [(1024, 2, 4), (2048, 2, 8), (2048, 2, 4), (512, 4, 4), (1024, 4, 8), (4096, 2, 8)],
 }
-CHANNEL_CONTIG = {
-    4: [(32, 64, 4), (64, 32, 4), (128, 16, 4), (16, 64, 2), (64, 64, 8), (32, 32, 2)],
-    2: [(16, 128, 4), (32, 64, 4), (64, 32, 4), (32, 128, 8), (16, 64, 2)],
+CHANNEL_CONTIG = {  # sliced tiles: (BLOCK_T, BLOCK_Q, num_warps, slice_k, slice_keep)
+    4: [(128, 32, 4, 8, 1), (256, 32, 4, 16, 0), (256, 64, 4, 16, 0), (64, 32, 4, 4, 1), (256, 64, 8, 8, 1)],
+    2: [(128, 32, 4, 8, 1), (256, 64, 4, 16, 0), (256, 32, 4, 16, 0), (128, 64, 4, 8, 1), (64, 64, 4, 4, 1)],
 }
+
+
+def parse_config(values: tuple[int, ...]) -> kernels.ScanConfig:
+    """(BLOCK_T, BLOCK_Q, num_warps[, slice_k[, slice_keep]]) -> ScanConfig."""
+    bt, bq, w, *rest = values
+    return kernels.ScanConfig(bt, bq, w, slice_k=rest[0] if rest else 1, slice_keep=bool(rest[1]) if len(rest) > 1 else True)
 
 
 def copy_bandwidth() -> float:
@@ -41,7 +47,11 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--case", type=int, default=None, help="run only case N (0-15), for one process per case")
-    ap.add_argument("--configs", default=None, help="BT,BQ,W[,WINDOW];... instead of the built-in lists")
+    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP]];... instead of the built-in lists")
+    ap.add_argument("--layout", choices=["bdt", "btd"], default=None, help="only this layout")
+    ap.add_argument("--shapes", default=None, help="comma-separated indices into CASES")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--default-only", action="store_true", help="time pick_config's tile only")
     args = ap.parse_args()
     bw = copy_bandwidth()
     print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s", flush=True)
@@ -49,6 +59,9 @@ def main() -> None:
     cases = [(c, d, l) for c in CASES for d in (torch.float32, torch.bfloat16) for l in ("bdt", "btd")]
     if args.case is not None:
         cases = [cases[args.case]]
+    shapes = [CASES[int(i)] for i in args.shapes.split(",")] if args.shapes else CASES
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    cases = [(c, d, l) for c, d, l in cases if c in shapes and d in dtypes and l == (args.layout or l)]
     for (B, D, T), dtype, layout in cases:
         shape, dim = ((B, D, T), 2) if layout == "bdt" else ((B, T, D), 1)
         g = (0.9 + 0.1 * torch.rand(shape, device="cuda")).to(dtype)
@@ -62,7 +75,9 @@ def main() -> None:
         if args.configs:
             table = [tuple(int(v) for v in c.split(",")) for c in args.configs.split(";")]
         default = kernels.pick_config(view.T, view.Q, itemsize, view.s_t == 1, False)
-        configs = [default] + [c for c in (kernels.ScanConfig(*t) for t in table) if c != default]
+        configs = [default] + [c for c in (parse_config(t) for t in table) if c != default]
+        if args.default_only:
+            configs = [default]
         if args.quick:
             configs = configs[:2]
         for cfg in configs:
@@ -77,12 +92,13 @@ def main() -> None:
             except Exception as e:  # a config that does not compile is reported, not fatal
                 print("FAILED", shape, dtype, cfg, repr(e)[:200])
                 continue
-            rec = dict(shape=list(shape), layout=layout, dtype=str(dtype), config=[cfg.block_t, cfg.block_q, cfg.num_warps],
+            rec = dict(shape=list(shape), layout=layout, dtype=str(dtype),
+                       config=[cfg.block_t, cfg.block_q, cfg.num_warps] + ([cfg.slice_k, int(cfg.slice_keep)] if view.s_t != 1 else []),
                        default=cfg == default, fwd_ms=t_f, bwd_ms=t_b,
                        fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b),
                        regs=[k_f.n_regs, k_b.n_regs], spills=[k_f.n_spills, k_b.n_spills])
             rows.append(rec)
-            print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} {str(rec['config']):18s} {'*' if rec['default'] else ' '} "
+            print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} {str(rec['config']):22s} {'*' if rec['default'] else ' '} "
                   f"fwd {t_f:7.4f} ms {rec['fwd_frac']:.3f}   bwd {t_b:7.4f} ms {rec['bwd_frac']:.3f}   f+b {rec['fwdbwd_frac']:.3f}"
                   f"  regs {rec['regs']} spills {rec['spills']}", flush=True)
     name = "scan_tune.json" if args.case is None else f"scan_tune_{args.case}.json"

@@ -18,12 +18,17 @@ from .helpers import check_scan, make_gates
 LAYOUTS = {"bdt": lambda T: ((2, 3, T), -1), "btd": lambda T: ((2, T, 3), 1)}
 
 
-@pytest.fixture(params=[True, False], ids=["lookback", "sequential"])
+def use_config(monkeypatch: pytest.MonkeyPatch, config: kernels.ScanConfig) -> None:
+    monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: config)
+
+
+@pytest.fixture(params=[(True, 2, True), (False, 4, False)], ids=["lookback", "sequential"])
 def small_tiles(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Tiles of 8 steps x 2 channels, so small T makes long chains of tiles, walked by the
-    look-back (one program per tile) or by one program per chain."""
-    config = kernels.ScanConfig(block_t=8, block_q=2, num_warps=1, lookback=request.param)
-    monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: config)
+    look-back (one program per tile) or by one program per chain. Channel-contiguous tiles are
+    sliced: 4 rows of 2 steps kept in registers (look-back), 2 rows of 4 steps re-read (sequential)."""
+    lookback, slice_k, keep = request.param
+    use_config(monkeypatch, kernels.ScanConfig(8, 2, 1, lookback=lookback, slice_k=slice_k, slice_keep=keep))
 
 
 @pytest.mark.parametrize("dtype", INTERPRETED_DTYPES)
@@ -43,6 +48,35 @@ def test_kernels_features(reverse, with_initial, with_final, offsets, layout, tr
         shape, dim, torch.float32, triton_backend,
         reverse=reverse, with_initial=with_initial, with_final=with_final, offsets=offsets,
     )
+
+
+@pytest.mark.parametrize("lookback", [True, False], ids=["lookback", "sequential"])
+@pytest.mark.parametrize("block_t,slice_k,keep", [(8, 1, True), (8, 8, False), (8, 8, True), (16, 4, False), (4, 2, True)])
+@pytest.mark.parametrize("reverse,offsets", [(False, None), (True, [0, 9, 9, 30, 37]), (False, [0, 1, 36, 37])])
+def test_kernels_sliced_tiles(reverse, offsets, block_t, slice_k, keep, lookback, triton_backend, nan_alloc, monkeypatch):
+    """(B, T, D) tiles of every row count (1 to 8 rows of 1 to 8 steps, slices kept or re-read),
+    T = 37 not a multiple of any, over 2 channel blocks of which one is partial."""
+    use_config(monkeypatch, kernels.ScanConfig(block_t, 2, 1, lookback=lookback, slice_k=slice_k, slice_keep=keep))
+    check_scan((2, 37, 3), 1, torch.float32, triton_backend, reverse=reverse, with_initial=True, with_final=True, offsets=offsets)
+
+
+@pytest.mark.parametrize("lookback", [True, False], ids=["lookback", "sequential"])
+@pytest.mark.parametrize("dtype", INTERPRETED_DTYPES)
+@pytest.mark.parametrize("reverse,offsets", [(False, None), (True, None), (False, [0, 100, 100, 299, 300]), (True, [0, 1, 300])])
+def test_kernels_btd_default_tiles(reverse, offsets, dtype, lookback, triton_backend, nan_alloc, monkeypatch):
+    """(B, T, D) with the tiles pick_config chooses, T and D not multiples of them (several
+    segments and channel blocks, the last of each partial), chained both ways."""
+    monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, tile_elems, device: lookback and n_seg > 1)
+    check_scan((2, 300, 70), 1, dtype, triton_backend, reverse=reverse, with_initial=True, with_final=True, offsets=offsets)
+
+
+def test_sliced_config_rejected():
+    """A sliced tile whose rows are not a power of two is refused before launch."""
+    g = torch.rand(1, 12, 4)
+    view = kernels.view_of(g, 1)
+    with pytest.raises(ValueError, match="block_t must be slice_k times a power of two"):
+        kernels.scan_launch(g, g, torch.empty_like(g), view, reverse=False, initial_state=None, state_out=None,
+                            cu_seqlens=None, config=kernels.ScanConfig(12, 4, 1, slice_k=4))
 
 
 @pytest.mark.parametrize("shape,dim", [((5, 3, 2, 19), 2), ((19,), 0), ((2, 19, 1), 1), ((1, 1, 19), -1)])

@@ -127,6 +127,115 @@ def _load_shifted(p, base_q, m_q, t_row, s_t, T, other, x_mem, SHIFT: tl.constex
 
 
 @triton.jit
+def _edges(p_cu, t, m, i_p, P, Q, q_s, n_seq, t_first, t_last, REVERSE: tl.constexpr, VARLEN: tl.constexpr,
+           SEARCH_STEPS: tl.constexpr):
+    """Steps t ([R, 1], memory order) that begin (m_first) and end (m_last) a sequence of the
+    original recurrence, among a tile's valid elements m ([R, BLOCK_Q]), and the index of each
+    element's state in (N_SEQ, P, Q) ([R, BLOCK_Q]). VARLEN finds each step's sequence, the
+    largest n with cu[n] <= t, by a binary search of the offsets (cu[0] = 0 <= t < cu[n_seq])."""
+    if VARLEN:
+        lo = tl.zeros(t.shape, tl.int32)
+        hi = tl.zeros(t.shape, tl.int32) + n_seq
+        for _ in tl.static_range(SEARCH_STEPS):
+            mid = (lo + hi) >> 1
+            go = tl.load(p_cu + mid) <= t
+            lo = tl.where(go, mid, lo)
+            hi = tl.where(go, hi, mid)
+        b_beg = tl.load(p_cu + lo)
+        b_end = tl.load(p_cu + lo + 1)
+        if REVERSE:
+            m_first = (t == b_end - 1) & m
+            m_last = (t == b_beg) & m
+        else:
+            m_first = (t == b_beg) & m
+            m_last = (t == b_end - 1) & m
+        i_state = (lo.to(tl.int64) * P + i_p) * Q + q_s
+    else:
+        m_first = (t == t_first) & m
+        m_last = (t == t_last) & m
+        i_state = i_p * Q + q_s + tl.zeros(t.shape, tl.int32)
+    return m_first, m_last, i_state
+
+
+@triton.jit
+def _restart(b_g, b_x, m_first, m_last, i_state, p_h0, p_hin, ACC: tl.constexpr, BACKWARD: tl.constexpr,
+             HAS_H0: tl.constexpr, HAS_HIN: tl.constexpr):
+    """VARLEN: restart the recurrence at each sequence's first step (forward: gate 0, the initial
+    state folded into the token) or last step (backward: gate 0, d final state added to dy)."""
+    if BACKWARD:
+        b_g = tl.where(m_last, 0.0, b_g)
+        if HAS_HIN:
+            b_x += tl.load(p_hin + i_state, mask=m_last, other=0.0).to(ACC)
+    else:
+        if HAS_H0:
+            b_x += b_g * tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC)
+        b_g = tl.where(m_first, 0.0, b_g)
+    return b_g, b_x
+
+
+@triton.jit
+def _y_before(b_yp, m_first, i_state, p_h0, has_first, ACC: tl.constexpr, HAS_H0: tl.constexpr, VARLEN: tl.constexpr):
+    """Backward: y[t - D] for dg = a * y[t - D], where y before a sequence's first step is h0 (or 0)."""
+    if HAS_H0:
+        if has_first:
+            b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
+    elif VARLEN:
+        b_yp = tl.where(m_first, 0.0, b_yp)
+    return b_yp
+
+
+@triton.jit
+def _store_dh0(p_g, offs, p_hout, b_a, m_first, i_state, ACC: tl.constexpr):
+    """Backward: d h0 = g[first] * a[first] (offs: the elements' offsets, shaped like b_a)."""
+    b_gf = tl.load(p_g + offs, mask=m_first, other=0.0).to(ACC)
+    tl.store(p_hout + i_state, (b_gf * b_a).to(p_hout.dtype.element_ty), mask=m_first)
+
+
+@triton.jit
+def _holds(t_x, i_seg, BLOCK_T: tl.constexpr, VARLEN: tl.constexpr):
+    """Whether segment i_seg may hold a sequence's edge step t_x (every segment may, with VARLEN)."""
+    if VARLEN:
+        return True
+    else:
+        return (t_x >= i_seg * BLOCK_T) & (t_x < i_seg * BLOCK_T + BLOCK_T)
+
+
+@triton.jit
+def _slice_at(base_q, m_q, s, i_seg, T, s_t, BLOCK_T: tl.constexpr, SCAN_REV: tl.constexpr):
+    """Steps s ([R, 1], scan order within the tile) of segment i_seg of a sliced tile: their
+    memory step t ([R, 1]), the elements' offsets and valid mask ([R, BLOCK_Q])."""
+    if SCAN_REV:
+        t = i_seg * BLOCK_T + (BLOCK_T - 1 - s)
+    else:
+        t = i_seg * BLOCK_T + s
+    return t, base_q + t.to(tl.int64) * s_t, m_q & (t < T)
+
+
+@triton.jit
+def _slice_load(p_g, p_x, t, offs, m, m_q, T, s_t, D: tl.constexpr, BACKWARD: tl.constexpr):
+    """A slice's gate (backward: g[t + D]) and token as stored; the identity (1, 0) off the edges."""
+    if BACKWARD:
+        b_g = tl.load(p_g + (offs + D * s_t), mask=m_q & (t + D >= 0) & (t + D < T), other=1.0)
+    else:
+        b_g = tl.load(p_g + offs, mask=m, other=1.0)
+    return b_g, tl.load(p_x + offs, mask=m, other=0.0)
+
+
+@triton.jit
+def _slice_inputs(b_g, b_x, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC: tl.constexpr,
+                  BACKWARD: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr, SEARCH_STEPS: tl.constexpr,
+                  HAS_H0: tl.constexpr, HAS_HIN: tl.constexpr):
+    """A slice's scan inputs in ACC, restarted at sequence edges (VARLEN), and its edges
+    (m_first, m_last, i_state, see ``_edges``)."""
+    b_g = b_g.to(ACC)
+    b_x = b_x.to(ACC)
+    m_first, m_last, i_state = _edges(p_cu, t, m, i_p, P, Q, q_s, n_seq, t_first, t_last, REVERSE, VARLEN, SEARCH_STEPS)
+    if VARLEN:
+        b_g, b_x = _restart(b_g, b_x, m_first, m_last, i_state, p_h0, p_hin, ACC, BACKWARD, HAS_H0, HAS_HIN)
+    return b_g, b_x, m_first, m_last, i_state
+
+
+@triton.jit
 def _linear_scan_kernel(
     p_g,  # gates, (P, T, Q) with element strides (s_p, s_t, s_q)
     p_x,  # tokens (forward) or dy (backward), strides of p_g
@@ -147,7 +256,9 @@ def _linear_scan_kernel(
     ACC: tl.constexpr,  # accumulation dtype: float32, or float64 for float64 data
     BLOCK_T: tl.constexpr,  # steps per tile
     BLOCK_Q: tl.constexpr,  # channels per tile
-    V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1
+    V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1 (sliced tiles)
+    SLICE_K: tl.constexpr,  # V = 1: steps per row of a sliced tile (BLOCK_T // SLICE_K rows of SLICE_K slices)
+    SLICE_KEEP: tl.constexpr,  # V = 1: keep the slices in registers between the passes (else re-read them)
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
@@ -174,17 +285,23 @@ def _linear_scan_kernel(
     i_qb = i_chain % n_qblk
     # the original recurrence's step: "next" is t + D, "previous" t - D
     D: tl.constexpr = -1 if REVERSE else 1
+    # Contiguous channels (V = 1) use a sliced tile: SLICE_K loads of [R, BLOCK_Q] rows, slice k
+    # holding the steps r * SLICE_K + k (scan order) of rows r, so that a thread folds its rows'
+    # SLICE_K consecutive steps in registers (pass 1); one scan across rows of the rows' affine
+    # maps gives each row its entering state; pass 2 rescans the slices (kept in registers or
+    # re-read from L1 / L2) and writes.
     # A reverse scan (SCAN_REV) or a backward pass over contiguous time (V > 1) uses a 3-D tile
     # [R, V, BLOCK_Q]: rows of V consecutive steps (one 16-byte vector per thread) taken in scan
     # order, each row flipped in registers for a reverse scan, and shifted by one step in
     # registers for the backward's g[t+D] and y[t-D]. Otherwise the tile is a plain
     # [BLOCK_T, BLOCK_Q] in scan order. The scan itself always runs forwards over
-    # [BLOCK_T, BLOCK_Q] ("scan order").
+    # [BLOCK_T, BLOCK_Q] ("scan order"), or over the sliced tile's [R, BLOCK_Q] row maps.
+    SLICED: tl.constexpr = V == 1
     TILE3: tl.constexpr = V > 1 and (SCAN_REV or BACKWARD)
-    R: tl.constexpr = BLOCK_T // V if TILE3 else BLOCK_T
+    R: tl.constexpr = BLOCK_T // V if TILE3 else (BLOCK_T // SLICE_K if SLICED else BLOCK_T)
     FLIP: tl.constexpr = SCAN_REV and TILE3
     o_r = tl.arange(0, R)
-    if SCAN_REV:
+    if SCAN_REV and not SLICED:
         o_r = R - 1 - o_r
     o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
     if TILE3:
@@ -192,11 +309,14 @@ def _linear_scan_kernel(
         m_q = (o_q < Q)[None, None, :]
         base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
     else:
-        o_rv = o_r[:, None]  # [BLOCK_T, 1]
+        o_rv = o_r[:, None]  # [R, 1]
         m_q = (o_q < Q)[None, :]
         base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]  # [1, BLOCK_Q]
     q_s = o_q[None, :]
-    m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]  # [BLOCK_T, 1] a tile's last step in scan order
+    if SLICED:
+        m_end = (o_r == R - 1)[:, None]  # [R, 1] the last row (in scan order)
+    else:
+        m_end = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]  # [BLOCK_T, 1] a tile's last step in scan order
     # first / last step of the original recurrence, without VARLEN
     t_first = T - 1 if REVERSE else 0
     t_last = 0 if REVERSE else T - 1
@@ -215,25 +335,43 @@ def _linear_scan_kernel(
             i_seg = n_seg - 1 - i_lseg
         else:
             i_seg = i_lseg
-        t_mem = i_seg * BLOCK_T + o_rv  # [R, V, 1] or [BLOCK_T, 1]
-        if TILE3:
-            t_row = i_seg * BLOCK_T + (o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
+        if SLICED:
+            # pass 1: [R, BLOCK_Q] affine map (b_g, b_x) of each row's SLICE_K steps, folded in registers;
+            # SLICE_KEEP keeps the slices as loaded (b_raw) for pass 2
+            b_g = tl.full([R, BLOCK_Q], 1.0, ACC)
+            b_x = tl.zeros([R, BLOCK_Q], ACC)
+            b_raw = ()
+            for k in tl.static_range(SLICE_K):
+                t, offs, m = _slice_at(base_q, m_q, o_rv * SLICE_K + k, i_seg, T, s_t, BLOCK_T, SCAN_REV)
+                b_gk, b_xk = _slice_load(p_g, p_x, t, offs, m, m_q, T, s_t, D, BACKWARD)
+                if SLICE_KEEP:
+                    b_raw = b_raw + (b_gk, b_xk)
+                b_gk, b_xk, m_first, m_last, i_state = _slice_inputs(
+                    b_gk, b_xk, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC, BACKWARD, REVERSE,
+                    VARLEN, SEARCH_STEPS, HAS_H0, HAS_HIN,
+                )
+                b_g = b_gk * b_g
+                b_x = b_gk * b_x + b_xk
         else:
-            t_row = t_mem
-        m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
-        offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
-        # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
-        t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, TILE3)
-        m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
+            t_mem = i_seg * BLOCK_T + o_rv  # [R, V, 1] or [BLOCK_T, 1]
+            if TILE3:
+                t_row = i_seg * BLOCK_T + (o_r * V)[:, None, None]  # [R, 1, 1] first step of each row
+            else:
+                t_row = t_mem
+            m_mem = m_q & (t_mem < T)  # [R, V, BLOCK_Q]
+            offs = base_q + t_mem.to(tl.int64) * s_t  # [R, V, BLOCK_Q]
+            # scan-order views of the step index and channel: [BLOCK_T, 1], [1, BLOCK_Q]
+            t_s = _to_scan_order(t_mem, FLIP, BLOCK_T, TILE3)
+            m = (t_s < T) & (q_s < Q)  # [BLOCK_T, BLOCK_Q]
 
-        if BACKWARD:
-            # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
-            b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
-            b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
-        else:
-            b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
-        b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
-        b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
+            if BACKWARD:
+                # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
+                b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
+                b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
+            else:
+                b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
+            b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
+            b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
 
         if LOOKBACK:
             # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
@@ -249,39 +387,13 @@ def _linear_scan_kernel(
                     c_b = _read_record(p_ws, 2, i_tile - n_chains, n_tiles, BLOCK_Q)
                     j = -1
 
-        if VARLEN:
-            # [BLOCK_T, 1] sequence of each step: the largest n with cu[n] <= t (cu[0] = 0 <= t < cu[n_seq])
-            lo = tl.zeros([BLOCK_T, 1], tl.int32)
-            hi = tl.zeros([BLOCK_T, 1], tl.int32) + n_seq
-            for _ in tl.static_range(SEARCH_STEPS):
-                mid = (lo + hi) >> 1
-                go = tl.load(p_cu + mid) <= t_s
-                lo = tl.where(go, mid, lo)
-                hi = tl.where(go, hi, mid)
-            b_beg = tl.load(p_cu + lo)
-            b_end = tl.load(p_cu + lo + 1)
-            if REVERSE:
-                m_first = (t_s == b_end - 1) & m
-                m_last = (t_s == b_beg) & m
-            else:
-                m_first = (t_s == b_beg) & m
-                m_last = (t_s == b_end - 1) & m
-            i_state = (lo.to(tl.int64) * P + i_p) * Q + q_s  # [BLOCK_T, BLOCK_Q]
-            # restart the recurrence at each sequence's first step (forward) / last step (backward)
-            if BACKWARD:
-                b_g = tl.where(m_last, 0.0, b_g)
-                if HAS_HIN:
-                    b_x += tl.load(p_hin + i_state, mask=m_last, other=0.0).to(ACC)
-            else:
-                if HAS_H0:
-                    b_x += b_g * tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC)
-                b_g = tl.where(m_first, 0.0, b_g)
-        else:
-            m_first = (t_s == t_first) & m
-            m_last = (t_s == t_last) & m
-            i_state = i_p * Q + q_s + tl.zeros([BLOCK_T, 1], tl.int32)  # [BLOCK_T, BLOCK_Q]
+        if not SLICED:
+            m_first, m_last, i_state = _edges(p_cu, t_s, m, i_p, P, Q, q_s, n_seq, t_first, t_last, REVERSE, VARLEN, SEARCH_STEPS)
+            if VARLEN:
+                b_g, b_x = _restart(b_g, b_x, m_first, m_last, i_state, p_h0, p_hin, ACC, BACKWARD, HAS_H0, HAS_HIN)
 
-        # [BLOCK_T, BLOCK_Q] scan of the tile from a zero state: b_y(h) = b_a * h + b_b
+        # scan from a zero state, b_y(h) = b_a * h + b_b: of the [BLOCK_T, BLOCK_Q] tile, or
+        # across the [R, BLOCK_Q] row maps of a sliced tile
         b_a, b_b = tl.associative_scan((b_g, b_x), 0, _combine)
 
         if LOOKBACK:
@@ -304,37 +416,71 @@ def _linear_scan_kernel(
                             j = j - 1
                 b_carry = c_b
             _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
-        b_y = b_b + b_a * b_carry[None, :]
-        tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem)
-        if not LOOKBACK:
-            b_carry = tl.sum(tl.where(m_end, b_y, 0.0), axis=0)
 
-        # tiles that hold a sequence's first / last step (every tile may, with VARLEN)
-        if VARLEN:
-            has_first = True
-            has_last = True
+        if SLICED:
+            # tiles that hold a sequence's first / last step
+            has_first = _holds(t_first, i_seg, BLOCK_T, VARLEN)
+            has_last = _holds(t_last, i_seg, BLOCK_T, VARLEN)
+            # pass 2: rescan every row's steps from the state entering it, and write the outputs
+            b_p = b_b + b_a * b_carry[None, :]  # [R, BLOCK_Q] state after each row
+            if SLICE_KEEP:
+                # each row rescans its own (kept) steps: the state after the previous row (the carry
+                # for row 0) is brought over from the thread that holds it
+                o_s = o_rv
+                b_h = tl.gather(b_p, tl.maximum(o_rv - 1, 0) + tl.zeros([R, BLOCK_Q], tl.int32), 0)
+                b_h = tl.where(o_rv == 0, b_carry[None, :], b_h)
+            else:
+                # row r re-reads the steps of row r + 1 from the state after row r (no exchange
+                # between threads; distinct addresses, so the compiler cannot merge the re-reads
+                # with pass 1's loads); the last row re-reads row 0 from the carry
+                o_s = (o_rv + 1) % R
+                b_h = tl.where(m_end, b_carry[None, :], b_p)
+            for k in tl.static_range(SLICE_K):
+                t, offs, m = _slice_at(base_q, m_q, o_s * SLICE_K + k, i_seg, T, s_t, BLOCK_T, SCAN_REV)
+                if SLICE_KEEP:
+                    b_gk = b_raw[2 * k]
+                    b_xk = b_raw[2 * k + 1]
+                else:
+                    b_gk, b_xk = _slice_load(p_g, p_x, t, offs, m, m_q, T, s_t, D, BACKWARD)
+                b_gk, b_xk, m_first, m_last, i_state = _slice_inputs(
+                    b_gk, b_xk, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC, BACKWARD, REVERSE,
+                    VARLEN, SEARCH_STEPS, HAS_H0, HAS_HIN,
+                )
+                b_h = b_gk * b_h + b_xk
+                tl.store(p_y + offs, b_h.to(p_y.dtype.element_ty), mask=m)
+                if BACKWARD:
+                    # dg[t] = a[t] * y[t - D]
+                    m_p = m_q & (t - D >= 0) & (t - D < T)
+                    b_yp = tl.load(p_yf + (offs - D * s_t), mask=m_p, other=0.0).to(ACC)
+                    b_yp = _y_before(b_yp, m_first, i_state, p_h0, has_first, ACC, HAS_H0, VARLEN)
+                    tl.store(p_dg + offs, (b_h * b_yp).to(p_dg.dtype.element_ty), mask=m)
+                    if HAS_HOUT:
+                        if has_first:
+                            _store_dh0(p_g, offs, p_hout, b_h, m_first, i_state, ACC)
+                elif HAS_HOUT:
+                    if has_last:
+                        tl.store(p_hout + i_state, b_h.to(p_hout.dtype.element_ty), mask=m_last)
+            if not LOOKBACK:
+                b_carry = tl.sum(tl.where(m_end, b_p, 0.0), axis=0)
         else:
-            has_first = (t_first >= i_seg * BLOCK_T) & (t_first < i_seg * BLOCK_T + BLOCK_T)
-            has_last = (t_last >= i_seg * BLOCK_T) & (t_last < i_seg * BLOCK_T + BLOCK_T)
-        if BACKWARD:
-            # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
-            b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
-            b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, TILE3).to(ACC)
-            if HAS_H0:
-                if has_first:
-                    b_yp = tl.where(m_first, tl.load(p_h0 + i_state, mask=m_first, other=0.0).to(ACC), b_yp)
-            elif VARLEN:
-                b_yp = tl.where(m_first, 0.0, b_yp)
-            tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem)
-            if HAS_HOUT:
-                if has_first:
-                    # d h0 = g[first] * a[first]
-                    offs_s = _to_scan_order(offs, FLIP, BLOCK_T, TILE3)
-                    b_gf = tl.load(p_g + offs_s, mask=m_first, other=0.0).to(ACC)
-                    tl.store(p_hout + i_state, (b_gf * b_y).to(p_hout.dtype.element_ty), mask=m_first)
-        elif HAS_HOUT:
-            if has_last:
-                tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
+            b_y = b_b + b_a * b_carry[None, :]
+            tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem)
+            if not LOOKBACK:
+                b_carry = tl.sum(tl.where(m_end, b_y, 0.0), axis=0)
+            has_first = _holds(t_first, i_seg, BLOCK_T, VARLEN)
+            has_last = _holds(t_last, i_seg, BLOCK_T, VARLEN)
+            if BACKWARD:
+                # dg[t] = a[t] * y[t - D], with y before the first step = h0 (or 0)
+                b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
+                b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, TILE3).to(ACC)
+                b_yp = _y_before(b_yp, m_first, i_state, p_h0, has_first, ACC, HAS_H0, VARLEN)
+                tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem)
+                if HAS_HOUT:
+                    if has_first:
+                        _store_dh0(p_g, _to_scan_order(offs, FLIP, BLOCK_T, TILE3), p_hout, b_y, m_first, i_state, ACC)
+            elif HAS_HOUT:
+                if has_last:
+                    tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
         i_lseg += 1
 
 
@@ -348,6 +494,11 @@ class ScanConfig:
     lookback: bool | None = None
     """Split a chain over programs with the look-back (True), walk it in one program (False), or
     decide from the number of chains (None, see ``use_lookback``)."""
+    slice_k: int = 1
+    """Contiguous channels: steps per row of the sliced tile (block_t // slice_k rows, a power of
+    two); ignored when time is contiguous."""
+    slice_keep: bool = True
+    """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
 
 
 def _pow2_at_least(n: int) -> int:
@@ -359,6 +510,11 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
     return 16 // itemsize if time_contiguous else 1
 
 
+# Contiguous channels, per itemsize: (rows, slice_k, block_q, num_warps, slice_keep) of a sliced tile, from
+# the offline sm_90 counts of notes/scan.md (benchmarks/scan_count.py).
+SLICED_TILES = {8: (16, 8, 16, 4, True), 4: (16, 8, 32, 4, True), 2: (16, 8, 32, 4, True)}
+
+
 @functools.lru_cache(maxsize=4096)
 def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: bool) -> ScanConfig:
     """Tile shape from the H200 sweep (notes/scan.md).
@@ -366,8 +522,10 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     Contiguous time: a forward-direction forward pass takes plain tiles of up to 4096 steps of
     one row (one tile per row up to T = 4096: no look-back); a 3-D tile (reverse scan, backward)
     takes 2048 steps of 2 rows, since Triton moves a [BLOCK_T, 1] scan off the vectorised layout.
-    Contiguous channels: 128 steps of 16 channels (wider tiles crashed under the sweep, see
-    notes). 32 elements per thread in either case."""
+    32 elements per thread in either case.
+    Contiguous channels: a sliced tile of ``SLICED_TILES`` (rows x slice_k steps by block_q
+    channels, one 16-byte vector per thread and slice), shrunk for short T (fewer steps per row
+    first, then fewer rows) and narrow Q, with fewer warps when it holds fewer vectors."""
     small = 2 if itemsize == 8 else 1  # float64 tiles hold half as many steps
     if time_contiguous:
         v = vector_steps(itemsize, True)
@@ -377,11 +535,15 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
         else:
             block_t = max(min(_pow2_at_least(T), 4096 // small), v)
             block_q = min(_pow2_at_least(Q), max(1, 4096 // small // block_t))
-    else:
-        block_q = min(max(_pow2_at_least(Q), 2), 16)
-        block_t = max(min(_pow2_at_least(T), 2048 // small // block_q), 2)
-    num_warps = max(1, min(4, block_t * block_q // 512))
-    return ScanConfig(block_t, block_q, num_warps)
+        num_warps = max(1, min(4, block_t * block_q // 512))
+        return ScanConfig(block_t, block_q, num_warps)
+    rows, slice_k, block_q, num_warps, keep = SLICED_TILES[itemsize]
+    full = rows * block_q
+    block_t = min(rows * slice_k, _pow2_at_least(T))
+    slice_k = min(slice_k, block_t)
+    block_q = min(block_q, _pow2_at_least(Q))
+    num_warps = max(1, num_warps * (block_t // slice_k) * block_q // full)
+    return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep)
 
 
 @functools.cache
@@ -458,6 +620,10 @@ def scan_launch(
     scan_rev = reverse != backward
     vec = vector_steps(tokens.element_size(), v.s_t == 1)
     cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1, vec > 1 and (scan_rev or backward))
+    slice_k = cfg.slice_k if vec == 1 else 1
+    rows = cfg.block_t // slice_k
+    if cfg.block_t % slice_k or rows & (rows - 1):
+        raise ValueError(f"config {cfg}: block_t must be slice_k times a power of two")
     n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
     n_qblk = -(-v.Q // cfg.block_q)
     n_seg = -(-v.T // cfg.block_t)
@@ -475,6 +641,8 @@ def scan_launch(
         BLOCK_T=cfg.block_t,
         BLOCK_Q=cfg.block_q,
         V=vec,
+        SLICE_K=slice_k,
+        SLICE_KEEP=cfg.slice_keep and vec == 1,
         SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
         REVERSE=reverse,
         BACKWARD=backward,
