@@ -104,14 +104,15 @@ def main() -> None:
     name = "scan_tune.json" if args.case is None else f"scan_tune_{args.case}.json"
     with open(os.path.join(args.out, name), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), copy_Bps=bw, rows=rows), f, indent=1)
-    print("\nbest per case (fwd / bwd):")
+    print("\nfraction of the copy floor per case: default tile fwd / bwd / fwd+bwd, then the best tile of each")
     keys = sorted({(tuple(r["shape"]), r["layout"], r["dtype"]) for r in rows})
     for k in keys:
         rs = [r for r in rows if (tuple(r["shape"]), r["layout"], r["dtype"]) == k]
         bf = max(rs, key=lambda r: r["fwd_frac"]); bb = max(rs, key=lambda r: r["bwd_frac"])
-        d = next(r for r in rs if r["default"])
-        print(f"{k[1]} {str(k[0]):22s} {k[2][6:]:9s} default {d['fwd_frac']:.3f}/{d['bwd_frac']:.3f}  "
-              f"best fwd {bf['fwd_frac']:.3f} {bf['config']}  best bwd {bb['bwd_frac']:.3f} {bb['config']}")
+        d = next((r for r in rs if r["default"]), None)
+        dd = f"{d['fwd_frac']:.3f} / {d['bwd_frac']:.3f} / {d['fwdbwd_frac']:.3f}" if d else "failed"
+        print(f"{k[1]} {str(k[0]):20s} {k[2][6:]:9s} default {dd}   best fwd {bf['fwd_frac']:.3f} {bf['config']}"
+              f"  best bwd {bb['bwd_frac']:.3f} {bb['config']}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ A program owns one tile of BLOCK_T steps by BLOCK_Q channels, held in registers:
 * layout (B, D, T) scans along the contiguous axis: the view is (1, T, B*D) with time stride 1,
   so a tile is BLOCK_Q rows of BLOCK_T contiguous steps;
 * layout (B, T, D) scans across rows: the view is (B, T, D) with channel stride 1, so a tile is
-  BLOCK_T rows of BLOCK_Q contiguous channels.
+  BLOCK_T rows of BLOCK_Q contiguous channels. Triton would spread a [BLOCK_T, BLOCK_Q] tile's
+  time axis over threads (46-59 PTX instructions per element), so the tile is sliced: SLICE_K
+  loads of [R, BLOCK_Q] (slice k holds steps r * SLICE_K + k), each thread folds its rows'
+  consecutive steps in registers, one scan across the R row maps, then a second pass over the
+  slices (kept in registers, or re-read) writes the outputs (15-30 instructions per element).
 
 Neither needs a transpose. A sequence longer than one tile is either walked by one program,
 segment after segment with the carry in registers (when there are enough sequences x channel
