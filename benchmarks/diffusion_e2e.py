@@ -29,8 +29,11 @@ import numpy as np
 import torch
 
 from flashmarkov.bench.timing import _commit, _triton_version
-from flashmarkov.diffusion import DiffusionMap, operator
+from flashmarkov.diffusion import DiffusionMap, eigensolver, operator, tiles
 from flashmarkov.diffusion.cli import swiss_roll
+
+
+DEFAULT_BLOCK = eigensolver.default_block
 
 
 def data(name: str, n: int, device: torch.device) -> torch.Tensor:
@@ -55,8 +58,11 @@ def bandwidth_arg(text: str) -> float | str:
         return text
 
 
-def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbose: bool, product: str = "plain") -> dict:
+def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbose: bool, product: str = "plain",
+        fold: bool = True, block: int = 0) -> dict:
     operator.SYMMETRIC_PRODUCT = product == "sym"
+    tiles.FOLD = fold
+    eigensolver.default_block = (lambda k, n, b=block: b) if block else DEFAULT_BLOCK
     device = torch.device("cuda")
     X = data(dataset, n, device)
     torch.cuda.synchronize()
@@ -71,7 +77,7 @@ def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbos
     residual = float(dm.residuals_.max())
     return {
         "op": "diffusion",
-        "case": f"e2e {dataset} N={n} k={k} tol={tol:g} bandwidth={bandwidth} product={product}",
+        "case": f"e2e {dataset} N={n} k={k} tol={tol:g} bandwidth={bandwidth} product={product} fold={'on' if fold else 'off'} block={block or DEFAULT_BLOCK(k, n)}",
         "shape": [n, int(X.shape[1]), k],
         "dtype": "float32",
         "impl": "flashmarkov",
@@ -93,6 +99,8 @@ def run(n: int, k: int, tol: float, dataset: str, bandwidth: float | str, verbos
         "bandwidth": str(bandwidth),
         "beta": float(dm.beta_),
         "product": product,
+        "fold": fold,
+        "block": block or DEFAULT_BLOCK(k, n),
     }
 
 
@@ -107,6 +115,8 @@ def main() -> None:
                          "eigenvalue gaps ~1/N, many more iterations than median)")
     ap.add_argument("--product", nargs="+", default=["sym" if operator.SYMMETRIC_PRODUCT else "plain"], choices=("sym", "plain"),
                     help="the M·V kernel of the eigensolver: symmetric (each tile once, atomics) or plain")
+    ap.add_argument("--fold", choices=("on", "off"), default="on", help="tiles.FOLD (squared norms inside the dot)")
+    ap.add_argument("--block", type=int, default=0, help="eigensolver block width (0: default_block)")
     ap.add_argument("--out", default="benchmarks/results/diffusion_e2e.json", help="append records to this JSON list")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()
@@ -115,9 +125,9 @@ def main() -> None:
     run(20_000, args.k, args.tol, args.dataset, args.bandwidth[0], False)  # compile + warm up
     records = []
     for n, bandwidth, product in [(n, b, p) for n in args.n for b in args.bandwidth for p in args.product]:
-        rec = run(n, args.k, args.tol, args.dataset, bandwidth, args.verbose, product)
+        rec = run(n, args.k, args.tol, args.dataset, bandwidth, args.verbose, product, args.fold == "on", args.block)
         records.append(rec)
-        print(f"N={n:>9,d} {str(bandwidth):>8s} {product:>5s} {rec['value']:8.2f} s  peak {rec['peak_gpu_bytes'] / 2**30:6.2f} GiB  "
+        print(f"N={n:>9,d} {str(bandwidth):>8s} {product:>5s} fold {args.fold:>3s} b {rec['block']:3d} {rec['value']:8.2f} s  peak {rec['peak_gpu_bytes'] / 2**30:6.2f} GiB  "
               f"it {rec['iterations']:4d}  products {rec['products']:4d}  residual {rec['max_residual']:.1e}  "
               f"beta {rec['beta']:.3g}  lambda_1..3 {', '.join(f'{v:.5f}' for v in rec['eigenvalues'][1:4])}", flush=True)
     out = Path(args.out)

@@ -402,8 +402,11 @@ def _pack_points_kernel(
 ):
     """Operands of the tile kernels for one set of points: centred, padded, scaled, split, with
     the squared-norm term (see the section comment). FOLD (Gaussian, SPLIT, no bias): the
-    squared norms join the operand as columns d and d + 1, queries [x / 2^e, 1, t / G], keys
-    [x · 2c·2^e / G, t / G, 1], so that one dot gives s / G."""
+    squared norms join the operand as columns d and d + 1, queries [x·a, 1, t / G], keys
+    [x·a, t / G, 1] with a = (2c / G)^½, so that one dot gives s / G. Both sides carry the same
+    rounded features x·a, so s_ij and s_ji are sums of the same products: the operator stays
+    symmetric to rounding (scaling only one side, e.g. keys by 2c / G, made |s_ij − s_ji| ~
+    2^−22 · 2c‖x‖², which stalled the symmetric eigensolver at ~1e-3 with local kernels)."""
     i_r = tl.program_id(0).to(tl.int64)
     D: tl.constexpr = BLOCK_D * D_CHUNKS
     o_r = i_r * BLOCK + tl.arange(0, BLOCK)
@@ -436,16 +439,16 @@ def _pack_points_kernel(
         if FOLD:
             # second pass (the chunks are re-read): the norm columns need every chunk's sum first
             G = _fold_scale(tl.load(top_ptr), c, D)
+            a = tl.sqrt_rn(2.0 * c / G)
             b_tg = b_norm / G
             for i_d in range(D_CHUNKS):
                 o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
                 b_x = _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d)
+                b_x = b_x * a
                 if QUERY:
-                    b_x = b_x / f
                     b_x = tl.where((o_c == d)[None, :] & m_r[:, None], 1.0, b_x)
                     b_x = tl.where((o_c == d + 1)[None, :], b_tg[:, None], b_x)
                 else:
-                    b_x = b_x * (2.0 * c * f / G)
                     b_x = tl.where((o_c == d)[None, :], b_tg[:, None], b_x)
                     b_x = tl.where((o_c == d + 1)[None, :] & m_r[:, None], 1.0, b_x)
                 p = o_r[:, None] * D + o_c[None, :]
