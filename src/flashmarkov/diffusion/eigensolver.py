@@ -132,15 +132,15 @@ BLOCK_MEMORY = 1.5e9  # bytes the default block width may spend on ~10 float64 (
 
 def default_block(k: int, n: int) -> int:
     """Block width for ``k`` wanted pairs of an n × n operator: 2k (at least k + 4) rounded up to
-    a power of two (a multiple of 64 beyond 64) — the tiled product pads its value columns to
-    such a width anyway, so the extra guard vectors cost no exponentials and widen the
-    convergence gap (swiss roll, k = 10: 37 iterations at b = 16, 28 at 24, 24 at 32) — and
-    narrowed towards k + 4 (a multiple of 8) when ~10 float64 blocks would exceed ``BLOCK_MEMORY``."""
+    a multiple of 8 — a product's cost hardly depends on its width, while guard vectors widen
+    the convergence gap (swiss roll, k = 10: 37 iterations at b = 16, 28 at 24, 24 at 32) —
+    narrowed towards k + 4 when ~10 float64 blocks would exceed ``BLOCK_MEMORY``. (Not rounded
+    up to the product's padded width: at b = 32 the knn-bandwidth swiss roll, N = 200 000,
+    k = 10, stalled at residual 1.2e-3 after 71 iterations on an H100, where b = 24 reaches
+    9.8e-6 in 183; benchmarks/results/diffusion_e2e.json.)"""
     least = 8 * math.ceil((k + 4) / 8)
     cap = 8 * int(BLOCK_MEMORY / (10 * 8 * n) // 8)
-    want = max(k + 4, 2 * k)
-    wide = 1 << math.ceil(math.log2(want)) if want <= 64 else 64 * math.ceil(want / 64)
-    return max(least, min(wide, cap))
+    return max(least, min(8 * math.ceil(max(k + 4, 2 * k) / 8), cap))
 
 
 class _Progress:
