@@ -323,6 +323,7 @@ OP = Op(
     reference=reference,
     bytes_moved=bytes_moved,
     floor_ms=floor_ms,
+    floor="dense-matmul floor: FLOPs at the measured matmul rate",
     tolerance=tolerance,
 )
 

@@ -360,6 +360,7 @@ OP = Op(
     reference=reference,
     bytes_moved=bytes_moved,
     floor_ms=floor_ms,
+    floor="floor: rows at the copy bandwidth, attention at the measured matmul rate",
     tolerance=tolerance,
 )
 

@@ -185,6 +185,7 @@ OP = Op(
     bytes_moved=bytes_moved,
     floor_ms=floor_ms,
     tolerance=tolerance,
+    floor="exp-unit floor: N² exponentials at 16 per clock per SM",
 )
 
 

@@ -113,6 +113,7 @@ class Op:
     bytes_moved: bytes one call reads and writes at least (decides input rotation).
     floor_ms: the physical floor of a case on the measured machine.
     tolerance: the largest relative error accepted before an output counts as wrong.
+    floor: what ``floor_ms`` measures, as the report names it.
     """
 
     name: str
@@ -125,6 +126,7 @@ class Op:
     bytes_moved: Callable[[Case], int]
     floor_ms: Callable[[Case, Environment], float]
     tolerance: Callable[[Case], float]
+    floor: str = "copy-bandwidth floor"
 
 
 def load_op(name: str) -> Op:

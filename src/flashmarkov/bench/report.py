@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from .records import COPY, FRACTION, Record
-from .registry import OURS
+from .registry import OPS, OURS, load_op
 
 LEGEND = (
-    "Cells: median ms (fraction of the copy-bandwidth floor; 1 is the floor). Last column: the best "
+    "Cells: median ms (fraction of the {floor}; 1 is the floor). Last column: the best "
     "peer's time / flashmarkov's (> 1: flashmarkov is faster). *wrong*: further from the float64 "
     "reference than the dtype's tolerance, not timed; *failed*: raised or crashed (see the JSON)."
 )
+
+
+def _floor(records: list[Record]) -> str:
+    """The op's name for its floor (``Op.floor``), from the records' op."""
+    op = next((r["op"] for r in records if r.get("op") in OPS), None)
+    return load_op(op).floor if op else "floor"
 
 
 NUMERIC = ("floor ms", "flashmarkov", "its time", "peer/ours")
@@ -91,7 +97,7 @@ def compact(records: list[Record]) -> Table:
             [layout, mode, shape, dtype, f"{row[0]['floor_ms']:.3g}", _cell(ours) or "–", *peer_cells, _ratio(ours)]
         )
     header = ["layout", "mode", "shape", "dtype", "floor ms", "flashmarkov", "best peer", *NUMERIC[2:]]
-    return Table("ms (fraction of the copy-bandwidth floor)", header, body)
+    return Table(f"ms (fraction of the {_floor(records)})", header, body)
 
 
 def _provenance(records: list[Record]) -> str:
@@ -103,7 +109,7 @@ def _provenance(records: list[Record]) -> str:
 
 
 def markdown(records: list[Record], op: str) -> str:
-    lines = [f"# {op} benchmark", "", _provenance(records), "", LEGEND]
+    lines = [f"# {op} benchmark", "", _provenance(records), "", LEGEND.format(floor=_floor(records))]
     for table in tables(records, op):
         lines += ["", f"## {table.title}", "", "| " + " | ".join(table.header) + " |"]
         lines.append("|" + "---|" * len(table.header))
