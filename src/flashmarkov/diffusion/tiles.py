@@ -402,8 +402,9 @@ def _pack_points_kernel(
 ):
     """Operands of the tile kernels for one set of points: centred, padded, scaled, split, with
     the squared-norm term (see the section comment). FOLD (Gaussian, SPLIT, no bias): the
-    squared norms join the operand as columns d and d + 1, queries [x·a, 1, t / G], keys
-    [x·a, t / G, 1] with a = (2c / G)^½, so that one dot gives s / G. Both sides carry the same
+    squared norms join one concatenated float16 operand (hi and lo parts side by side, layout
+    in the body) of x·a and t / G with a = (2c / G)^½, so that one dot gives s / G with the
+    products hi·hi + hi·lo + lo·hi of the features and both norms. Both sides carry the same
     rounded features x·a, so s_ij and s_ji are sums of the same products: the operator stays
     symmetric to rounding (scaling only one side, e.g. keys by 2c / G, made |s_ij − s_ji| ~
     2^−22 · 2c‖x‖², which stalled the symmetric eigensolver at ~1e-3 with local kernels)."""
@@ -437,24 +438,40 @@ def _pack_points_kernel(
                 b_bias = b_bias * 1.4426950408889634
             b_norm += b_bias
         if FOLD:
-            # second pass (the chunks are re-read): the norm columns need every chunk's sum first
+            # second pass (the chunks are re-read): the norm columns need every chunk's sum first.
+            # One zero-filled float16 row of D >= 3d + 4 columns (section comment, FOLD):
+            #   query [lo(xa) | hi(xa) | 1, lo(t/G) | hi(xa) | 1, hi(t/G)]
+            #   key   [hi(xa) | lo(xa) | lo(t/G), 1 | hi(xa) | hi(t/G), 1]
+            # small products first (the MMAs accumulate k-steps in order, truncating)
             G = _fold_scale(tl.load(top_ptr), c, D)
             a = tl.sqrt_rn(2.0 * c / G)
             b_tg = b_norm / G
+            b_th = b_tg.to(tl.float16)
+            b_tl = (b_tg - b_th.to(tl.float32)).to(tl.float16)
+            b_one = tl.where(m_r, 1.0, 0.0).to(tl.float16)
+            p_row = hi_ptr + o_r * D
+            if QUERY:
+                b_c0, b_c1, b_c2, b_c3 = b_one, b_tl, b_one, b_th
+            else:
+                b_c0, b_c1, b_c2, b_c3 = b_tl, b_one, b_th, b_one
+            tl.store(p_row + 2 * d, b_c0)
+            tl.store(p_row + 2 * d + 1, b_c1)
+            tl.store(p_row + 3 * d + 2, b_c2)
+            tl.store(p_row + 3 * d + 3, b_c3)
             for i_d in range(D_CHUNKS):
                 o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-                b_x = _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d)
-                b_x = b_x * a
-                if QUERY:
-                    b_x = tl.where((o_c == d)[None, :] & m_r[:, None], 1.0, b_x)
-                    b_x = tl.where((o_c == d + 1)[None, :], b_tg[:, None], b_x)
-                else:
-                    b_x = tl.where((o_c == d)[None, :], b_tg[:, None], b_x)
-                    b_x = tl.where((o_c == d + 1)[None, :] & m_r[:, None], 1.0, b_x)
-                p = o_r[:, None] * D + o_c[None, :]
+                m_x = m_r[:, None] & (o_c < d)[None, :]
+                b_x = _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d) * a
                 b_hi = b_x.to(tl.float16)
-                tl.store(hi_ptr + p, b_hi)
-                tl.store(lo_ptr + p, (b_x - b_hi.to(tl.float32)).to(tl.float16))
+                b_lo = (b_x - b_hi.to(tl.float32)).to(tl.float16)
+                p = p_row[:, None] + o_c[None, :]
+                if QUERY:
+                    tl.store(p, b_lo, mask=m_x)
+                    tl.store(p + d, b_hi, mask=m_x)
+                else:
+                    tl.store(p, b_hi, mask=m_x)
+                    tl.store(p + d, b_lo, mask=m_x)
+                tl.store(p + 2 * d + 2, b_hi, mask=m_x)
     tl.store(t_ptr + o_r, tl.where(m_r, b_norm, FILL))
 
 
@@ -501,11 +518,13 @@ def _scores(
         o_dc = i_d * BLOCK_D + o_d
         if D_CHUNKS > 1:
             b_qh = _load_tile(qh_ptr, o_m, o_dc, D)
-            if SPLIT:
+            if SPLIT and not FOLD:
                 b_ql = _load_tile(ql_ptr, o_m, o_dc, D)
         # [BLOCK_D, BLOCK_N]
         b_kh = tl.trans(_load_tile(kh_ptr, o_n, o_dc, D))
-        if SPLIT:
+        if FOLD:  # one float16 dot over the concatenated operands
+            b_dot = tl.dot(b_qh, b_kh, acc=b_dot, out_dtype=tl.float32)
+        elif SPLIT:
             b_kl = tl.trans(_load_tile(kl_ptr, o_n, o_dc, D))
             # small parts first: the tensor cores' float32 accumulation truncates (rounds toward
             # zero), so the big hi·hi term should meet the accumulator last
@@ -674,8 +693,9 @@ def _gaussian_tiles_kernel(
     to both sides, out_I += G_IJ W_J in registers and out_J += rs_J G_IJᵀ W_I by atomic adds,
     so each block is exponentiated once; the diagonal block is its own loop (DIAG: the exact
     zero self-distance costs a select there only). Programs are numbered longest-first.
-    FOLD (SAME, SPLIT, not SIGMA or SYMMETRIC): both squared-norm terms are columns of the
-    operands (``_pack_points_kernel``), so the dot is s / G and a pair costs one multiply before
+    FOLD (SAME, SPLIT, not SIGMA or SYMMETRIC): features and both squared-norm terms, hi and lo
+    parts, are the columns of one operand per side (``_pack_points_kernel``), so one float16 dot
+    of width 3d + 4 is s / G (three of width d otherwise) and a pair costs one multiply before
     its exponential (against an FMA and an add). Key splits (grid axis 2, SAME without
     SYMMETRIC: no running maximum, so partial sums simply add): program (i_m, i_v, i_s) takes
     keys [i_s·keys_per_split, (i_s + 1)·keys_per_split) and stores its partial product in
@@ -702,7 +722,7 @@ def _gaussian_tiles_kernel(
     # [BLOCK_M, BLOCK_D]: the query tile when the features fit one chunk
     b_qh = _load_tile(qh_ptr, o_m, o_d, D)
     b_ql = b_qh
-    if SPLIT:
+    if SPLIT and not FOLD:
         b_ql = _load_tile(ql_ptr, o_m, o_d, D)
     b_qt = tl.load(qt_ptr + o_m)
     b_isq = tl.full([BLOCK_M], 1.0, dtype=ACC)
@@ -1001,19 +1021,19 @@ def _pack_points(X: Tensor, ctr: Tensor, n_pad: int, block_d: int, d_chunks: int
     """(hi, lo, t, top) for ``_pack_points_kernel``: the operands of X − ctr and max |x − ctr|
     (float32), or (x − ctr padded, None, t, None) for float64. ``c`` given: the Gaussian row
     term with ``bias``. ``fold``: "query" or "key" (FOLD, float32 Gaussian without bias), with
-    ``top`` the keys' when given."""
+    ``top`` the keys' when given: one zero-filled operand of the concatenated layout, lo is None."""
     n, d = X.shape
     split = X.dtype == torch.float32
     width = block_d * d_chunks
-    hi = torch.empty(n_pad, width, dtype=torch.float16 if split else X.dtype, device=X.device)
-    lo = torch.empty_like(hi) if split else None
+    hi = (torch.zeros if fold else torch.empty)(n_pad, width, dtype=torch.float16 if split else X.dtype, device=X.device)
+    lo = torch.empty_like(hi) if split and not fold else None
     t = torch.empty(n_pad, dtype=X.dtype, device=X.device)
     if split and top is None:  # the same float32 subtractions as the kernel's, at the columns' extremes
         lo_x, hi_x = torch.aminmax(X, dim=0)
         top = torch.maximum(hi_x - ctr, ctr - lo_x).amax().reshape(1)
     block = 64
     _pack_points_kernel[(n_pad // block,)](
-        X, ctr, top, c, bias, hi, lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
+        X, ctr, top, c, bias, hi, hi if fold else lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
         GAUSSIAN=c is not None, BIAS=bias is not None, SPLIT=split, EXP2=split, FOLD=fold is not None,
         QUERY=fold == "query", num_warps=4,
     )
@@ -1046,7 +1066,7 @@ def _gaussian_launch(
     symmetric, softmax = job == "sym", job == "softmax"
     same = symmetric or (K is Q and not softmax)  # queries are the keys: no running maximum
     fold = FOLD and split and same and not symmetric and sigma_q is None
-    block_d, d_chunks = _features_split(d + 2 if fold else d)
+    block_d, d_chunks = _features_split(3 * d + 4 if fold else d)
     block_v = min(_pow2_at_least(m), 64)
     ldw = _round_up(m, block_v)
     cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v, fold)
@@ -1057,8 +1077,10 @@ def _gaussian_launch(
     ctr = reference.centre(K)
     kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias,
                                     fold="key" if fold else None)
-    if fold:  # padded keys: zero operand rows (s = 0, finite) against zero value rows
+    if fold:  # one operand each (no lo part); padded keys: zero rows (s = 0, finite) against zero values
+        kl = kh
         qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c, fold="query", top=topk)
+        ql = qh
     elif K is Q and log_bias is None:  # padded query rows are never stored: their −inf is harmless
         qh, ql, qt, topq = kh, kl, kt, topk
     else:
