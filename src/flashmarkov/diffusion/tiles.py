@@ -974,7 +974,8 @@ def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bo
     without spills. Under the interpreter 16 x 16, so small tests cross many tiles."""
     if _runtime.interpreting():
         return TileConfig(16, 16, 1)
-    narrow = width <= 32 and block_v <= 32
+    # the concatenated FOLD operand (3d + 4 wide) keeps the big tiles up to d = 20 (64 wide)
+    narrow = width <= (64 if fold else 32) and block_v <= 32
     if job == "knn":
         return TileConfig(32, 64 if dtype == torch.float32 else 32, 4)
     if job == "bgh":
