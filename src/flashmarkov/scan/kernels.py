@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import _host
+
 Tensor = torch.Tensor
 
 
@@ -550,24 +552,13 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep)
 
 
-@functools.cache
-def _sm_count(device_index: int | None) -> int:
-    """Streaming multiprocessors of a CUDA device (132 for CPU tensors: an H100/H200's count)."""
-    if device_index is None:
-        return 132
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def use_lookback(n_chains: int, n_seg: int, tile_elems: int, device: torch.device) -> bool:
     """Split chains over programs with the look-back only when a chain has several segments and
     one program per chain would hold fewer than 4096 elements per SM in flight (the H200 runs of
     notes/scan.md, version 6: 512 chains of 4096-step tiles reach 0.89 of the floor that way)."""
     if n_seg == 1:
         return False
-    index = device.index if device.type == "cuda" else None
-    if device.type == "cuda" and index is None:
-        index = torch.cuda.current_device()
-    return n_chains * tile_elems < 4096 * _sm_count(index)
+    return n_chains * tile_elems < 4096 * _host.sm_count(device)
 
 
 @dataclass(frozen=True)
