@@ -212,12 +212,13 @@ def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, devic
         for n in sizes:
             case = Case("diffusion", "MV", "fwd", "float32", (n, d, k), n, False)
             x = make_inputs(case, torch.device(device), 0)
-            for job, tiles.FOLD in runs:
+            for job, use_fold in runs:
+                tiles.FOLD = use_fold
                 for bm, bn, warps, stages in TUNE_CONFIGS[job]:
                     cfg = tiles.TileConfig(bm, bn, warps, stages)
                     tiles.pick_config = lambda j, *a, c=cfg, job=job: c if j == job else original(j, *a)  # noqa: E731
                     fn = _flashmarkov if job == "matmat" else _flashmarkov_sym
-                    name = f"{job}{' fold' if tiles.FOLD and job == 'matmat' else ''}"
+                    name = f"{job}{' fold' if use_fold else ''}"
                     try:
                         ms = triton.testing.do_bench(lambda: fn(x.X, x.V, x.r, x.beta), warmup=10, rep=50)
                     except Exception as exc:  # a config that does not fit (shared memory, registers)
