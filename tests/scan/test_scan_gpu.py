@@ -1,9 +1,5 @@
 """flashmarkov.scan on a CUDA GPU: the compiled kernels against the float64 reference at lengths
-up to 10^6 (many programs chaining through the look-back at once), bfloat16 included.
-
-The float64 reference here is helpers.blocked_scan_ref / blocked_scan_bwd_ref on the GPU (a
-recursive blocked scan: ~250 launches per scan at T = 10^6), itself checked against
-flashmarkov.scan.reference in test_blocked_ref.py; the comparisons and tolerances are check_scan's."""
+up to 10^6 (many programs chaining through the look-back at once), bfloat16 included."""
 
 from __future__ import annotations
 
@@ -12,23 +8,14 @@ import itertools
 import pytest
 import torch
 
-from flashmarkov.scan import linear_scan, scan_forward
+from flashmarkov.scan import linear_scan, linear_scan_ref, scan_forward
 from flashmarkov.scan import kernels
 from flashmarkov.scan.op import linear_scan_op
 
 from ..conftest import GPU_DTYPES, assert_close
-from . import helpers
-from .helpers import blocked_scan_bwd_ref, blocked_scan_ref, check_scan, make_gates
+from .helpers import check_scan, make_gates
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture(autouse=True)
-def blocked_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """check_scan's float64 reference, forward and backward, from the blocked scan."""
-    monkeypatch.setattr(helpers, "linear_scan_ref", blocked_scan_ref)
-    monkeypatch.setattr(helpers, "linear_scan_bwd_ref", blocked_scan_bwd_ref)
-
 
 LAYOUTS = {"bdt": lambda B, D, T: ((B, D, T), -1), "btd": lambda B, D, T: ((B, T, D), 1)}
 
@@ -80,7 +67,7 @@ def test_gpu_scan_forward_out():
     x = torch.randn(2, 16, 5000, device="cuda", dtype=torch.bfloat16)
     out = torch.full_like(x, float("nan"))
     scan_forward(g, x, reverse=True, out=out)
-    ref = blocked_scan_ref(g.double(), x.double(), reverse=True)
+    ref = linear_scan_ref(g.double(), x.double(), reverse=True)
     assert_close(out, ref, torch.bfloat16, "scan_forward")
 
 
