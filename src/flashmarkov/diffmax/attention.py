@@ -61,6 +61,13 @@ class AttnConfig:
     fwd_maxnreg: int = 0  # register cap of the forward kernel (0: ptxas decides)
 
 
+COMPILED = not triton.knobs.runtime.interpret
+"""Kernels run compiled (not in the Triton interpreter, which cannot run inline PTX): read at
+import, as ``triton.jit`` reads it at decoration time."""
+
+LIST_CHUNK_FWD = 256
+"""List entries the forward's per-pass compaction handles at once."""
+
 START_GROUPS = 16
 """Runs of band tiles whose per-row maxima start τ (a float32 simulation of the kernel on
 Gaussian scores: 3 Newton passes from them for 16, 32 or 64 runs, 4 from the two largest
@@ -148,13 +155,51 @@ def _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr,
 
 @triton.jit
 def _excess(b_x, c, b_tau, AXIS: tl.constexpr):
-    """y = [c · score − τ]_+ in one FMA (−inf scores give 0), τ per row of ``b_x`` (AXIS = 1:
-    [BLOCK_M, BLOCK_N] tiles) or per column (AXIS = 0: the [GROUPS, BLOCK_M] run maxima)."""
+    """y = [c · score − τ]_+ (−inf scores give 0), τ per row of ``b_x`` (AXIS = 1: [BLOCK_M,
+    BLOCK_N] tiles) or per column (AXIS = 0: the [GROUPS, BLOCK_M] run maxima). Every τ here is
+    ≥ max X' − 1, so y ≤ 1 and y = min(max(c · score − τ, 0), 1): ptxas fuses that into one
+    FFMA.SAT for float32 (instead of an FFMA and a half-rate FMNMX); the clamp at 1 moves only
+    the row's largest entry, by at most the rounding of τ = max − 1."""
     if AXIS == 1:
         b_t = -b_tau[:, None]
     else:
         b_t = -b_tau[None, :]
-    return tl.maximum(tl.fma(b_x, c, b_t), 0.0)
+    return tl.minimum(tl.maximum(tl.fma(b_x, c, b_t), 0.0), 1.0)
+
+
+@triton.jit
+def _mark(p, b_flag, COMPILED: tl.constexpr):
+    """Stores 1 to the int8 at ``p`` when some entry of ``b_flag`` (one per row) is true. Compiled:
+    each thread stores for its own rows (predicated st.global from inline PTX, same value and
+    address), so the tile costs no cross-warp reduction, barrier or layout conversion (a
+    ``tl.store`` of a row vector would be re-laid out for coalescing through shared memory).
+    The reader must be behind a barrier."""
+    if COMPILED:
+        tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .b16 v; setp.ne.s32 p, $2, 0; mov.b16 v, 1; @p st.global.b8 [$1], v; mov.b32 $0, 0; }",
+            "=r,l,r", [p.to(tl.int64), b_flag.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
+    else:
+        tl.store(p, tl.full([], 1, tl.int8), mask=tl.max(b_flag.to(tl.int32), 0) > 0)
+
+
+@triton.jit
+def _compact(p_lsb, p_stb, n_list, CHUNK: tl.constexpr):
+    """Compacts the ``n_list`` key tiles listed at ``p_lsb`` in place to those the pass just
+    marked live (state 1, ``_mark``), sets their state back to 2 (zero until the output pass
+    marks it) and returns the new length. Once per pass, vectorised (CHUNK entries at a time)."""
+    tl.debug_barrier()  # the marks of all threads are visible
+    n_new = 0
+    for i0 in range(0, n_list, CHUNK):
+        o_l = i0 + tl.arange(0, CHUNK)
+        m_l = o_l < n_list
+        b_i = tl.load(p_lsb + o_l, mask=m_l, other=0)
+        b_live = (tl.load(p_stb + b_i, mask=m_l, other=0) == 1).to(tl.int32)
+        tl.debug_barrier()  # every entry of the chunk is read before any is overwritten
+        tl.store(p_stb + b_i, tl.full([CHUNK], 2, tl.int8), mask=b_live > 0)
+        tl.store(p_lsb + n_new + tl.cumsum(b_live, 0) - b_live, b_i, mask=b_live > 0)
+        n_new += tl.sum(b_live, 0)
+    tl.debug_barrier()  # the list and states written by some threads are read by all next
+    return n_new
 
 
 @triton.jit
@@ -169,17 +214,20 @@ def _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr,
 
 
 @triton.jit
-def _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
+def _newton_pass(b_q, p_kb, p_lsb, p_stb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
                  CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, ACC: tl.constexpr,
-                 PREC: tl.constexpr, POW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 PREC: tl.constexpr, POW: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 LIST_STAGES: tl.constexpr, COMPILED: tl.constexpr, CHUNK: tl.constexpr):
     """[BLOCK_M] (S, T) = (Σ_j y^k, Σ_j y^(k−1)) at τ over the ``n_list`` key tiles listed at
     ``p_lsb``, and the list compacted in place to the tiles with a weight > 0 at τ (hence at
-    every later τ) with its new length. The loop body has no branch, so Triton pipelines the
-    loads (the tile indices and K tiles, cp.async, ``num_stages`` deep)."""
+    every later τ) with its new length. The loop body has no branch and no cross-warp step (a
+    live tile is marked by each thread for its rows, ``_mark``; the list is compacted once after
+    the loop), and its K loads depend on the list entry (one indirection): ``LIST_STAGES`` =
+    2 · num_stages − 1 gives both the entry and the K tile num_stages − 1 iterations of latency
+    (Triton splits the stages between the two loads), so K(j + 2) is issued during tile j."""
     b_s = tl.zeros([BLOCK_M], ACC)
     b_t = tl.zeros([BLOCK_M], ACC)
-    n_new = 0
-    for i_j in range(0, n_list):
+    for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):
         i_n = tl.load(p_lsb + i_j)
         b_x = _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
         b_y = _excess(b_x, c, b_tau, 1)
@@ -187,11 +235,8 @@ def _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, 
         b_s += tl.sum(b_yk, 1)
         b_tt = tl.sum(b_ykm1, 1)  # > 0 exactly where the row has a y > 0 in this tile
         b_t += b_tt
-        live = tl.max(b_tt, 0) > 0
-        tl.store(p_lsb + n_new, i_n, mask=live)  # n_new ≤ i_j: never a slot still to be read
-        n_new += live.to(tl.int32)
-    tl.debug_barrier()  # the list written by some threads is read by all in the next pass
-    return b_s, b_t, n_new
+        _mark(p_stb + i_n, b_tt > 0, COMPILED)
+    return b_s, b_t, _compact(p_lsb, p_stb, n_list, CHUNK)
 
 
 @triton.jit
@@ -234,6 +279,9 @@ def _attn_fwd_kernel(
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     GROUPS: tl.constexpr,
+    LIST_STAGES: tl.constexpr,  # pipeline depth of the list-driven loops (2 · num_stages − 1)
+    COMPILED: tl.constexpr,  # not the interpreter (``_mark``)
+    CHUNK: tl.constexpr,  # list entries ``_compact`` handles at once
 ):
     i_bh = tl.program_id(0).to(tl.int64)
     i_m = n_m - 1 - tl.program_id(1)  # longest causal bands first
@@ -306,8 +354,8 @@ def _attn_fwd_kernel(
         b_gkm1, b_gk = _powers(_excess(b_gm, c, b_tau_g, 0), k, POW)
         b_tau_g += _newton_step(tl.sum(b_gk, 0), tl.sum(b_gkm1, 0), k)
     b_tau = tl.minimum(tl.maximum(tl.maximum(_two_point_tau(b_m, b_m2, k, POW), b_tau_g), tau_lo), tau_hi)
-    b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
-                                    CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N)
+    b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, p_stb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
+                                    CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N, LIST_STAGES, COMPILED, CHUNK)
     b_step = _newton_step(b_s, b_t, k)
     b_prev = tl.full([BLOCK_M], float("inf"), ACC)
     # a row is live while its step rises by more than tol and shrinks (exact steps shrink
@@ -322,8 +370,8 @@ def _attn_fwd_kernel(
         b_tau = tl.where(b_live, tl.minimum(tl.maximum(b_tau + b_step, tau_lo), tau_hi), b_tau)
         b_live = b_live & (b_last == 0)
         if tl.max(b_live.to(tl.int32), 0) > 0:
-            b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
-                                            CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N)
+            b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, p_stb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
+                                            CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N, LIST_STAGES, COMPILED, CHUNK)
             b_prev = tl.where(b_live, b_step, b_prev)
             b_step = _newton_step(b_s, b_t, k)
             b_live = b_live & (b_step > tol * (1.0 + tl.abs(b_tau))) & (b_step < b_prev)
@@ -332,7 +380,7 @@ def _attn_fwd_kernel(
     # output pass over the listed tiles: O = Σ_j y^k v_j / S, with S = Σ_j y^k at the final τ
     b_o = tl.zeros([BLOCK_M, BLOCK_DV], ACC)
     b_s = tl.zeros([BLOCK_M], ACC)
-    for i_j in range(0, n_list):
+    for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):
         i_n = tl.load(p_lsb + i_j)
         o_n = i_n * BLOCK_N + o_bn
         b_x = _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), m0, i_n * BLOCK_N, o_m, o_n, Sq, Sk, wl, wr,
@@ -343,7 +391,7 @@ def _attn_fwd_kernel(
         # [BLOCK_N, BLOCK_DV]
         b_v = tl.load(p_vb + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=(o_n[:, None] < Sk) & (o_dv[None, :] < DV), other=0.0)
         b_o += tl.dot(b_p.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
-        tl.store(p_stb + i_n, tl.where(tl.max(b_ps, 0) > 0, 1, 2).to(tl.int8))
+        _mark(p_stb + i_n, b_ps > 0, COMPILED)  # listed tiles are in state 2 (zero) until marked
     b_rn = tl.where(b_s > 0, 1.0 / tl.where(b_s > 0, b_s, 1.0), 0.0)
     b_o = b_o * b_rn[:, None]
     p_ob = p_o + i_b * so_b + i_h * so_h
@@ -536,7 +584,8 @@ def attention_fwd_launch(
         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n,
         com["constants"], com["wl"], com["wr"], n_iter,
         CAUSAL=causal, BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)),
-        GROUPS=START_GROUPS, **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        GROUPS=START_GROUPS, LIST_STAGES=max(2 * cfg.num_stages - 1, 1), COMPILED=COMPILED, CHUNK=LIST_CHUNK_FWD,
+        **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
     )
     return o, tau, rn, states
