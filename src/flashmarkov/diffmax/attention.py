@@ -168,18 +168,30 @@ def _excess(b_x, c, b_tau, AXIS: tl.constexpr):
 
 
 @triton.jit
+def _row_parts(b, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[BLOCK_M, 4] partial row sums of ``b`` [BLOCK_M, BLOCK_N]: column 8i + 2q + e summed over
+    i and e. In the wgmma accumulator layout q numbers the 4 threads that share a row, so these
+    sums stay inside each thread: a loop accumulates them and finishes the rows (``tl.sum`` over
+    axis 1, the shuffles) once, after the loop, instead of per tile. One reduction over the
+    (i, e) pairs (permuted together: no data moves) keeps a product in ``b`` fused into an FFMA
+    chain (two nested sums would not)."""
+    b4 = tl.permute(tl.reshape(b, [BLOCK_M, BLOCK_N // 8, 4, 2]), 0, 2, 1, 3)
+    return tl.sum(tl.reshape(b4, [BLOCK_M, 4, BLOCK_N // 4]), 2)
+
+
+@triton.jit
 def _mark(p, b_flag, COMPILED: tl.constexpr):
-    """Stores 1 to the int8 at ``p`` when some entry of ``b_flag`` (one per row) is true. Compiled:
-    each thread stores for its own rows (predicated st.global from inline PTX, same value and
-    address), so the tile costs no cross-warp reduction, barrier or layout conversion (a
-    ``tl.store`` of a row vector would be re-laid out for coalescing through shared memory).
-    The reader must be behind a barrier."""
+    """Stores 1 to the int8 at ``p`` when some entry of ``b_flag`` is true. Compiled: each thread
+    stores for its own entries (predicated st.global from inline PTX, same value and address),
+    so the tile costs no cross-warp reduction, barrier or layout conversion (a ``tl.store`` of
+    a row vector would be re-laid out for coalescing through shared memory). The reader must
+    be behind a barrier."""
     if COMPILED:
         tl.inline_asm_elementwise(
             "{ .reg .pred p; .reg .b16 v; setp.ne.s32 p, $2, 0; mov.b16 v, 1; @p st.global.b8 [$1], v; mov.b32 $0, 0; }",
             "=r,l,r", [p.to(tl.int64), b_flag.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1)
     else:
-        tl.store(p, tl.full([], 1, tl.int8), mask=tl.max(b_flag.to(tl.int32), 0) > 0)
+        tl.store(p, tl.full([], 1, tl.int8), mask=tl.max(b_flag.to(tl.int32)) > 0)
 
 
 @triton.jit
@@ -225,18 +237,18 @@ def _newton_pass(b_q, p_kb, p_lsb, p_stb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_
     the loop), and its K loads depend on the list entry (one indirection): ``LIST_STAGES`` =
     2 · num_stages − 1 gives both the entry and the K tile num_stages − 1 iterations of latency
     (Triton splits the stages between the two loads), so K(j + 2) is issued during tile j."""
-    b_s = tl.zeros([BLOCK_M], ACC)
-    b_t = tl.zeros([BLOCK_M], ACC)
+    b_s = tl.zeros([BLOCK_M, 4], ACC)  # partial row sums (``_row_parts``)
+    b_t = tl.zeros([BLOCK_M, 4], ACC)
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):
         i_n = tl.load(p_lsb + i_j)
         b_x = _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
         b_y = _excess(b_x, c, b_tau, 1)
         b_ykm1, b_yk = _powers(b_y, k, POW)
-        b_s += tl.sum(b_yk, 1)
-        b_tt = tl.sum(b_ykm1, 1)  # > 0 exactly where the row has a y > 0 in this tile
+        b_s += _row_parts(b_yk, BLOCK_M, BLOCK_N)
+        b_tt = _row_parts(b_ykm1, BLOCK_M, BLOCK_N)  # > 0 exactly where the part has a y > 0
         b_t += b_tt
         _mark(p_stb + i_n, b_tt > 0, COMPILED)
-    return b_s, b_t, _compact(p_lsb, p_stb, n_list, CHUNK)
+    return tl.sum(b_s, 1), tl.sum(b_t, 1), _compact(p_lsb, p_stb, n_list, CHUNK)
 
 
 @triton.jit
@@ -379,19 +391,20 @@ def _attn_fwd_kernel(
 
     # output pass over the listed tiles: O = Σ_j y^k v_j / S, with S = Σ_j y^k at the final τ
     b_o = tl.zeros([BLOCK_M, BLOCK_DV], ACC)
-    b_s = tl.zeros([BLOCK_M], ACC)
+    b_s = tl.zeros([BLOCK_M, 4], ACC)  # partial row sums (``_row_parts``)
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):
         i_n = tl.load(p_lsb + i_j)
         o_n = i_n * BLOCK_N + o_bn
         b_x = _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), m0, i_n * BLOCK_N, o_m, o_n, Sq, Sk, wl, wr,
                       CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
         _, b_p = _powers(_excess(b_x, c, b_tau, 1), k, POW)
-        b_ps = tl.sum(b_p, 1)
+        b_ps = _row_parts(b_p, BLOCK_M, BLOCK_N)
         b_s += b_ps
         # [BLOCK_N, BLOCK_DV]
         b_v = tl.load(p_vb + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=(o_n[:, None] < Sk) & (o_dv[None, :] < DV), other=0.0)
         b_o += tl.dot(b_p.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
         _mark(p_stb + i_n, b_ps > 0, COMPILED)  # listed tiles are in state 2 (zero) until marked
+    b_s = tl.sum(b_s, 1)
     b_rn = tl.where(b_s > 0, 1.0 / tl.where(b_s > 0, b_s, 1.0), 0.0)
     b_o = b_o * b_rn[:, None]
     p_ob = p_o + i_b * so_b + i_h * so_h
@@ -414,6 +427,7 @@ def _attn_bwd_dq_kernel(
     ACC: tl.constexpr, PREC: tl.constexpr, POW: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    LIST_STAGES: tl.constexpr,
 ):
     i_bh = tl.program_id(0).to(tl.int64)
     i_m = n_m - 1 - tl.program_id(1)  # longest causal bands first
@@ -445,7 +459,7 @@ def _attn_bwd_dq_kernel(
     b_sk = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j s_ij k_j
     b_sdp = tl.zeros([BLOCK_M], ACC)  # Σ_j s_ij dP_ij
     b_c = tl.zeros([BLOCK_M], ACC)  # C_i = Σ_j s_ij
-    for i_j in range(0, n_list):
+    for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
         n0 = tl.load(p_lsb + i_j) * BLOCK_N
         o_n = n0 + o_bn
         b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
@@ -478,6 +492,7 @@ def _attn_bwd_dkdv_kernel(
     ACC: tl.constexpr, PREC: tl.constexpr, POW: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    LIST_STAGES: tl.constexpr,
 ):
     i_bkh = tl.program_id(0).to(tl.int64)
     i_n = tl.program_id(1)
@@ -498,7 +513,7 @@ def _attn_bwd_dkdv_kernel(
     b_v = tl.load(p_v + i_b * sv_b + i_kh * sv_h + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=m_n[:, None] & (o_dv[None, :] < DV), other=0.0)
     b_dk = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
-    for i_j in range(0, n_list):
+    for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
         e = tl.load(p_lsb + i_j)
         i_h = i_kh * G + e // n_m
         i_bh = i_b * Hq + i_h
@@ -531,6 +546,15 @@ def integer_power(alpha: float) -> int:
     from .rows import integer_power as power
 
     return power(alpha)
+
+
+def _list_stages(cfg: AttnConfig, deep: bool) -> int:
+    """Pipeline depth of a list-driven loop (its K/V or Q/dO loads depend on a loaded list entry):
+    Triton splits the stages between the entry and the tile loads, so 2 · num_stages − 1 gives the
+    tiles num_stages − 1 iterations of latency as a direct loop has; num_stages itself (``deep``
+    false) leaves (num_stages − 1) // 2, i.e. the tile issued at the end of the iteration before
+    its use when num_stages is 3, at the price of less shared memory and fewer registers."""
+    return max(2 * cfg.num_stages - 1, 1) if deep else cfg.num_stages
 
 
 def _inner(t: Tensor) -> Tensor:
@@ -584,7 +608,7 @@ def attention_fwd_launch(
         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n,
         com["constants"], com["wl"], com["wr"], n_iter,
         CAUSAL=causal, BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)),
-        GROUPS=START_GROUPS, LIST_STAGES=max(2 * cfg.num_stages - 1, 1), COMPILED=COMPILED, CHUNK=LIST_CHUNK_FWD,
+        GROUPS=START_GROUPS, LIST_STAGES=_list_stages(cfg, True), COMPILED=COMPILED, CHUNK=LIST_CHUNK_FWD,
         **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
     )
@@ -659,7 +683,11 @@ def attention_bwd_launch(
     by_query, count_query, by_key, count_key = live_tile_lists(states, Hkv)
     delta = torch.empty_like(tau)
     blocks = dict(BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)))
-    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    # deeper list pipelines only for 16-bit D, Dv ≤ 64: larger tiles would spill or (dkdv, D = 128)
+    # need 249 KB of shared memory
+    deep = q.element_size() == 2 and blocks["BLOCK_D"] + blocks["BLOCK_DV"] <= 128
+    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep),
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     scalars = (com["constants"], com["wl"], com["wr"])
     _attn_bwd_dq_kernel[(B * Hq, n_m)](
         q, k, v, do, dq, tau, rn, by_query, count_query, delta,
