@@ -45,7 +45,8 @@ def compile_variant(layout: str, dtype: str, cfg: kernels.ScanConfig, *, backwar
     n_seq = 4 if varlen else 1
     consts = dict(
         ACC=tl.float64 if dtype == "fp64" else tl.float32, BLOCK_T=cfg.block_t, BLOCK_Q=cfg.block_q, V=v,
-        SLICE_K=getattr(cfg, "slice_k", 1), SLICE_KEEP=getattr(cfg, "slice_keep", False) and not time_contig, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
+        SLICE_K=getattr(cfg, "slice_k", 1), SLICE_KEEP=getattr(cfg, "slice_keep", False) and not time_contig,
+        PREFETCH=getattr(cfg, "prefetch", False) and not time_contig and not lookback, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
         SCAN_REV=reverse != backward, VARLEN=varlen, LOOKBACK=lookback, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,
     )
     sig, constexprs = {}, {}
@@ -93,9 +94,11 @@ VARIANTS = {  # name: flags
 
 
 def parse_config(text: str) -> kernels.ScanConfig:
-    """BT,BQ,W[,K[,KEEP]] -> ScanConfig (KEEP 1 / 0: sliced tiles keep the slices in registers)."""
+    """BT,BQ,W[,K[,KEEP[,PREFETCH]]] -> ScanConfig (KEEP 1 / 0: sliced tiles keep the slices in
+    registers; PREFETCH 1 / 0: load the next segment first)."""
     v = [int(x) for x in text.split(",")]
-    return kernels.ScanConfig(v[0], v[1], v[2], slice_k=v[3] if len(v) > 3 else 1, slice_keep=bool(v[4]) if len(v) > 4 else True)
+    return kernels.ScanConfig(v[0], v[1], v[2], slice_k=v[3] if len(v) > 3 else 1, slice_keep=bool(v[4]) if len(v) > 4 else True,
+                              prefetch=bool(v[5]) if len(v) > 5 else True)
 
 
 def default_configs(layout: str, dtype: str) -> list[kernels.ScanConfig]:
@@ -109,7 +112,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["bdt", "btd"], default=None)
     ap.add_argument("--dtypes", default="fp32,bf16,fp16,fp64")
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP]];... instead of pick_config's")
+    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP[,PREFETCH]]];... instead of pick_config's")
     args = ap.parse_args()
     for layout in ("bdt", "btd"):
         if args.only and layout != args.only:
@@ -129,7 +132,7 @@ def main() -> None:
                     except Exception as e:  # report, keep going
                         print(f"{layout} {dtype:4s} {name:10s} {cfg} FAILED {str(e)[:300]}", flush=True)
                         continue
-                    shape = f"{cfg.block_t}x{cfg.block_q} w{cfg.num_warps} k{getattr(cfg, 'slice_k', 1)}{'r' if layout == 'btd' and getattr(cfg, 'slice_keep', False) else ''}"
+                    shape = f"{cfg.block_t}x{cfg.block_q} w{cfg.num_warps} k{getattr(cfg, 'slice_k', 1)}{'r' if layout == 'btd' and getattr(cfg, 'slice_keep', False) else ''}{'p' if layout == 'btd' and getattr(cfg, 'prefetch', False) else ''}"
                     print(f"{layout} {dtype:4s} {name:10s} {shape:20s} instr {r['instr']:5d}  {r['per_elem']:5.1f}/elem  "
                           f"regs {r['regs']:3d}  spills {r['spills']:3d}  ptx {r['sha']}", flush=True)
 

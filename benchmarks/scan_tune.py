@@ -30,9 +30,13 @@ CHANNEL_CONTIG = {  # sliced tiles: (BLOCK_T, BLOCK_Q, num_warps, slice_k, slice
 
 
 def parse_config(values: tuple[int, ...]) -> kernels.ScanConfig:
-    """(BLOCK_T, BLOCK_Q, num_warps[, slice_k[, slice_keep]]) -> ScanConfig."""
+    """(BLOCK_T, BLOCK_Q, num_warps[, slice_k[, slice_keep[, lookback[, prefetch]]]]) -> ScanConfig;
+    lookback 1 / 0 forces the look-back / one program per chain, -1 (default) lets the launcher
+    decide; prefetch 1 (default) / 0."""
     bt, bq, w, *rest = values
-    return kernels.ScanConfig(bt, bq, w, slice_k=rest[0] if rest else 1, slice_keep=bool(rest[1]) if len(rest) > 1 else True)
+    lookback = {1: True, 0: False}.get(rest[2]) if len(rest) > 2 else None
+    return kernels.ScanConfig(bt, bq, w, lookback=lookback, slice_k=rest[0] if rest else 1,
+                              slice_keep=bool(rest[1]) if len(rest) > 1 else True, prefetch=bool(rest[3]) if len(rest) > 3 else True)
 
 
 def copy_bandwidth() -> float:
@@ -47,7 +51,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--case", type=int, default=None, help="run only case N (0-15), for one process per case")
-    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP]];... instead of the built-in lists")
+    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP[,LOOKBACK[,PREFETCH]]]];... instead of the built-in lists")
     ap.add_argument("--layout", choices=["bdt", "btd"], default=None, help="only this layout")
     ap.add_argument("--shapes", default=None, help="comma-separated indices into CASES")
     ap.add_argument("--dtypes", default="float32,bfloat16")
@@ -83,8 +87,9 @@ def main() -> None:
         for cfg in configs:
             if cfg.block_t > 2 * T:
                 continue
-            fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, config=cfg)
-            bwd = lambda: kernels.scan_launch(g, dy, dx, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, y=y, dgates=dg, config=cfg)
+            run_cfg = None if cfg == default else cfg  # the default goes through the launcher's own choice (fwd / bwd / look-back tiles)
+            fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, config=run_cfg)
+            bwd = lambda: kernels.scan_launch(g, dy, dx, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, y=y, dgates=dg, config=run_cfg)
             try:
                 k_f, k_b = fwd(), bwd()
                 t_f = triton.testing.do_bench(fwd, warmup=10, rep=50, return_mode="median")
@@ -93,7 +98,8 @@ def main() -> None:
                 print("FAILED", shape, dtype, cfg, repr(e)[:200])
                 continue
             rec = dict(shape=list(shape), layout=layout, dtype=str(dtype),
-                       config=[cfg.block_t, cfg.block_q, cfg.num_warps] + ([cfg.slice_k, int(cfg.slice_keep)] if view.s_t != 1 else []),
+                       config=[cfg.block_t, cfg.block_q, cfg.num_warps] + ([cfg.slice_k, int(cfg.slice_keep)] if view.s_t != 1 else [])
+                       + ([-1 if cfg.lookback is None else int(cfg.lookback), int(cfg.prefetch)] if view.s_t != 1 else []),
                        default=cfg == default, fwd_ms=t_f, bwd_ms=t_b,
                        fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b),
                        regs=[k_f.n_regs, k_b.n_regs], spills=[k_f.n_spills, k_b.n_spills])

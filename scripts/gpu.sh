@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
-#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [pack]     (default: tests bench)
+#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [pack]     (default: tests bench)
 # env: TEST_PATHS (default tests), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
 # diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
@@ -51,7 +51,13 @@ for step in $steps; do
         && mv /tmp/flashmarkov-results.tgz "$OUT/results.tgz" ;;
     check) timeout 300 python3 -m flashmarkov.cli check --quick 2>&1 | tail -8; status=$((status | PIPESTATUS[0])) ;;
     demo)  python3 -m flashmarkov.cli demo 2>&1 | tail -10; status=$((status | PIPESTATUS[0])) ;;
-    tune)  timeout "${TUNE_TIMEOUT:-400}" python3 benchmarks/scan_tune.py --out "$OUT" 2>&1 | tee "$OUT/tune.log" | tail -20 ;;
+    tune)  timeout "${TUNE_TIMEOUT:-400}" python3 benchmarks/scan_tune.py --out "$OUT" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log" | tail -${TUNE_TAIL:-20} ;;
+    ncu-scan)  # Nsight Compute on the first scan kernel of one tune case (NCU_CASE: scan_tune.py arguments)
+      timeout 240 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+        --section LaunchStats -k regex:_linear_scan -c "${NCU_COUNT:-1}" python3 benchmarks/scan_tune.py --out /tmp ${NCU_CASE:---layout btd --shapes 1 --dtypes bfloat16 --default-only} \
+        > "$OUT/ncu-scan.log" 2>&1; grep -E "^  [A-Z_a-z]|Throughput|Occupancy|Registers|Stall|Warp Cycles|Eligible|Issued|Duration|==PROF==|Block Limit" "$OUT/ncu-scan.log" | head -${NCU_TAIL:-70} ;;
+    profile-diffmax)
+      timeout 300 python3 -c "from flashmarkov.bench.diffmax import profile_attention; profile_attention()" 2>&1 | tee "$OUT/profile-diffmax.log" | tail -30 ;;
     *)     echo "unknown step $step"; status=1 ;;
   esac
 done

@@ -228,6 +228,19 @@ def _slice_load(p_g, p_x, t, offs, m, m_q, T, s_t, D: tl.constexpr, BACKWARD: tl
 
 
 @triton.jit
+def _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg, valid, T, s_t, BLOCK_T: tl.constexpr, SLICE_K: tl.constexpr,
+                 D: tl.constexpr, SCAN_REV: tl.constexpr, BACKWARD: tl.constexpr):
+    """The SLICE_K slices of segment i_seg of a sliced tile as stored, (g_0, x_0, g_1, x_1, ...), each
+    [R, BLOCK_Q]; nothing is read where ``valid`` (a scalar) is false."""
+    b_raw = ()
+    m_v = m_q & valid
+    for k in tl.static_range(SLICE_K):
+        t, offs, m = _slice_at(base_q, m_v, o_rv * SLICE_K + k, i_seg, T, s_t, BLOCK_T, SCAN_REV)
+        b_raw = b_raw + _slice_load(p_g, p_x, t, offs, m, m_v, T, s_t, D, BACKWARD)
+    return b_raw
+
+
+@triton.jit
 def _slice_inputs(b_g, b_x, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC: tl.constexpr,
                   BACKWARD: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr, SEARCH_STEPS: tl.constexpr,
                   HAS_H0: tl.constexpr, HAS_HIN: tl.constexpr):
@@ -265,6 +278,7 @@ def _linear_scan_kernel(
     V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1 (sliced tiles)
     SLICE_K: tl.constexpr,  # V = 1: steps per row of a sliced tile (BLOCK_T // SLICE_K rows of SLICE_K slices)
     SLICE_KEEP: tl.constexpr,  # V = 1: keep the slices in registers between the passes (else re-read them)
+    PREFETCH: tl.constexpr,  # V = 1, one program per chain: load the next segment's slices before this one's passes
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
@@ -335,6 +349,11 @@ def _linear_scan_kernel(
         b_c0 = tl.zeros([BLOCK_Q], ACC)
 
     b_carry = b_c0
+    if PREFETCH:
+        # the chain's first segment; each iteration then issues the next segment's loads first, so
+        # that they are in flight during this segment's two passes
+        b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, n_seg - 1 if SCAN_REV else 0, i_lseg < lseg_end, T, s_t,
+                              BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
     while i_lseg < lseg_end:
         i_tile = i_lseg * n_chains + i_chain
         if SCAN_REV:
@@ -344,17 +363,20 @@ def _linear_scan_kernel(
         if SLICED:
             # pass 1: [R, BLOCK_Q] affine map (b_g, b_x) of each row's SLICE_K steps, folded in registers;
             # SLICE_KEEP keeps the slices as loaded (b_raw) for pass 2
+            if PREFETCH:
+                b_raw = b_next
+                b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg - 1 if SCAN_REV else i_seg + 1, i_lseg + 1 < lseg_end,
+                                      T, s_t, BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
+            else:
+                b_raw = _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg, i_lseg < lseg_end, T, s_t, BLOCK_T, SLICE_K, D,
+                                     SCAN_REV, BACKWARD)
             b_g = tl.full([R, BLOCK_Q], 1.0, ACC)
             b_x = tl.zeros([R, BLOCK_Q], ACC)
-            b_raw = ()
             for k in tl.static_range(SLICE_K):
                 t, offs, m = _slice_at(base_q, m_q, o_rv * SLICE_K + k, i_seg, T, s_t, BLOCK_T, SCAN_REV)
-                b_gk, b_xk = _slice_load(p_g, p_x, t, offs, m, m_q, T, s_t, D, BACKWARD)
-                if SLICE_KEEP:
-                    b_raw = b_raw + (b_gk, b_xk)
                 b_gk, b_xk, m_first, m_last, i_state = _slice_inputs(
-                    b_gk, b_xk, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC, BACKWARD, REVERSE,
-                    VARLEN, SEARCH_STEPS, HAS_H0, HAS_HIN,
+                    b_raw[2 * k], b_raw[2 * k + 1], t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC,
+                    BACKWARD, REVERSE, VARLEN, SEARCH_STEPS, HAS_H0, HAS_HIN,
                 )
                 b_g = b_gk * b_g
                 b_x = b_gk * b_x + b_xk
@@ -505,6 +527,8 @@ class ScanConfig:
     two); ignored when time is contiguous."""
     slice_keep: bool = True
     """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
+    prefetch: bool = True
+    """Contiguous channels, one program per chain: load segment i + 1 before segment i's passes."""
 
 
 def _pow2_at_least(n: int) -> int:
@@ -516,22 +540,28 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
     return 16 // itemsize if time_contiguous else 1
 
 
-# Contiguous channels, per itemsize: (rows, slice_k, block_q, num_warps, slice_keep) of a sliced tile, from
-# the offline sm_90 counts of notes/scan.md (benchmarks/scan_count.py).
-SLICED_TILES = {8: (16, 8, 16, 4, True), 4: (16, 8, 32, 4, True), 2: (16, 8, 32, 4, True)}
+# Contiguous channels, per (itemsize, pass): (rows, slice_k, block_q, num_warps, slice_keep, prefetch) of a
+# sliced tile. "fwd" / "bwd": one program per chain; "lookback": one tile per program. From the H100
+# sweeps of notes/scan.md (version 8, benchmarks/scan_tune.py); float64 from the offline counts only.
+SLICED_TILES = {
+    (8, "fwd"): (16, 8, 16, 4, True, False), (8, "bwd"): (16, 8, 16, 4, True, False), (8, "lookback"): (16, 8, 16, 4, True, False),
+    (4, "fwd"): (16, 4, 32, 4, True, True), (4, "bwd"): (16, 4, 32, 4, True, True), (4, "lookback"): (16, 8, 32, 4, True, False),
+    (2, "fwd"): (16, 8, 32, 4, True, False), (2, "bwd"): (16, 4, 32, 4, True, True), (2, "lookback"): (16, 8, 32, 4, True, False),
+}
 
 
 @functools.lru_cache(maxsize=4096)
-def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: bool) -> ScanConfig:
+def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: bool, mode: str = "fwd") -> ScanConfig:
     """Tile shape from the H200 sweep (notes/scan.md).
 
     Contiguous time: a forward-direction forward pass takes plain tiles of up to 4096 steps of
     one row (one tile per row up to T = 4096: no look-back); a 3-D tile (reverse scan, backward)
     takes 2048 steps of 2 rows, since Triton moves a [BLOCK_T, 1] scan off the vectorised layout.
     32 elements per thread in either case.
-    Contiguous channels: a sliced tile of ``SLICED_TILES`` (rows x slice_k steps by block_q
-    channels, one 16-byte vector per thread and slice), shrunk for short T (fewer steps per row
-    first, then fewer rows) and narrow Q, with fewer warps when it holds fewer vectors."""
+    Contiguous channels: a sliced tile of ``SLICED_TILES`` for ``mode`` ("fwd" or "bwd" when one
+    program walks each chain, "lookback" when chains are split over programs; rows x slice_k steps
+    by block_q channels), shrunk for short T (fewer steps per row first, then fewer rows) and
+    narrow Q, with fewer warps when it holds fewer vectors."""
     small = 2 if itemsize == 8 else 1  # float64 tiles hold half as many steps
     if time_contiguous:
         v = vector_steps(itemsize, True)
@@ -543,13 +573,13 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
             block_q = min(_pow2_at_least(Q), max(1, 4096 // small // block_t))
         num_warps = max(1, min(4, block_t * block_q // 512))
         return ScanConfig(block_t, block_q, num_warps)
-    rows, slice_k, block_q, num_warps, keep = SLICED_TILES[itemsize]
+    rows, slice_k, block_q, num_warps, keep, prefetch = SLICED_TILES[itemsize, mode]
     full = rows * block_q
     block_t = min(rows * slice_k, _pow2_at_least(T))
     slice_k = min(slice_k, block_t)
     block_q = min(block_q, _pow2_at_least(Q))
     num_warps = max(1, num_warps * (block_t // slice_k) * block_q // full)
-    return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep)
+    return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep, prefetch=prefetch)
 
 
 def use_lookback(n_chains: int, n_seg: int, tile_elems: int, device: torch.device) -> bool:
@@ -614,7 +644,8 @@ def scan_launch(
     v = view
     scan_rev = reverse != backward
     vec = vector_steps(tokens.element_size(), v.s_t == 1)
-    cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1, vec > 1 and (scan_rev or backward))
+    cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1, vec > 1 and (scan_rev or backward),
+                                "bwd" if backward else "fwd")
     slice_k = cfg.slice_k if vec == 1 else 1
     rows = cfg.block_t // slice_k
     if cfg.block_t % slice_k or rows & (rows - 1):
@@ -626,6 +657,15 @@ def scan_launch(
     n_tiles = n_chains * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
     lookback = use_lookback(n_chains, n_seg, cfg.block_t * cfg.block_q, tokens.device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    if lookback and config is None and vec == 1:
+        # chains split over programs take the look-back's own tile
+        cfg = pick_config(v.T, v.Q, tokens.element_size(), False, False, "lookback")
+        n_qblk = -(-v.Q // cfg.block_q)
+        n_seg = -(-v.T // cfg.block_t)
+        n_chains = v.P * n_qblk
+        n_tiles = n_chains * n_seg
+        lookback = n_seg > 1
+        slice_k = cfg.slice_k
     flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
     records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
     return _linear_scan_kernel[(n_tiles if lookback else n_chains,)](
@@ -638,6 +678,7 @@ def scan_launch(
         V=vec,
         SLICE_K=slice_k,
         SLICE_KEEP=cfg.slice_keep and vec == 1,
+        PREFETCH=cfg.prefetch and vec == 1 and not lookback,
         SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
         REVERSE=reverse,
         BACKWARD=backward,
