@@ -93,6 +93,17 @@ def test_kernels_attention_tall_tiles(case, triton_backend, nan_alloc, monkeypat
     _check_attention(dtype=torch.float32, device=triton_backend, **TALL_CASES[case])
 
 
+@pytest.mark.parametrize("case", ["gqa-causal-sq<sk", "causal-sq>sk-window", "band-alpha0.3"])
+def test_kernels_attention_dkdv_transposed(case, triton_backend, nan_alloc, monkeypatch):
+    """The dkdv kernel's transposed form (dKᵀ = Σ Qᵀ dS, dVᵀ = Σ dOᵀ P: the GPU default for 16-bit
+    D, Dv ≤ 64, which the interpreter cannot run in bf16) in float32, with tall tiles, GQA,
+    Dv ≠ D and masked edge tiles; the forward on 4 warps and the backward on 8 as by default."""
+    from flashmarkov.diffmax import attention
+
+    monkeypatch.setattr(attention, "pick_config", lambda d, itemsize: attention.AttnConfig(32, 16, 4, 2, 0, 8, True))
+    _check_attention(dtype=torch.float32, device=triton_backend, **ATTN_CASES[case])
+
+
 def test_kernels_skip_zero_tiles(triton_backend, small_tiles):
     """Clustered keys: the zero tiles are found (and skipped); the tile states equal the
     reference's, computed from the exact weights."""

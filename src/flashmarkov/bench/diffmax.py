@@ -369,39 +369,71 @@ PROFILE_SHAPES = (((1, 16, 4096, 64), False), ((1, 16, 4096, 64), True), ((1, 8,
 
 
 def profile_attention(
-    configs: tuple[tuple[int, ...], ...] = ((128, 64, 8, 3, 128), (128, 64, 8, 3, 0)),
+    configs: tuple[tuple, ...] = ((128, 64, 4, 3, 0, 8), (128, 64, 8, 3, 128, 8), (128, 64, 4, 3, 0, 8, False)),
+    shapes: tuple = PROFILE_SHAPES,
 ) -> None:
     """Where the fused attention's time goes, bf16 α = 0.5 (not a benchmark record): per shape
-    and tile config (``AttnConfig`` fields: block_m, block_n, num_warps, num_stages, fwd_maxnreg;
-    the first is the default; the second differs only in the forward's register cap, so it
-    compiles just the forward again), the forward, the cost of one Newton pass (forward with ``n_iter`` = 2 minus
-    ``n_iter`` = 1; both still stop early on converged rows), the backward kernels, and the
-    fraction of zero tiles. Needs CUDA; ``python -c "from flashmarkov.bench.diffmax import
-    profile_attention; profile_attention()"`` (about a minute, mostly compiling)."""
+    and tile config (``AttnConfig`` fields: block_m, block_n, num_warps, num_stages, fwd_maxnreg,
+    bwd_warps, dkdv_trans; the first is the default; configs that differ only in forward or only
+    in backward fields recompile only those kernels): the forward; the forward at ``n_iter`` = 0,
+    1, 2 (max pass + 1, 2, 3 Newton passes + output pass; rows still stop early once converged)
+    and the differences (one Newton pass each); the backward, and its dq and dkdv kernels alone
+    (each with the tile lists); the fraction of zero tiles; and from a clock64-instrumented
+    forward (``profile=``) each phase's cycles per band tile per program (2 programs share an
+    SM: per SM about half): max pass, τ start, first Newton pass with its compaction, the
+    loop's passes (mean), output pass, epilogue. Needs CUDA; ``python -c "from
+    flashmarkov.bench.diffmax import profile_attention; profile_attention()"`` (2–4 min, mostly
+    compiling)."""
     import triton.testing
 
-    from flashmarkov.diffmax.attention import AttnConfig, attention_bwd_launch, attention_fwd_launch
+    from flashmarkov.diffmax.attention import PROFILE_SLOTS, AttnConfig, attention_bwd_launch, attention_fwd_launch
+
+    def bench(fn: Callable[[], object]) -> float:
+        return float(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median"))
 
     generator = torch.Generator(device="cuda").manual_seed(0)
-    for shape, causal in PROFILE_SHAPES:
+    for shape, causal in shapes:
         q, k, v, do = (torch.randn(shape, generator=generator, device="cuda").to(torch.bfloat16) for _ in range(4))
         scale = shape[-1] ** -0.5
         for blocks in configs:
             cfg = AttnConfig(*blocks)
 
-            def fwd(n_iter: int = 50, cfg: AttnConfig = cfg) -> tuple[Tensor, ...]:
-                return attention_fwd_launch(q, k, v, ALPHA, causal, scale, (-1, -1), n_iter, cfg)
+            def fwd(n_iter: int = 50, cfg: AttnConfig = cfg, profile: Tensor | None = None) -> tuple[Tensor, ...]:
+                return attention_fwd_launch(q, k, v, ALPHA, causal, scale, (-1, -1), n_iter, cfg, profile)
+
+            def bwd(kernels: str = "dq,dkdv", cfg: AttnConfig = cfg) -> tuple[Tensor, ...]:
+                return attention_bwd_launch(q, k, v, do, tau, rn, states, ALPHA, causal, scale, (-1, -1), cfg, kernels)
 
             o, tau, rn, states = fwd()
-            t_fwd = triton.testing.do_bench(fwd)
-            t_pass = triton.testing.do_bench(lambda: fwd(2)) - triton.testing.do_bench(lambda: fwd(1))
-            t_bwd = triton.testing.do_bench(
-                lambda: attention_bwd_launch(q, k, v, do, tau, rn, states, ALPHA, causal, scale, (-1, -1), cfg)
-            )
+            t_fwd = bench(fwd)
+            t_it = [bench(lambda n=n: fwd(n)) for n in (0, 1, 2)]
+            t_bwd, t_dq, t_dkdv = bench(bwd), bench(lambda: bwd("dq")), bench(lambda: bwd("dkdv"))
             zero = float((states == 2).sum() / (states != 0).sum())
+            name = f"{'x'.join(map(str, shape))} causal={causal!s:5} cfg={tuple(blocks)}"
             print(
-                f"{'x'.join(map(str, shape))} causal={causal!s:5} cfg={blocks}: fwd {t_fwd:.3f} ms "
-                f"(one Newton pass {t_pass:.3f} ms), bwd {t_bwd:.3f} ms, fwd+bwd {t_fwd + t_bwd:.3f} ms, "
-                f"zero tiles {zero:.1%}",
+                f"{name}: fwd {t_fwd:.3f} ms (n_iter 0/1/2: {t_it[0]:.3f}/{t_it[1]:.3f}/{t_it[2]:.3f}, passes "
+                f"{t_it[1] - t_it[0]:.3f}, {t_it[2] - t_it[1]:.3f}), bwd {t_bwd:.3f} (dq {t_dq:.3f}, dkdv {t_dkdv:.3f}), "
+                f"fwd+bwd {t_fwd + t_bwd:.3f} ms, zero tiles {zero:.1%}",
+                flush=True,
+            )
+            prof = torch.zeros(states.shape[0] * states.shape[1] * states.shape[2], PROFILE_SLOTS, dtype=torch.int64, device="cuda")
+            fwd(profile=prof)
+            torch.cuda.synchronize()
+            c = prof.double()
+            tiles = c[:, 15].sum().item()
+            loop = c[:, 12]
+            last = torch.where(loop > 0, c.gather(1, (3 + loop.clamp(max=8)).long()[:, None])[:, 0], c[:, 3])
+            phases = {
+                "max": (c[:, 1] - c[:, 0]).sum().item(),
+                "start": (c[:, 2] - c[:, 1]).sum().item(),
+                "newton1": (c[:, 3] - c[:, 2]).sum().item(),
+                "loop/pass": (last - c[:, 3]).sum().item() / max(loop.mean().item(), 1e-9),
+                "output": (c[:, 13] - last).sum().item(),
+                "epilogue": (c[:, 14] - c[:, 13]).sum().item(),
+            }
+            print(
+                f"{name}: clk per band tile per program: "
+                + ", ".join(f"{key} {val / tiles:.0f}" for key, val in phases.items())
+                + f"; loop passes per program {loop.mean().item():.2f}; program total {(c[:, 14] - c[:, 0]).sum().item() / tiles:.0f}",
                 flush=True,
             )

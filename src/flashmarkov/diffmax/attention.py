@@ -59,6 +59,8 @@ class AttnConfig:
     num_warps: int
     num_stages: int = 1
     fwd_maxnreg: int = 0  # register cap of the forward kernel (0: ptxas decides)
+    bwd_warps: int = 0  # warps of the backward kernels (0: num_warps)
+    dkdv_trans: bool | None = None  # dkdv accumulates dKᵀ, dVᵀ (None: for 16-bit D, Dv ≤ 64)
 
 
 COMPILED = not triton.knobs.runtime.interpret
@@ -77,15 +79,19 @@ entries alone, 5 from max − 1)."""
 def pick_config(head_dim: int, itemsize: int) -> AttnConfig:
     """Tiles, warps and stages per element size and head dim, chosen offline for sm_90 (ptxas:
     no spills or a few bytes, shared memory within 227 KB with all loops pipelined): 16-bit
-    inputs 128 × 64 tiles on 8 warps, 3 stages (64 × 32, 2 stages, for D > 128), the forward
-    capped at 128 registers for D ≤ 64 (uncapped ptxas takes 137; capped, 116 without spills:
-    two programs per SM instead of one); float32 and float64 (no tensor-core path at their precision) 32 × 32 on 4
-    warps, 2 stages."""
+    inputs 128 × 64 tiles, 3 stages (64 × 32, 2 stages, for D > 128). D ≤ 64: forward on 4
+    warps without a register cap (232 registers, 2 programs per SM; measured on an H100 at
+    1×16×4096: fwd 0.71 ms non-causal, 0.46 causal, vs 0.88 / 0.60 on 8 warps capped at 128
+    registers), backward on 8 warps (on 4 the dq kernel spills 748 bytes; bwd 1.65 vs 1.17 ms);
+    larger D 8 warps throughout. Float32 and float64 (no tensor-core path at their precision)
+    32 × 32 on 4 warps, 2 stages."""
     if itemsize >= 4:
         return AttnConfig(32, 32, 4, 2)
     if head_dim > 128:
         return AttnConfig(64, 32, 8, 2)
-    return AttnConfig(128, 64, 8, 3, 128 if head_dim <= 64 else 0)
+    if head_dim <= 64:
+        return AttnConfig(128, 64, 4, 3, 0, 8)
+    return AttnConfig(128, 64, 8, 3)
 
 
 @triton.jit
@@ -302,6 +308,22 @@ def _two_point_tau(b_a, b_b, k, POW: tl.constexpr):
     return b_tau
 
 
+PROFILE_SLOTS = 16
+"""int64 slots per forward program of the profile (``attention_fwd_launch(profile=...)``):
+clock64 at 0 start, 1 max pass done, 2 τ started, 3 first Newton pass (and its compaction)
+done, 4 + i the i-th pass of the loop done (i < 8), 13 output pass done, 14 end; 12 the loop's
+passes, 15 the band's tiles."""
+
+
+@triton.jit
+def _prof(p, slot, value, PROFILE: tl.constexpr, CLOCK: tl.constexpr = True):
+    """Profile only: stores clock64 (or ``value``) to slot ``slot`` of this program."""
+    if PROFILE:
+        if CLOCK:
+            value = tl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=tl.int64, is_pure=False, pack=1)
+        tl.store(p + slot, value.to(tl.int64))
+
+
 @triton.jit
 def _attn_fwd_kernel(
     p_q, p_k, p_v, p_o,  # (B, H, S, D) with strides (s_b, s_h, s_s, 1)
@@ -309,6 +331,7 @@ def _attn_fwd_kernel(
     p_st,  # out: int8 (B, Hq, n_m, n_n) tile states, zeroed
     p_ls,  # scratch: int32 (B, Hq, n_m, n_n) each query tile's list of key tiles still live
     p_gm,  # scratch: ACC (B, Hq, n_m, GROUPS, BLOCK_M) row maxima of GROUPS runs of band tiles
+    p_prof,  # profile only: int64 (B · Hq · n_m, PROFILE_SLOTS)
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
     Hq, G, Sq, Sk, D, DV, n_m, n_n,
     p_cst,  # ACC [5]: c = (1 − α) · scale, k = 1 / (1 − α), α, scale, tol (ACC-exact scalars)
@@ -323,9 +346,12 @@ def _attn_fwd_kernel(
     LIST_STAGES: tl.constexpr,  # pipeline depth of the list-driven loops (2 · num_stages − 1)
     COMPILED: tl.constexpr,  # not the interpreter (``_mark``)
     CHUNK: tl.constexpr,  # list entries ``_compact`` handles at once
+    PROFILE: tl.constexpr = False,
 ):
     i_bh = tl.program_id(0).to(tl.int64)
     i_m = n_m - 1 - tl.program_id(1)  # longest causal bands first
+    p_prof = p_prof + (i_bh * n_m + i_m) * 16
+    _prof(p_prof, 0, 0, PROFILE)
     i_b = i_bh // Hq
     i_h = i_bh % Hq
     i_kh = i_h // G
@@ -370,6 +396,8 @@ def _attn_fwd_kernel(
         tl.store(p_lsb + i_t, i_n)
         tl.store(p_stb + i_n, tl.full([], 2, tl.int8))
     tl.debug_barrier()  # the list, run maxima (and states) written by some threads are read by all next
+    _prof(p_prof, 1, 0, PROFILE)
+    _prof(p_prof, 15, n_list, PROFILE, False)
     # rows: the largest of the parts' largest; the second is the larger of the parts' seconds
     # and the second largest of the parts' largest (the largest again if it occurs twice)
     b_mr = tl.max(b_m, 1)
@@ -401,8 +429,10 @@ def _attn_fwd_kernel(
         b_gkm1, b_gk = _powers(_excess(b_gm, c, b_tau_g, 0), k, POW)
         b_tau_g += _newton_step(tl.sum(b_gk, 0), tl.sum(b_gkm1, 0), k)
     b_tau = tl.minimum(tl.maximum(tl.maximum(_two_point_tau(b_m, b_m2, k, POW), b_tau_g), tau_lo), tau_hi)
+    _prof(p_prof, 2, 0, PROFILE)
     b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, p_stb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
                                     CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N, LIST_STAGES, COMPILED, CHUNK)
+    _prof(p_prof, 3, 0, PROFILE)
     b_step = _newton_step(b_s, b_t, k)
     b_prev = tl.full([BLOCK_M], float("inf"), ACC)
     # a row is live while its step rises by more than tol and shrinks (exact steps shrink
@@ -422,6 +452,9 @@ def _attn_fwd_kernel(
             b_prev = tl.where(b_live, b_step, b_prev)
             b_step = _newton_step(b_s, b_t, k)
             b_live = b_live & (b_step > tol * (1.0 + tl.abs(b_tau))) & (b_step < b_prev)
+            if it < 8:
+                _prof(p_prof, 4 + it, 0, PROFILE)
+            _prof(p_prof, 12, it + 1, PROFILE, False)
         it += 1
 
     # output pass over the listed tiles: O = Σ_j y^k v_j / S, with S = Σ_j y^k at the final τ
@@ -440,6 +473,7 @@ def _attn_fwd_kernel(
         b_o += tl.dot(b_p.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
         _mark(p_stb + i_n, b_ps > 0, COMPILED)  # listed tiles are in state 2 (zero) until marked
     b_s = tl.sum(b_s, 1)
+    _prof(p_prof, 13, 0, PROFILE)
     b_rn = tl.where(b_s > 0, 1.0 / tl.where(b_s > 0, b_s, 1.0), 0.0)
     b_o = b_o * b_rn[:, None]
     p_ob = p_o + i_b * so_b + i_h * so_h
@@ -447,6 +481,7 @@ def _attn_fwd_kernel(
     o_row = i_bh * Sq + o_m
     tl.store(p_tau + o_row, tl.where(empty, float("-inf"), b_tau), mask=o_m < Sq)
     tl.store(p_rn + o_row, b_rn, mask=o_m < Sq)
+    _prof(p_prof, 14, 0, PROFILE)
 
 
 @triton.jit
@@ -528,6 +563,7 @@ def _attn_bwd_dkdv_kernel(
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     LIST_STAGES: tl.constexpr,
+    TRANS: tl.constexpr,  # accumulate dKᵀ = Σ Qᵀ dS and dVᵀ = Σ dOᵀ P (see below)
 ):
     i_bkh = tl.program_id(0).to(tl.int64)
     i_n = tl.program_id(1)
@@ -546,8 +582,17 @@ def _attn_bwd_dkdv_kernel(
     # [BLOCK_N, BLOCK_D], [BLOCK_N, BLOCK_DV]
     b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
     b_v = tl.load(p_v + i_b * sv_b + i_kh * sv_h + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=m_n[:, None] & (o_dv[None, :] < DV), other=0.0)
-    b_dk = tl.zeros([BLOCK_N, BLOCK_D], ACC)
-    b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
+    # TRANS: dKᵀ, dVᵀ, so both operands of their matmuls stay in shared memory (Qᵀ, dOᵀ are
+    # views of the staged tiles, dS and P are staged as B operands). Pᵀ dO with a register Pᵀ
+    # goes through a shared-memory transpose and back (ldmatrix per k-step), which makes ptxas
+    # serialise every wgmma of the kernel for D = Dv = 64 (C7515: each HGMMA waits for the one
+    # before). Float32/64 (no tensor cores) spill more in this form.
+    if TRANS:
+        b_dk = tl.zeros([BLOCK_D, BLOCK_N], ACC)
+        b_dv = tl.zeros([BLOCK_DV, BLOCK_N], ACC)
+    else:
+        b_dk = tl.zeros([BLOCK_N, BLOCK_D], ACC)
+        b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
         e = tl.load(p_lsb + i_j)
         i_h = i_kh * G + e // n_m
@@ -567,11 +612,19 @@ def _attn_bwd_dkdv_kernel(
         b_ykm1, b_yk = _powers(_excess(b_x, c, b_tau, 1), k, POW)
         b_p = b_yk * b_rn[:, None]
         b_sw = b_ykm1 * b_rna[:, None]
-        # [BLOCK_N, BLOCK_DV] += Pᵀ dO
-        b_dv += tl.dot(tl.trans(b_p).to(b_do.dtype), b_do, out_dtype=ACC, input_precision=PREC)
+        if TRANS:  # [BLOCK_DV, BLOCK_N] += dOᵀ P
+            b_dv += tl.dot(tl.trans(b_do), b_p.to(b_do.dtype), out_dtype=ACC, input_precision=PREC)
+        else:  # [BLOCK_N, BLOCK_DV] += Pᵀ dO
+            b_dv += tl.dot(tl.trans(b_p).to(b_do.dtype), b_do, out_dtype=ACC, input_precision=PREC)
         b_dp = tl.dot(b_do, tl.trans(b_v), out_dtype=ACC, input_precision=PREC)
         b_ds = b_sw * (b_dp - b_delta[:, None])
-        b_dk += tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, out_dtype=ACC, input_precision=PREC)
+        if TRANS:  # [BLOCK_D, BLOCK_N] += Qᵀ dS
+            b_dk += tl.dot(tl.trans(b_q), b_ds.to(b_q.dtype), out_dtype=ACC, input_precision=PREC)
+        else:
+            b_dk += tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, out_dtype=ACC, input_precision=PREC)
+    if TRANS:
+        b_dk = tl.trans(b_dk)
+        b_dv = tl.trans(b_dv)
     tl.store(p_dk + i_b * sdk_b + i_kh * sdk_h + o_n[:, None].to(tl.int64) * sdk_s + o_d[None, :], (b_dk * scale).to(p_dk.dtype.element_ty), mask=m_n[:, None] & (o_d[None, :] < D))
     tl.store(p_dv + i_b * sdv_b + i_kh * sdv_h + o_n[:, None].to(tl.int64) * sdv_s + o_dv[None, :], b_dv.to(p_dv.dtype.element_ty), mask=m_n[:, None] & (o_dv[None, :] < DV))
 
@@ -597,6 +650,22 @@ def _inner(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+_CONSTANTS: dict[tuple, Tensor] = {}
+
+
+def _constants(alpha: float, scale: float, tol: float, acc: torch.dtype, device: torch.device) -> Tensor:
+    """ACC [5] c, k, α, scale, tol on ``device``, made once per value (``torch.tensor`` on a GPU
+    is a blocking copy from pageable memory: the host would wait for the queued kernels on every
+    call, and the GPU idle while the next launches are issued). Read-only for the kernels."""
+    key = (float(alpha), float(scale), float(tol), acc, torch.device(device))
+    t = _CONSTANTS.get(key)
+    if t is None:
+        if len(_CONSTANTS) > 256:
+            _CONSTANTS.clear()
+        t = _CONSTANTS[key] = torch.tensor([(1.0 - alpha) * scale, 1.0 / (1.0 - alpha), alpha, scale, tol], dtype=acc, device=device)
+    return t
+
+
 def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None) -> dict:
     """Launch settings shared by the three kernels; the scalars travel in an ACC tensor, as a
     float argument reaches a compiled kernel as float32."""
@@ -604,7 +673,7 @@ def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], conf
     cfg = config or pick_config(q.shape[-1], q.element_size())
     wl, wr = window
     tol = 2e-6 if q.element_size() == 2 else 4.0 * torch.finfo(acc).eps
-    constants = torch.tensor([(1.0 - alpha) * scale, 1.0 / (1.0 - alpha), alpha, scale, tol], dtype=acc, device=q.device)
+    constants = _constants(alpha, scale, tol, acc, q.device)
     return dict(
         acc=acc, cfg=cfg, constants=constants,
         constexprs=dict(
@@ -620,9 +689,11 @@ def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], conf
 
 def attention_fwd_launch(
     q: Tensor, k: Tensor, v: Tensor, alpha: float, causal: bool, scale: float, window: tuple[int, int],
-    n_iter: int, config: AttnConfig | None = None,
+    n_iter: int, config: AttnConfig | None = None, profile: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(o, τ, 1/S, tile states) for q (B, Hq, Sq, D), k (B, Hkv, Sk, D), v (B, Hkv, Sk, Dv)."""
+    """(o, τ, 1/S, tile states) for q (B, Hq, Sq, D), k (B, Hkv, Sk, D), v (B, Hkv, Sk, Dv).
+    ``profile`` (compiled kernels only): int64 (B · Hq · n_m, ``PROFILE_SLOTS``) per-program phase
+    clocks (a separately compiled variant of the kernel)."""
     q, k, v = _inner(q), _inner(k), _inner(v)
     B, Hq, Sq, D = q.shape
     Hkv, Sk, DV = k.shape[1], k.shape[2], v.shape[-1]
@@ -638,12 +709,13 @@ def attention_fwd_launch(
     tile_list = torch.empty(B, Hq, n_m, n_n, dtype=torch.int32, device=q.device)
     run_max = torch.empty(B, Hq, n_m, START_GROUPS, cfg.block_m, dtype=com["acc"], device=q.device)
     _attn_fwd_kernel[(B * Hq, n_m)](
-        q, k, v, o, tau, rn, states, tile_list, run_max,
+        q, k, v, o, tau, rn, states, tile_list, run_max, states if profile is None else profile,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n,
         com["constants"], com["wl"], com["wr"], n_iter,
         CAUSAL=causal, BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)),
         GROUPS=START_GROUPS, LIST_STAGES=_list_stages(cfg, True), COMPILED=COMPILED, CHUNK=LIST_CHUNK_FWD,
+        PROFILE=profile is not None and COMPILED,
         **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
     )
@@ -704,8 +776,11 @@ def live_tile_lists(states: Tensor, Hkv: int) -> tuple[Tensor, Tensor, Tensor, T
 def attention_bwd_launch(
     q: Tensor, k: Tensor, v: Tensor, do: Tensor, tau: Tensor, rn: Tensor, states: Tensor,
     alpha: float, causal: bool, scale: float, window: tuple[int, int], config: AttnConfig | None = None,
+    kernels: str = "dq,dkdv",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(dq, dk, dv) from the forward's τ, 1/S and tile states (same ``config`` as the forward)."""
+    """(dq, dk, dv) from the forward's τ, 1/S and tile states (same ``config`` as the forward).
+    ``kernels`` (profiling only): the kernels launched after the lists, "dq", "dkdv" or both (dkdv
+    alone reads an unset Δ: timing only)."""
     q, k, v, do = _inner(q), _inner(k), _inner(v), _inner(do)
     B, Hq, Sq, D = q.shape
     Hkv, Sk, DV = k.shape[1], k.shape[2], v.shape[-1]
@@ -722,16 +797,22 @@ def attention_bwd_launch(
     # need 249 KB of shared memory
     deep = q.element_size() == 2 and blocks["BLOCK_D"] + blocks["BLOCK_DV"] <= 128
     common = dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep),
-                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                  num_warps=cfg.bwd_warps or cfg.num_warps, num_stages=cfg.num_stages)
+    trans = deep if cfg.dkdv_trans is None else cfg.dkdv_trans
     scalars = (com["constants"], com["wl"], com["wr"])
-    _attn_bwd_dq_kernel[(B * Hq, n_m)](
-        q, k, v, do, dq, tau, rn, by_query, count_query, delta,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
-        Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
-    )
-    _attn_bwd_dkdv_kernel[(B * Hkv, n_n)](
-        q, k, v, do, dk, dv, tau, rn, delta, by_key, count_key,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-        Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
-    )
+    run = kernels.split(",")
+    if "dq" in run:
+        _attn_bwd_dq_kernel[(B * Hq, n_m)](
+            q, k, v, do, dq, tau, rn, by_query, count_query, delta,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
+            Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
+        )
+    else:
+        delta.zero_()
+    if "dkdv" in run:
+        _attn_bwd_dkdv_kernel[(B * Hkv, n_n)](
+            q, k, v, do, dk, dv, tau, rn, delta, by_key, count_key,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
+            Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, TRANS=trans, **common,
+        )
     return dq, dk, dv
