@@ -1,0 +1,48 @@
+"""Where the public forward + backward of ``linear_scan`` spends GPU time, against the two kernel
+launches alone (a development tool; CUDA only): the bench's fwdbwd case (autograd.grad of gates and
+tokens) under torch.profiler, kernel by kernel, and do_bench of both."""
+
+from __future__ import annotations
+
+import torch
+import triton.testing
+from torch.profiler import ProfilerActivity, profile
+
+from flashmarkov.scan import kernels, linear_scan
+
+CASES = (((2, 256, 65536), torch.float32), ((16, 2048, 2048), torch.bfloat16), ((2, 256, 65536), torch.bfloat16))
+
+
+def main() -> None:
+    for shape, dtype in CASES:
+        g = (0.9 + 0.1 * torch.rand(shape, device="cuda")).to(dtype).requires_grad_()
+        x = torch.randn(shape, device="cuda", dtype=dtype).requires_grad_()
+        dy = torch.randn(shape, device="cuda", dtype=dtype)
+
+        def public() -> tuple[torch.Tensor, ...]:
+            y = linear_scan(g, x)
+            return (y, *torch.autograd.grad(y, (g, x), dy))
+
+        gd, xd = g.detach(), x.detach()
+        y, dx, dg = torch.empty_like(xd), torch.empty_like(xd), torch.empty_like(xd)
+        view = kernels.view_of(xd, 2)
+
+        def launches() -> None:
+            kernels.scan_launch(gd, xd, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)
+            kernels.scan_launch(gd, dy, dx, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None, y=y, dgates=dg)
+
+        t_pub = triton.testing.do_bench(public, warmup=10, rep=50, return_mode="median")
+        t_raw = triton.testing.do_bench(launches, warmup=10, rep=50, return_mode="median")
+        print(f"{shape} {dtype}: public fwd+bwd {t_pub:.4f} ms, the two launches {t_raw:.4f} ms", flush=True)
+        for _ in range(3):
+            public()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                public()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=8, max_name_column_width=50), flush=True)
+
+
+if __name__ == "__main__":
+    main()
