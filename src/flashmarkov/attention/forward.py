@@ -45,35 +45,42 @@ def block_d(head_dim: int) -> int:
     return max(16, _host.next_power_of_2(head_dim))
 
 
-def pick_config(kind: str, head_dim: int) -> AttnConfig:
-    """Heuristic tiles per kernel kind ("fwd", "dkdv", "dq", "delta") and padded head dim.
+def pick_config(kind: str, head_dim: int, banded: bool = False) -> AttnConfig:
+    """Heuristic tiles per kernel kind ("fwd", "dkdv", "dq", "delta"), padded head dim and, for
+    the forward, whether a band (causal, sliding window) masks the scores.
 
     Starting points for Hopper, to be tuned on the GPU (notes/attention.md). Checked offline
     with ptxas for sm_90a (bf16, causal): no register spills except dK/dV at D = 128 (244 B)
     and at most 88 B at D = 256. Under the interpreter, small tiles so that short sequences still span
     several tiles.
     """
-    cfg = _CONFIGS.get((kind, head_dim))
+    cfg = _CONFIGS.get((kind, head_dim, banded))
     if cfg is None:
-        cfg = _CONFIGS[kind, head_dim] = _pick_config(kind, block_d(head_dim), _runtime.interpreting())
+        cfg = _CONFIGS[kind, head_dim, banded] = _pick_config(kind, block_d(head_dim), banded, _runtime.interpreting())
     return cfg
 
 
-_CONFIGS: dict[tuple[str, int], AttnConfig] = {}  # pick_config's answers (it is on every launch's path)
+_CONFIGS: dict[tuple[str, int, bool], AttnConfig] = {}  # pick_config's answers (it is on every launch's path)
 
 
-def _pick_config(kind: str, d: int, interpreting: bool) -> AttnConfig:
+def _pick_config(kind: str, d: int, banded: bool, interpreting: bool) -> AttnConfig:
+    # D <= 64 from `python -m flashmarkov.attention.tune --dims 64` on an H100 at (16,8,512) and
+    # (4,8,2048) (benchmarks/results/attention-tune-h100-2026-11-22.log)
     if interpreting:
         return AttnConfig(16, 16, 1, 1)
     if kind == "fwd":
         if d <= 64:
-            return AttnConfig(128, 64, 4, 3)
+            return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
         if d <= 128:
             return AttnConfig(128, 64, 8, 3)
         return AttnConfig(64, 32, 8, 2)
     if kind == "dkdv":
+        if d <= 64:
+            return AttnConfig(32, 64, 4, 3)
         return AttnConfig(32, 128, 8, 2) if d <= 128 else AttnConfig(32, 32, 8, 2)
     if kind == "dq":
+        if d <= 64:
+            return AttnConfig(64, 64, 4, 3)
         return AttnConfig(128, 32, 8, 2) if d <= 128 else AttnConfig(32, 64, 8, 2)
     return AttnConfig(64, 64, 8, 1)  # "delta": the backward's Δ preprocess
 
@@ -378,7 +385,7 @@ def _attn_fwd_kernel(
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob: Problem) -> None:
     """Launch the forward: writes o (like q) and lse (float32) for canonical tensors."""
-    head_dim, varlen, cfg = prob.head_dim, prob.cu_q is not None, pick_config("fwd", prob.head_dim)
+    head_dim, varlen, cfg = prob.head_dim, prob.cu_q is not None, pick_config("fwd", prob.head_dim, prob.has_left or prob.has_right)
     has_left, has_right, softcap = prob.has_left, prob.has_right, prob.softcap > 0
     large = large_offsets(q, k, v)  # o is new, like q: its storage is no larger than q's
     _FWD(

@@ -50,7 +50,7 @@ def tune(batch: int, heads: int, seq: int, dim: int, causal: bool) -> dict[str, 
             flop = fwd_flop if kind == "fwd" else 2.5 * fwd_flop
             for cfg in CANDIDATES[kind]:
                 trial = dict(chosen, **{kind: cfg})
-                forward.pick_config = backward.pick_config = lambda kind, head_dim, trial=trial: trial[kind]
+                forward.pick_config = backward.pick_config = lambda kind, head_dim, banded=False, trial=trial: trial[kind]
                 if kind == "fwd":
                     run = lambda: attention_forward(q, k, v, o, lse, prob)  # noqa: E731
                 else:
