@@ -22,12 +22,15 @@ def use_config(monkeypatch: pytest.MonkeyPatch, config: kernels.ScanConfig) -> N
     monkeypatch.setattr(kernels, "pick_config", lambda *args, **kwargs: config)
 
 
-@pytest.fixture(params=[(True, 2, True), (False, 4, False)], ids=["lookback", "sequential"])
+SMALL_TILES = {"lookback": (True, 2, True), "sequential": (False, 4, False)}
+
+
+@pytest.fixture(params=list(SMALL_TILES))
 def small_tiles(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """Tiles of 8 steps x 2 channels, so small T makes long chains of tiles, walked by the
     look-back (one program per tile) or by one program per chain. Channel-contiguous tiles are
     sliced: 4 rows of 2 steps kept in registers (look-back), 2 rows of 4 steps re-read (sequential)."""
-    lookback, slice_k, keep = request.param
+    lookback, slice_k, keep = SMALL_TILES[request.param]
     use_config(monkeypatch, kernels.ScanConfig(8, 2, 1, lookback=lookback, slice_k=slice_k, slice_keep=keep))
 
 
@@ -39,14 +42,32 @@ def test_kernels_lengths(T, layout, dtype, triton_backend, nan_alloc):
     check_scan(shape, dim, dtype, triton_backend, with_initial=True, with_final=True)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("offsets", [None, [0, 37], [0, 9, 9, 30, 37], [0, 1, 36, 37], [0, 0, 16, 37, 37]])
-@pytest.mark.parametrize("reverse,with_initial,with_final", list(itertools.product([False, True], repeat=3)))
-def test_kernels_features(reverse, with_initial, with_final, offsets, layout, triton_backend, nan_alloc, small_tiles):
+OFFSETS = [None, [0, 37], [0, 9, 9, 30, 37], [0, 1, 36, 37], [0, 0, 16, 37, 37]]
+STATES = list(itertools.product([False, True], repeat=2))  # (with_initial, with_final)
+
+
+def _features(layout: str) -> list:
+    """(B, D, T): every combination of reverse, initial and final state and offsets (cheap under
+    the interpreter). (B, T, D), whose sliced kernel costs ~10 s per case there: for each offsets
+    pattern, reverse and chain mode, one (initial, final) pair, rotated so that each offsets
+    pattern meets all four pairs (every triple of offsets, reverse and mode, and of offsets and
+    the two states, is covered); the GPU tests run the full product at T = 65 537."""
+    if layout == "bdt":
+        return [(r, i, f, o, m) for r, (i, f), o, m in itertools.product([False, True], STATES, range(len(OFFSETS)), ["lookback", "sequential"])]
+    return [(r, *STATES[(2 * r + mi + o) % 4], o, m)
+            for o in range(len(OFFSETS)) for r in (False, True) for mi, m in enumerate(["lookback", "sequential"])]
+
+
+@pytest.mark.parametrize(
+    "layout,reverse,with_initial,with_final,i_offsets,small_tiles",
+    [(layout, *case) for layout in LAYOUTS for case in _features(layout)],
+    indirect=["small_tiles"],
+)
+def test_kernels_features(layout, reverse, with_initial, with_final, i_offsets, triton_backend, nan_alloc, small_tiles):
     shape, dim = LAYOUTS[layout](37)
     check_scan(
         shape, dim, torch.float32, triton_backend,
-        reverse=reverse, with_initial=with_initial, with_final=with_final, offsets=offsets,
+        reverse=reverse, with_initial=with_initial, with_final=with_final, offsets=OFFSETS[i_offsets],
     )
 
 
