@@ -49,10 +49,9 @@ def pick_config(kind: str, head_dim: int, banded: bool = False) -> AttnConfig:
     """Heuristic tiles per kernel kind ("fwd", "dkdv", "dq", "delta"), padded head dim and, for
     the forward, whether a band (causal, sliding window) masks the scores.
 
-    Starting points for Hopper, to be tuned on the GPU (notes/attention.md). Checked offline
-    with ptxas for sm_90a (bf16, causal): no register spills except dK/dV at D = 128 (244 B)
-    and at most 88 B at D = 256. Under the interpreter, small tiles so that short sequences still span
-    several tiles.
+    D <= 128: the fastest of ``tune.CANDIDATES`` on an H100 (see ``_pick_config``); D = 256:
+    starting points checked offline with ptxas for sm_90a (at most 88 B of spills). Under the
+    interpreter, small tiles so that short sequences still span several tiles.
     """
     cfg = _CONFIGS.get((kind, head_dim, banded))
     if cfg is None:
@@ -64,24 +63,20 @@ _CONFIGS: dict[tuple[str, int, bool], AttnConfig] = {}  # pick_config's answers 
 
 
 def _pick_config(kind: str, d: int, banded: bool, interpreting: bool) -> AttnConfig:
-    # D <= 64 from `python -m flashmarkov.attention.tune --dims 64` on an H100 at (16,8,512) and
-    # (4,8,2048) (benchmarks/results/attention-tune-h100-2026-11-22.log)
+    # D <= 128 from `python -m flashmarkov.attention.tune` on an H100: D = 64 at (16,8,512) and
+    # (4,8,2048), D = 128 at (2,16,8192) (benchmarks/results/attention-tune-h100-2026-11-22.log)
     if interpreting:
         return AttnConfig(16, 16, 1, 1)
     if kind == "fwd":
-        if d <= 64:
-            return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
         if d <= 128:
-            return AttnConfig(128, 64, 8, 3)
+            return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
         return AttnConfig(64, 32, 8, 2)
     if kind == "dkdv":
-        if d <= 64:
-            return AttnConfig(32, 64, 4, 3)
-        return AttnConfig(32, 128, 8, 2) if d <= 128 else AttnConfig(32, 32, 8, 2)
+        return AttnConfig(32, 64, 4, 3) if d <= 128 else AttnConfig(32, 32, 8, 2)
     if kind == "dq":
         if d <= 64:
             return AttnConfig(64, 64, 4, 3)
-        return AttnConfig(128, 32, 8, 2) if d <= 128 else AttnConfig(32, 64, 8, 2)
+        return AttnConfig(128, 64, 8, 2) if d <= 128 else AttnConfig(32, 64, 8, 2)
     return AttnConfig(64, 64, 8, 1)  # "delta": the backward's Δ preprocess
 
 
