@@ -16,14 +16,17 @@ from ..conftest import INTERPRETED_DTYPES, assert_close
 from .helpers import independent_diffmax
 
 
-def _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered=False):
-    q = torch.randn(B, Hq, Sq, D, dtype=torch.float64, device=device)
-    k = torch.randn(B, Hkv, Sk, D, dtype=torch.float64, device=device)
+def _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered=False, gen=None):
+    """q, k, v drawn from ``gen`` (default: a fresh generator seeded 0), never from the global RNG,
+    whose state depends on which tests ran before in the same process (xdist's order)."""
+    gen = torch.Generator().manual_seed(0) if gen is None else gen
+    q = torch.randn(B, Hq, Sq, D, dtype=torch.float64, generator=gen).to(device)
+    k = torch.randn(B, Hkv, Sk, D, dtype=torch.float64, generator=gen).to(device)
     if clustered:  # queries and keys in two far-apart clusters: half the tiles are all zero
         sign = torch.where(torch.arange(Sk, device=device) < Sk // 2, 1.0, -1.0)[:, None]
         k = 0.3 * k + 4 * sign
         q = 0.3 * q + 4 * torch.where(torch.arange(Sq, device=device) < Sq // 2, 1.0, -1.0)[:, None]
-    v = torch.randn(B, Hkv, Sk, Dv, dtype=torch.float64, device=device)
+    v = torch.randn(B, Hkv, Sk, Dv, dtype=torch.float64, generator=gen).to(device)
     return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
@@ -45,15 +48,16 @@ def _dense(q, k, v, alpha, causal, scale, window):
     return independent_diffmax(s.masked_fill(~vis, -math.inf), alpha) @ vv
 
 
-def _check_attention(shape, dtype, device, *, alpha=0.5, causal=False, window=(-1, -1), scale=None, clustered=False):
+def _check_attention(shape, dtype, device, *, alpha=0.5, causal=False, window=(-1, -1), scale=None, clustered=False, seed=0):
     B, Hq, Hkv, Sq, Sk, D, Dv = shape
-    q, k, v = _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered)
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered, gen)
     qi, ki, vi = (t.clone().requires_grad_() for t in (q, k, v))
     o, stats = diffmax_attention(qi, ki, vi, alpha, causal=causal, softmax_scale=scale, window=window, return_stats=True)
     sc = scale if scale is not None else D**-0.5
     assert o.dtype == dtype and o.shape == (B, Hq, Sq, Dv)
     assert_close(o, _dense(q, k, v, alpha, causal, sc, window), dtype, "o")
-    do = torch.randn_like(o)
+    do = torch.randn(o.shape, dtype=torch.float64, generator=gen).to(dtype=o.dtype, device=o.device)
     o.backward(do)
     refs = diffmax_attention_bwd_ref(q.double(), k.double(), v.double(), do.double(), alpha, causal=causal, softmax_scale=sc, window=window)
     for name, got, ref in zip(("dq", "dk", "dv"), (qi.grad, ki.grad, vi.grad), refs):
@@ -172,10 +176,10 @@ def test_live_tile_lists(n_m, n_n, chunk, triton_backend, monkeypatch):
                 live = (states[b, h, m] == 1).nonzero().flatten().tolist()
                 assert count_query[b, h, m] == len(live) and by_query[b, h, m, : len(live)].tolist() == live
         for kh in range(Hkv):
-            # entry i_g · n_m + m of key tile n is states[b, kh · G + i_g, m, n]
+            # entry i_g · n_m + m of key tile n is states[b, kh · G + i_g, m, n], listed as i_g · 2^20 + m
             group = (states[b, kh * G : (kh + 1) * G] == 1).reshape(G * n_m, n_n)
             for n in range(n_n):
-                live = group[:, n].nonzero().flatten().tolist()
+                live = [(e // n_m << attention.LIST_SHIFT) + e % n_m for e in group[:, n].nonzero().flatten().tolist()]
                 assert count_key[b, kh, n] == len(live) and by_key[b, kh, n, : len(live)].tolist() == live
     assert by_query.is_contiguous() and by_key.is_contiguous() and by_key.dtype == torch.int32
 
@@ -215,7 +219,7 @@ def test_opcheck():
     torch.library.opcheck(diffmax_attention_op, args)
     o, tau, rn, states = diffmax_attention_op(*(t.detach() for t in (q, k, v)), *args[3:])
     torch.library.opcheck(
-        diffmax_attention_bwd_op, (q.detach(), k.detach(), v.detach(), torch.randn_like(o), tau, rn, states, *args[3:])
+        diffmax_attention_bwd_op, (q.detach(), k.detach(), v.detach(), torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(1)), tau, rn, states, *args[3:])
     )
 
 

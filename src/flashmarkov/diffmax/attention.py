@@ -61,6 +61,8 @@ class AttnConfig:
     fwd_maxnreg: int = 0  # register cap of the forward kernel (0: ptxas decides)
     bwd_warps: int = 0  # warps of the backward kernels (0: num_warps)
     dkdv_trans: bool | None = None  # dkdv accumulates dKᵀ, dVᵀ (None: for 16-bit D, Dv ≤ 64)
+    dkdv_maxnreg: int = 0  # register cap of the dkdv kernel (0: ptxas decides)
+    dkdv_stages: int = 0  # pipeline depth of the dkdv kernel (0: num_stages)
 
 
 COMPILED = not triton.knobs.runtime.interpret
@@ -130,9 +132,18 @@ def _visible(o_m, o_n, Sq, Sk, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexp
 
 
 @triton.jit
-def _load_k(p_kb, o_n, o_d, s_kn, Sk, D):
-    """[BLOCK_N, BLOCK_D] one key tile (zeros outside)."""
-    return tl.load(p_kb + o_n[:, None].to(tl.int64) * s_kn + o_d[None, :], mask=(o_n[:, None] < Sk) & (o_d[None, :] < D), other=0.0)
+def _load_rows(p_b, r0, o_br, o_c, s_r, n_r, n_c):
+    """[R, C] rows r0 + o_br (stride s_r) and columns o_c (unit stride) at ``p_b``, zeros outside
+    n_r × n_c. The per-element offset o_br · s_r + o_c does not depend on r0: hoisted out of the
+    loops, one 64-bit add per vector instead of a 64-bit multiply-add per row."""
+    o_off = o_br[:, None].to(tl.int64) * s_r + o_c[None, :]
+    return tl.load((p_b + r0.to(tl.int64) * s_r) + o_off, mask=((r0 + o_br)[:, None] < n_r) & (o_c[None, :] < n_c), other=0.0)
+
+
+@triton.jit
+def _load_k(p_kb, n0, o_bn, o_d, s_kn, Sk, D):
+    """[BLOCK_N, BLOCK_D] key tile with first key n0 (zeros outside)."""
+    return _load_rows(p_kb, n0, o_bn, o_d, s_kn, Sk, D)
 
 
 @triton.jit
@@ -171,6 +182,24 @@ def _excess(b_x, c, b_tau, AXIS: tl.constexpr):
     else:
         b_t = -b_tau[None, :]
     return tl.minimum(tl.maximum(tl.fma(b_x, c, b_t), 0.0), 1.0)
+
+
+@triton.jit
+def _scaled_excess(b_x, b_cr, b_tr):
+    """Backward: y' = y · S^(−1/k) = [c_r · score − τ_r]_+ per row, with c_r = c · S^(−1/k) and
+    τ_r = τ · S^(−1/k) (``_row_scale``): then P = y'^k and s = P^α = y'^(k−1) exactly (α = 1 − 1/k),
+    so neither needs a per-score multiply by S^−1 or S^−α. As in ``_excess``, one FFMA.SAT: y' ≤ 1
+    because S ≥ 1 at every τ ≤ τ* (Newton from below; up to rounding)."""
+    return tl.minimum(tl.maximum(tl.fma(b_x, b_cr[:, None], -b_tr[:, None]), 0.0), 1.0)
+
+
+@triton.jit
+def _row_scale(b_tau, b_rn, c, k):
+    """(c_r, τ_r) of ``_scaled_excess`` per row from the forward's τ and 1/S; rows without a
+    visible key (1/S = 0) get τ_r = +inf (every y' = 0, also for −inf scores)."""
+    b_has = b_rn > 0
+    b_r = tl.exp(tl.log(tl.where(b_has, b_rn, 1.0)) / k)  # S^(−1/k)
+    return tl.where(b_has, c * b_r, c), tl.where(b_has, b_tau * b_r, float("inf"))
 
 
 @triton.jit
@@ -256,7 +285,7 @@ def _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr,
     """[BLOCK_M, BLOCK_N] ``_scores`` of key tile ``i_n`` (loads it)."""
     n0 = i_n * BLOCK_N
     o_n = n0 + o_bn
-    return _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), m0, n0, o_m, o_n, Sq, Sk, wl, wr,
+    return _scores(b_q, _load_k(p_kb, n0, o_bn, o_d, sk_s, Sk, D), m0, n0, o_m, o_n, Sq, Sk, wl, wr,
                    CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
 
 
@@ -384,17 +413,24 @@ def _attn_fwd_kernel(
     b_m = tl.full([BLOCK_M, 4], float("-inf"), ACC)
     b_m2 = tl.full([BLOCK_M, 4], float("-inf"), ACC)
     b_g = tl.full([BLOCK_M, 4], float("-inf"), ACC)
+    i_r = 0  # position of the tile in its run (no integer division per tile)
+    p_gmr = p_gmb  # the run's row maxima
     for i_n in range(n_lo, n_hi):
         b_x = _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
         b_a, b_a2 = _top2_parts(b_x, BLOCK_M, BLOCK_N)
         b_m2 = tl.maximum(tl.maximum(b_m2, b_a2), tl.minimum(b_m, b_a))
         b_m = tl.maximum(b_m, b_a)
-        i_t = i_n - n_lo
-        b_g = tl.where(i_t % g_len == 0, b_a, tl.maximum(b_g, b_a))
-        if (i_t % g_len == g_len - 1) | (i_n == n_hi - 1):  # a run ends (a layout change: not every tile)
-            tl.store(p_gmb + (i_t // g_len) * BLOCK_M + o_bm, tl.max(b_g, 1))
-        tl.store(p_lsb + i_t, i_n)
-        tl.store(p_stb + i_n, tl.full([], 2, tl.int8))
+        b_g = tl.where(i_r == 0, b_a, tl.maximum(b_g, b_a))
+        i_r += 1
+        if (i_r == g_len) | (i_n == n_hi - 1):  # a run ends (a layout change: not every tile)
+            tl.store(p_gmr + o_bm, tl.max(b_g, 1))
+            p_gmr += BLOCK_M
+            i_r = 0
+    # every band tile enters the list, and the states as zero (the output pass marks the live ones)
+    for i0 in range(0, n_list, CHUNK):
+        o_l = i0 + tl.arange(0, CHUNK)
+        tl.store(p_lsb + o_l, n_lo + o_l, mask=o_l < n_list)
+        tl.store(p_stb + n_lo + o_l, tl.full([CHUNK], 2, tl.int8), mask=o_l < n_list)
     tl.debug_barrier()  # the list, run maxima (and states) written by some threads are read by all next
     _prof(p_prof, 1, 0, PROFILE)
     _prof(p_prof, 15, n_list, PROFILE, False)
@@ -463,13 +499,13 @@ def _attn_fwd_kernel(
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):
         i_n = tl.load(p_lsb + i_j)
         o_n = i_n * BLOCK_N + o_bn
-        b_x = _scores(b_q, _load_k(p_kb, o_n, o_d, sk_s, Sk, D), m0, i_n * BLOCK_N, o_m, o_n, Sq, Sk, wl, wr,
+        b_x = _scores(b_q, _load_k(p_kb, i_n * BLOCK_N, o_bn, o_d, sk_s, Sk, D), m0, i_n * BLOCK_N, o_m, o_n, Sq, Sk, wl, wr,
                       CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
         _, b_p = _powers(_excess(b_x, c, b_tau, 1), k, POW)
         b_ps = _row_parts(b_p, BLOCK_M, BLOCK_N)
         b_s += b_ps
         # [BLOCK_N, BLOCK_DV]
-        b_v = tl.load(p_vb + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=(o_n[:, None] < Sk) & (o_dv[None, :] < DV), other=0.0)
+        b_v = _load_rows(p_vb, i_n * BLOCK_N, o_bn, o_dv, sv_s, Sk, DV)
         b_o += tl.dot(b_p.to(b_v.dtype), b_v, out_dtype=ACC, input_precision=PREC)
         _mark(p_stb + i_n, b_ps > 0, COMPILED)  # listed tiles are in state 2 (zero) until marked
     b_s = tl.sum(b_s, 1)
@@ -490,6 +526,7 @@ def _attn_bwd_dq_kernel(
     p_tau, p_rn,  # from the forward
     p_ls, p_cn,  # int32 (B, Hq, n_m, n_n), (B, Hq, n_m): each query tile's live key tiles, their number
     p_delta,  # out: ACC (B, Hq, Sq) Δ_i = Σ_j s_ij dP_ij / C_i
+    p_cr, p_tr,  # out: ACC (B, Hq, Sq) c_r, τ_r of ``_scaled_excess`` (for the dkdv kernel)
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sg_b, sg_h, sg_s, sd_b, sd_h, sd_s,
     Hq, G, Sq, Sk, D, DV, n_m, n_n,
     p_cst,  # ACC [5]: c, k, α, scale, tol
@@ -521,30 +558,32 @@ def _attn_bwd_dq_kernel(
     o_row = i_bh * Sq + o_m
     b_tau = tl.load(p_tau + o_row, mask=m_m, other=0.0)
     b_rn = tl.load(p_rn + o_row, mask=m_m, other=0.0)
-    b_tau = tl.where(b_rn > 0, b_tau, 0.0)  # rows with no visible key: τ = −inf, all weights 0
-    b_rna = tl.where(b_rn > 0, tl.exp(alpha * tl.log(tl.where(b_rn > 0, b_rn, 1.0))), 0.0)  # S^−α
+    b_cr, b_tr = _row_scale(b_tau, b_rn, c, k)  # s = y'^(k−1) (``_scaled_excess``)
     # one pass: dQ = scale Σ_j s_ij (dP_ij − Δ_i) k_j = scale (Σ_j (s ⊙ dP)_ij k_j − Δ_i Σ_j s_ij k_j)
     # with Δ_i = Σ_j s_ij dP_ij / C_i known only at the end
     b_a = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j (s ⊙ dP)_ij k_j
     b_sk = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j s_ij k_j
-    b_sdp = tl.zeros([BLOCK_M], ACC)  # Σ_j s_ij dP_ij
-    b_c = tl.zeros([BLOCK_M], ACC)  # C_i = Σ_j s_ij
+    b_sdp = tl.zeros([BLOCK_M, 4], ACC)  # Σ_j s_ij dP_ij, partial (``_row_parts``)
+    b_c = tl.zeros([BLOCK_M, 4], ACC)  # C_i = Σ_j s_ij, partial
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
         n0 = tl.load(p_lsb + i_j) * BLOCK_N
         o_n = n0 + o_bn
-        b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
+        b_k = _load_k(p_kb, n0, o_bn, o_d, sk_s, Sk, D)
         b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
-        b_sw, _ = _powers(_excess(b_x, c, b_tau, 1), k, POW)
-        b_sw = b_sw * b_rna[:, None]
+        b_sw, _ = _powers(_scaled_excess(b_x, b_cr, b_tr), k, POW)
         # [BLOCK_DV, BLOCK_N]
-        b_vt = tl.load(p_vb + o_n[None, :].to(tl.int64) * sv_s + o_dv[:, None], mask=(o_n[None, :] < Sk) & (o_dv[:, None] < DV), other=0.0)
+        b_vt = tl.load((p_vb + n0.to(tl.int64) * sv_s) + (o_bn[None, :].to(tl.int64) * sv_s + o_dv[:, None]), mask=(o_n[None, :] < Sk) & (o_dv[:, None] < DV), other=0.0)
         b_sdpt = b_sw * tl.dot(b_do, b_vt, out_dtype=ACC, input_precision=PREC)
-        b_sdp += tl.sum(b_sdpt, 1)
-        b_c += tl.sum(b_sw, 1)
+        b_sdp += _row_parts(b_sdpt, BLOCK_M, BLOCK_N)
+        b_c += _row_parts(b_sw, BLOCK_M, BLOCK_N)
         b_a += tl.dot(b_sdpt.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
         b_sk += tl.dot(b_sw.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
+    b_sdp = tl.sum(b_sdp, 1)
+    b_c = tl.sum(b_c, 1)
     b_delta = tl.where(b_c > 0, b_sdp / tl.where(b_c > 0, b_c, 1.0), 0.0)
     tl.store(p_delta + o_row, b_delta, mask=m_m)
+    tl.store(p_cr + o_row, b_cr, mask=m_m)
+    tl.store(p_tr + o_row, b_tr, mask=m_m)
     b_dq = b_a - b_delta[:, None] * b_sk
     tl.store(p_dq + i_b * sd_b + i_h * sd_h + o_m[:, None].to(tl.int64) * sd_s + o_d[None, :], (b_dq * scale).to(p_dq.dtype.element_ty), mask=m_m[:, None] & (o_d[None, :] < D))
 
@@ -552,8 +591,8 @@ def _attn_bwd_dq_kernel(
 @triton.jit
 def _attn_bwd_dkdv_kernel(
     p_q, p_k, p_v, p_do, p_dk, p_dv,  # (B, H, S, D) with strides (s_b, s_h, s_s, 1); dk, dv like k, v
-    p_tau, p_rn, p_delta,
-    p_ls, p_cn,  # int32 (B, Hkv, n_n, G·n_m), (B, Hkv, n_n): each key tile's live (query head, query tile) pairs i_g·n_m + i_m
+    p_delta, p_cr, p_tr,  # ACC (B, Hq, Sq) Δ, c_r, τ_r per row, from the dq kernel
+    p_ls, p_cn,  # int32 (B, Hkv, n_n, G·n_m), (B, Hkv, n_n): each key tile's live (query head, query tile) pairs i_g · 2^LIST_SHIFT + i_m
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sg_b, sg_h, sg_s,
     sdk_b, sdk_h, sdk_s, sdv_b, sdv_h, sdv_s,
     Hq, Hkv, G, Sq, Sk, D, DV, n_m, n_n,
@@ -564,6 +603,7 @@ def _attn_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     LIST_STAGES: tl.constexpr,
     TRANS: tl.constexpr,  # accumulate dKᵀ = Σ Qᵀ dS and dVᵀ = Σ dOᵀ P (see below)
+    LIST_SHIFT: tl.constexpr,  # list entries i_g · 2^LIST_SHIFT + i_m
 ):
     i_bkh = tl.program_id(0).to(tl.int64)
     i_n = tl.program_id(1)
@@ -580,7 +620,7 @@ def _attn_bwd_dkdv_kernel(
     p_lsb = p_ls + (i_bkh * n_n + i_n) * (G * n_m)
     n_list = tl.load(p_cn + i_bkh * n_n + i_n)
     # [BLOCK_N, BLOCK_D], [BLOCK_N, BLOCK_DV]
-    b_k = _load_k(p_kb, o_n, o_d, sk_s, Sk, D)
+    b_k = _load_k(p_kb, n0, tl.arange(0, BLOCK_N), o_d, sk_s, Sk, D)
     b_v = tl.load(p_v + i_b * sv_b + i_kh * sv_h + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=m_n[:, None] & (o_dv[None, :] < DV), other=0.0)
     # TRANS: dKᵀ, dVᵀ, so both operands of their matmuls stay in shared memory (Qᵀ, dOᵀ are
     # views of the staged tiles, dS and P are staged as B operands). Pᵀ dO with a register Pᵀ
@@ -595,23 +635,19 @@ def _attn_bwd_dkdv_kernel(
         b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
         e = tl.load(p_lsb + i_j)
-        i_h = i_kh * G + e // n_m
+        i_h = i_kh * G + (e >> LIST_SHIFT)
         i_bh = i_b * Hq + i_h
-        m0 = (e % n_m) * BLOCK_M
+        m0 = (e & ((1 << LIST_SHIFT) - 1)) * BLOCK_M
         o_m = m0 + o_bm
         m_m = o_m < Sq
-        b_q = tl.load(p_q + i_b * sq_b + i_h * sq_h + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=m_m[:, None] & (o_d[None, :] < D), other=0.0)
-        b_do = tl.load(p_do + i_b * sg_b + i_h * sg_h + o_m[:, None].to(tl.int64) * sg_s + o_dv[None, :], mask=m_m[:, None] & (o_dv[None, :] < DV), other=0.0)
+        b_q = _load_rows(p_q + i_b * sq_b + i_h * sq_h, m0, o_bm, o_d, sq_s, Sq, D)
+        b_do = _load_rows(p_do + i_b * sg_b + i_h * sg_h, m0, o_bm, o_dv, sg_s, Sq, DV)
         o_row = i_bh * Sq + o_m
-        b_tau = tl.load(p_tau + o_row, mask=m_m, other=0.0)
-        b_rn = tl.load(p_rn + o_row, mask=m_m, other=0.0)
         b_delta = tl.load(p_delta + o_row, mask=m_m, other=0.0)
-        b_tau = tl.where(b_rn > 0, b_tau, 0.0)
-        b_rna = tl.where(b_rn > 0, tl.exp(alpha * tl.log(tl.where(b_rn > 0, b_rn, 1.0))), 0.0)
+        b_cr = tl.load(p_cr + o_row, mask=m_m, other=1.0)
+        b_tr = tl.load(p_tr + o_row, mask=m_m, other=float("inf"))
         b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
-        b_ykm1, b_yk = _powers(_excess(b_x, c, b_tau, 1), k, POW)
-        b_p = b_yk * b_rn[:, None]
-        b_sw = b_ykm1 * b_rna[:, None]
+        b_sw, b_p = _powers(_scaled_excess(b_x, b_cr, b_tr), k, POW)  # s = y'^(k−1), P = y'^k
         if TRANS:  # [BLOCK_DV, BLOCK_N] += dOᵀ P
             b_dv += tl.dot(tl.trans(b_do), b_p.to(b_do.dtype), out_dtype=ACC, input_precision=PREC)
         else:  # [BLOCK_N, BLOCK_DV] += Pᵀ dO
@@ -726,11 +762,12 @@ def attention_fwd_launch(
 def _live_lists_kernel(
     p_st,  # int8 tile states (B, Hq, n_m, n_n)
     p_ls, p_cn,  # out: int32 (n_rows, n_e) lists, (n_rows,) their lengths
-    n_lo, s_hi, s_lo, s_e, n_e,
-    BLOCK_E: tl.constexpr,
+    n_lo, s_hi, s_lo, s_e, n_e, e_div,
+    BLOCK_E: tl.constexpr, SHIFT: tl.constexpr,
 ):
     """One list per program: row r = r_hi · n_lo + r_lo reads entry e of the states at
-    r_hi · s_hi + r_lo · s_lo + e · s_e and lists, ascending, the entries e that are live (1)."""
+    r_hi · s_hi + r_lo · s_lo + e · s_e and lists, ascending, the entries e that are live (1),
+    each as (e // e_div) · 2^SHIFT + e % e_div (e itself when e_div ≥ n_e)."""
     i_r = tl.program_id(0).to(tl.int64)
     p_stb = p_st + (i_r // n_lo) * s_hi + (i_r % n_lo) * s_lo
     p_lsb = p_ls + i_r * n_e
@@ -738,7 +775,8 @@ def _live_lists_kernel(
     for i_e in range(0, n_e, BLOCK_E):
         o_e = i_e + tl.arange(0, BLOCK_E)
         b_live = (tl.load(p_stb + o_e.to(tl.int64) * s_e, mask=o_e < n_e, other=0) == 1).to(tl.int32)
-        tl.store(p_lsb + n_live + tl.cumsum(b_live, 0) - b_live, o_e, mask=b_live > 0)
+        b_val = ((o_e // e_div) << SHIFT) | (o_e % e_div)
+        tl.store(p_lsb + n_live + tl.cumsum(b_live, 0) - b_live, b_val, mask=b_live > 0)
         n_live += tl.sum(b_live, 0)
     tl.store(p_cn + i_r, n_live)
 
@@ -746,14 +784,20 @@ def _live_lists_kernel(
 LIST_CHUNK = 1024
 """Entries ``_live_lists_kernel`` reads at once."""
 
+LIST_SHIFT = 20
+"""The dkdv kernel's list entries are i_g · 2^LIST_SHIFT + i_m (a shift and a mask per tile
+instead of an integer division by n_m): n_m ≤ 2^20 query tiles, G < 2^11 query heads per KV head."""
+
 
 def live_tile_lists(states: Tensor, Hkv: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """From the tile states (B, Hq, n_m, n_n): each query tile's live key tiles (B, Hq, n_m, n_n)
     and their number (B, Hq, n_m); each key tile's live (query head in the group i_g, query tile
-    i_m) pairs as i_g · n_m + i_m (B, Hkv, n_n, G · n_m) and their number (B, Hkv, n_n). Lists are
+    i_m) pairs as i_g · 2^LIST_SHIFT + i_m (B, Hkv, n_n, G · n_m) and their number (B, Hkv, n_n). Lists are
     ascending, int32; entries past the number are unspecified. Two launches of one kernel."""
     B, Hq, n_m, n_n = states.shape
     G = Hq // Hkv
+    if n_m > 1 << LIST_SHIFT or G >= 1 << (31 - LIST_SHIFT):
+        raise ValueError(f"diffmax attention: {n_m} query tiles or {G} query heads per KV head is too many")
     states = states.contiguous()
     by_query = torch.empty(B, Hq, n_m, n_n, dtype=torch.int32, device=states.device)
     count_query = torch.empty(B, Hq, n_m, dtype=torch.int32, device=states.device)
@@ -762,13 +806,13 @@ def live_tile_lists(states: Tensor, Hkv: int) -> tuple[Tensor, Tensor, Tensor, T
     if states.numel() == 0:
         return by_query, count_query.zero_(), by_key, count_key.zero_()
     # rows (b, h, i_m), entries i_n; rows (b, kh, i_n), entries i_g · n_m + i_m (stride n_n)
-    for lists, counts, rows, n_lo, s_hi, s_lo, s_e, n_e in (
-        (by_query, count_query, B * Hq * n_m, 1, n_n, 0, 1, n_n),
-        (by_key, count_key, B * Hkv * n_n, n_n, G * n_m * n_n, 1, n_n, G * n_m),
+    for lists, counts, rows, n_lo, s_hi, s_lo, s_e, n_e, e_div in (
+        (by_query, count_query, B * Hq * n_m, 1, n_n, 0, 1, n_n, n_n),
+        (by_key, count_key, B * Hkv * n_n, n_n, G * n_m * n_n, 1, n_n, G * n_m, n_m),
     ):
         _live_lists_kernel[(rows,)](
-            states, lists, counts, n_lo, s_hi, s_lo, s_e, n_e,
-            BLOCK_E=min(LIST_CHUNK, max(16, _host.next_power_of_2(n_e))), num_warps=4,
+            states, lists, counts, n_lo, s_hi, s_lo, s_e, n_e, e_div,
+            BLOCK_E=min(LIST_CHUNK, max(16, _host.next_power_of_2(n_e))), SHIFT=LIST_SHIFT, num_warps=4,
         )
     return by_query, count_query, by_key, count_key
 
@@ -791,7 +835,7 @@ def attention_bwd_launch(
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     by_query, count_query, by_key, count_key = live_tile_lists(states, Hkv)
-    delta = torch.empty_like(tau)
+    delta, c_r, tau_r = torch.empty((3, *tau.shape), dtype=tau.dtype, device=tau.device).unbind(0)
     blocks = dict(BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)))
     # deeper list pipelines only for 16-bit D, Dv ≤ 64: larger tiles would spill or (dkdv, D = 128)
     # need 249 KB of shared memory
@@ -803,16 +847,22 @@ def attention_bwd_launch(
     run = kernels.split(",")
     if "dq" in run:
         _attn_bwd_dq_kernel[(B * Hq, n_m)](
-            q, k, v, do, dq, tau, rn, by_query, count_query, delta,
+            q, k, v, do, dq, tau, rn, by_query, count_query, delta, c_r, tau_r,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
             Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
         )
     else:
         delta.zero_()
+        c_r.fill_(1.0)
+        tau_r.fill_(float("inf"))
     if "dkdv" in run:
+        if cfg.dkdv_stages:
+            common.update(num_stages=cfg.dkdv_stages, LIST_STAGES=_list_stages(AttnConfig(1, 1, 1, cfg.dkdv_stages), deep))
+        if cfg.dkdv_maxnreg:
+            common["maxnreg"] = cfg.dkdv_maxnreg
         _attn_bwd_dkdv_kernel[(B * Hkv, n_n)](
-            q, k, v, do, dk, dv, tau, rn, delta, by_key, count_key,
+            q, k, v, do, dk, dv, delta, c_r, tau_r, by_key, count_key,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-            Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, TRANS=trans, **common,
+            Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, TRANS=trans, LIST_SHIFT=LIST_SHIFT, **common,
         )
     return dq, dk, dv
