@@ -5,11 +5,12 @@ With X'_ij = (1 − α) · scale · q_i·k_j, k = 1 / (1 − α) and y_ij = [X'_
 program owns BLOCK_M queries of one head (longest causal bands launched first) and streams the
 visible K tiles (causal / window band only):
 
-1. one pass for each row's two largest X' and the largest X' of each of ``START_GROUPS`` runs of
-   consecutive band tiles (stored to a small scratch). τ starts at the larger of the roots of
-   Σ_{j ∈ J} [X'_ij − τ]_+^k = 1 over those two subsets J of the row (each root ≤ τ_i, so
-   Newton stays monotone): 3 Newton passes on Gaussian scores instead of 5 from the bracket's
-   low end max − 1 (4 from the two largest alone); every band tile enters a list;
+1. one pass for each row's largest X' in each column class j mod 8 (8 distinct entries) and the
+   largest X' of each of ``START_GROUPS`` runs of consecutive band tiles (stored to a small
+   scratch). τ starts at the larger of the roots of Σ_{j ∈ J} [X'_ij − τ]_+^k = 1 over those two
+   subsets J of the row (each root ≤ τ_i, so Newton stays monotone): 3 Newton passes on Gaussian
+   scores instead of 5 from the bracket's low end max − 1 (4 from the two largest alone); every
+   band tile enters a list;
 2. Newton passes on F(τ_i) = ‖y_i‖_k − 1 (rows.py explains why this converges monotonically from
    below in a few steps), each streaming the listed K tiles for S_i = Σ_j y^k and
    T_i = Σ_j y^(k−1), until every row's step is below ``tol``, or predicted to leave an error
@@ -215,32 +216,12 @@ def _row_parts(b, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _top2_merge(b_h, b_l, HALF: tl.constexpr, BLOCK_M: tl.constexpr):
-    """Top two of each pair of adjacent (largest, second) sets along the last axis (2 · HALF):
-    [BLOCK_M, 4, HALF] each, as a multiset (ties count twice); 4 FMNMX per merge."""
-    h1, h2 = tl.split(tl.reshape(b_h, [BLOCK_M, 4, HALF, 2]))
-    l1, l2 = tl.split(tl.reshape(b_l, [BLOCK_M, 4, HALF, 2]))
-    return tl.maximum(h1, h2), tl.maximum(tl.minimum(h1, h2), tl.maximum(l1, l2))
-
-
-@triton.jit
-def _top2_parts(b_x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[BLOCK_M, 4] largest and second largest (multiset) of each ``_row_parts`` part of ``b_x``
-    by a tournament inside each thread: 2.75 FMNMX per score (BLOCK_N = 64) and no shuffles,
-    instead of a row max, a compare-select against it and a second row max (4 ALU ops, 4
-    shuffle rounds). BLOCK_N is 16, 32, 64 or 128."""
-    b4 = tl.permute(tl.reshape(b_x, [BLOCK_M, BLOCK_N // 8, 4, 2]), 0, 2, 1, 3)
-    a, b = tl.split(tl.reshape(b4, [BLOCK_M, 4, BLOCK_N // 8, 2]))
-    b_h = tl.maximum(a, b)
-    b_l = tl.minimum(a, b)
-    if BLOCK_N >= 128:
-        b_h, b_l = _top2_merge(b_h, b_l, 8, BLOCK_M)
-    if BLOCK_N >= 64:
-        b_h, b_l = _top2_merge(b_h, b_l, 4, BLOCK_M)
-    if BLOCK_N >= 32:
-        b_h, b_l = _top2_merge(b_h, b_l, 2, BLOCK_M)
-    b_h, b_l = _top2_merge(b_h, b_l, 1, BLOCK_M)
-    return tl.reshape(b_h, [BLOCK_M, 4]), tl.reshape(b_l, [BLOCK_M, 4])
+def _max_classes(b_x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[BLOCK_M, 8] per row the largest score of each column class j mod 8 (8 distinct entries of
+    the row, −inf where a class has none visible): one FMNMX per score and no shuffles (in the
+    wgmma accumulator layout a thread holds the classes 2q, 2q + 1 of its rows for every i of
+    column 8i + 2q + e). BLOCK_N is a multiple of 8."""
+    return tl.max(tl.reshape(b_x, [BLOCK_M, BLOCK_N // 8, 8]), 1)
 
 
 @triton.jit
@@ -322,21 +303,6 @@ def _newton_step(b_s, b_t, k):
     return tl.where(b_t > 0, (b_s - s_pow) / tl.where(b_t > 0, b_t, 1.0), 0.0)
 
 
-@triton.jit
-def _two_point_tau(b_a, b_b, k, POW: tl.constexpr):
-    """[BLOCK_M] τ with [a − τ]_+^k + [b − τ]_+^k = 1 for a row's two largest X' (a ≥ b): a
-    subset of the row, so τ ≤ the row's τ and Newton may start there. Newton from a − 1, as in
-    the passes (monotone from below, exact in one step when b ≤ a − 1 or b = a)."""
-    b_tau = b_a - 1.0
-    for _ in tl.static_range(4):
-        y_a = b_a - b_tau
-        y_b = tl.maximum(b_b - b_tau, 0.0)
-        a_km1, a_k = _powers(y_a, k, POW)
-        b_km1, b_k = _powers(y_b, k, POW)
-        b_tau += _newton_step(a_k + b_k, a_km1 + b_km1, k)
-    return b_tau
-
-
 PROFILE_SLOTS = 16
 """int64 slots per forward program of the profile (``attention_fwd_launch(profile=...)``):
 clock64 at 0 start, 1 max pass done, 2 τ started, 3 first Newton pass (and its compaction)
@@ -401,24 +367,22 @@ def _attn_fwd_kernel(
     b_q = tl.load(p_qb + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=(o_m[:, None] < Sq) & (o_d[None, :] < D), other=0.0)
     n_lo, n_hi = _band(i_m, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, BLOCK_M, BLOCK_N)
 
-    # pass 1: per row the two largest scores, and the largest of each of GROUPS runs of
-    # consecutive band tiles (stored); every band tile enters the list (and the states as zero:
-    # the output pass marks the live ones)
+    # pass 1: per row the largest score of each column class mod 8 (8 distinct entries), and the
+    # largest of each of GROUPS runs of consecutive band tiles (stored); every band tile enters the
+    # list (and the states as zero: the output pass marks the live ones)
     n_list = n_hi - n_lo
     g_len = tl.maximum((n_list + GROUPS - 1) // GROUPS, 1)  # tiles per run
     o_bm = tl.arange(0, BLOCK_M)
     p_gmb = p_gm + (i_bh * n_m + i_m) * (GROUPS * BLOCK_M)
-    # per ``_row_parts`` part (inside each thread): the two largest scores so far and the
-    # largest of the current run; parts are merged to rows once per run and once at the end
-    b_m = tl.full([BLOCK_M, 4], float("-inf"), ACC)
-    b_m2 = tl.full([BLOCK_M, 4], float("-inf"), ACC)
-    b_g = tl.full([BLOCK_M, 4], float("-inf"), ACC)
+    # per column class (inside each thread): the largest score so far and the largest of the
+    # current run; classes are merged to rows once per run and once at the end
+    b_m = tl.full([BLOCK_M, 8], float("-inf"), ACC)
+    b_g = tl.full([BLOCK_M, 8], float("-inf"), ACC)
     i_r = 0  # position of the tile in its run (no integer division per tile)
     p_gmr = p_gmb  # the run's row maxima
     for i_n in range(n_lo, n_hi):
         b_x = _tile_scores(b_q, p_kb, m0, i_n, o_m, o_bn, o_d, sk_s, Sk, D, Sq, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
-        b_a, b_a2 = _top2_parts(b_x, BLOCK_M, BLOCK_N)
-        b_m2 = tl.maximum(tl.maximum(b_m2, b_a2), tl.minimum(b_m, b_a))
+        b_a = _max_classes(b_x, BLOCK_M, BLOCK_N)
         b_m = tl.maximum(b_m, b_a)
         b_g = tl.where(i_r == 0, b_a, tl.maximum(b_g, b_a))
         i_r += 1
@@ -434,13 +398,8 @@ def _attn_fwd_kernel(
     tl.debug_barrier()  # the list, run maxima (and states) written by some threads are read by all next
     _prof(p_prof, 1, 0, PROFILE)
     _prof(p_prof, 15, n_list, PROFILE, False)
-    # rows: the largest of the parts' largest; the second is the larger of the parts' seconds
-    # and the second largest of the parts' largest (the largest again if it occurs twice)
-    b_mr = tl.max(b_m, 1)
-    b_top = b_m == b_mr[:, None]
-    b_2nd = tl.where(tl.sum(b_top.to(tl.int32), 1) > 1, b_mr, tl.max(tl.where(b_top, float("-inf"), b_m), 1))
-    b_m2 = tl.maximum(tl.max(b_m2, 1), b_2nd) * c
-    b_m = b_mr * c  # X' = c · score, c > 0
+    b_m8 = b_m
+    b_m = tl.max(b_m8, 1) * c  # X' = c · score, c > 0
     # [BLOCK_M] visible keys per row, for the bracket's upper end
     i_row = o_m + (Sk - Sq)
     j_hi = (Sk - 1) + tl.zeros([BLOCK_M], tl.int32)
@@ -456,15 +415,19 @@ def _attn_fwd_kernel(
     b_m = tl.where(empty, 0.0, b_m)
     tau_lo = b_m - 1.0
     tau_hi = b_m - tl.exp(-(1.0 / k) * tl.log(tl.maximum(b_cnt, 1.0)))
-    # τ starts at the larger of two roots over subsets of the row (each ≤ τ): its two largest
-    # entries, and the run maxima (Newton from max − 1 in registers; −inf for unused runs)
+    # τ starts at the larger of two roots over subsets of the row (each ≤ τ): its 8 class maxima,
+    # and the run maxima (Newton from max − 1 in registers; −inf for unused runs or classes)
     o_g = tl.arange(0, GROUPS)
     b_gm = tl.load(p_gmb + o_g[:, None] * BLOCK_M + o_bm[None, :], mask=o_g[:, None] < (n_list + g_len - 1) // g_len, other=float("-inf"))
     b_tau_g = tau_lo
     for _i in tl.static_range(4):
         b_gkm1, b_gk = _powers(_excess(b_gm, c, b_tau_g, 0), k, POW)
         b_tau_g += _newton_step(tl.sum(b_gk, 0), tl.sum(b_gkm1, 0), k)
-    b_tau = tl.minimum(tl.maximum(tl.maximum(_two_point_tau(b_m, b_m2, k, POW), b_tau_g), tau_lo), tau_hi)
+    b_tau_8 = tau_lo
+    for _i in tl.static_range(4):
+        b_ckm1, b_ck = _powers(_excess(b_m8, c, b_tau_8, 1), k, POW)
+        b_tau_8 += _newton_step(tl.sum(b_ck, 1), tl.sum(b_ckm1, 1), k)
+    b_tau = tl.minimum(tl.maximum(tl.maximum(b_tau_8, b_tau_g), tau_lo), tau_hi)
     _prof(p_prof, 2, 0, PROFILE)
     b_s, b_t, n_list = _newton_pass(b_q, p_kb, p_lsb, p_stb, n_list, b_tau, m0, o_m, o_bn, o_d, sk_s, Sk, D, c, k, Sq, wl, wr,
                                     CAUSAL, HAS_WL, HAS_WR, ACC, PREC, POW, BLOCK_M, BLOCK_N, LIST_STAGES, COMPILED, CHUNK)
