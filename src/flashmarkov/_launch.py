@@ -17,6 +17,11 @@ On a miss it launches through ``kernel[grid](...)``, which compiles if needed, a
 integers. Float arguments are never specialised (Triton passes Python floats as fp32), so they
 are not part of the key. Under the interpreter, with launch hooks installed (profilers) or
 when a launch returned no compiled kernel, every launch goes through ``kernel[grid](...)``.
+
+Shared by the attention kernels (``flashmarkov.attention.launch`` re-exports it) and the scan
+(``flashmarkov.scan.kernels``). A call returns the kernel it launched: the ``CompiledKernel``
+(registers and spills are on it) on the compiled path, whatever ``kernel[grid](...)`` returned
+otherwise (None under the interpreter).
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class LeanKernel:
     """A Triton kernel whose parameters are, in order: pointers (tensors or None), integers,
     floats, then constexprs. ``lean(grid, static, ptrs, ints, floats, options)`` launches it;
     ``options()`` gives the keyword arguments of ``kernel[grid](...)``: every constexpr, and
-    num_warps / num_stages; it is called only when the key is not bound yet."""
+    num_warps / num_stages; it is called only when the key is not bound yet. ``static`` must
+    determine everything ``options()`` returns and the dtype of every tensor in ``ptrs``.
+    Returns the kernel launched (see the module's docstring)."""
 
     def __init__(self, fn) -> None:
         self.fn = fn
@@ -58,7 +65,7 @@ class LeanKernel:
     def __call__(
         self, grid: tuple[int, int, int], static: object, ptrs: Sequence[Tensor | None], ints: tuple[int, ...],
         floats: tuple[float, ...], options: Callable[[], dict],
-    ) -> None:
+    ) -> object:
         if self.compiled and _hooks_idle():
             drv = driver.active
             device = drv.get_current_device()
@@ -70,11 +77,11 @@ class LeanKernel:
                     grid[0], grid[1], grid[2], drv.get_current_stream(device), kernel.function, kernel.packed_metadata,
                     None, None, None, *addrs, *ints, *floats, *(None,) * self.n_constexprs,
                 )
-                return
+                return kernel
             kernel = self.fn[grid](*ptrs, *ints, *floats, **options())
             if getattr(kernel, "function", None) is not None:
                 if len(self.bound) >= MAX_BOUND:
                     self.bound.clear()
                 self.bound[key] = kernel
-            return
-        self.fn[grid](*ptrs, *ints, *floats, **options())
+            return kernel
+        return self.fn[grid](*ptrs, *ints, *floats, **options())

@@ -12,6 +12,7 @@ import torch
 
 from .. import _checks
 from .op import LinearScanFunction, linear_scan_op, linear_scan_out_op, scan_out
+from .op import _fwd as scan_fwd_eager
 from .reference import linear_scan_bwd_ref, linear_scan_ref
 
 Tensor = torch.Tensor
@@ -30,6 +31,8 @@ def _validate(
     length = tokens.shape[dim]
     if length == 0:
         raise ValueError(f"the scanned axis dim={dim} of tokens {tuple(tokens.shape)} has length T = 0; need T >= 1")
+    if cu_seqlens is None and initial_state is None:
+        return gates, tokens, dim, None, None
     state_shape = [s for i, s in enumerate(tokens.shape) if i != dim]
     why = "the input's shape without dim"
     if cu_seqlens is not None:
@@ -80,8 +83,13 @@ def linear_scan(
     args = (gates, tokens, initial_state, cu_seqlens, dim, reverse, return_final_state)
     if torch.compiler.is_compiling():
         y, final = linear_scan_op(*args)
-    else:
-        y, final = LinearScanFunction.apply(*args)
+        return (y, final) if return_final_state else y
+    if torch.is_grad_enabled() and (
+        gates.requires_grad or tokens.requires_grad or (initial_state is not None and initial_state.requires_grad)
+    ):
+        return LinearScanFunction.apply(*args)  # y, or (y, final) with return_final_state
+    # nothing to differentiate: the same forward without the autograd.Function's bookkeeping
+    y, final = scan_fwd_eager(*args)
     return (y, final) if return_final_state else y
 
 

@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from .. import _host
+from .._launch import LeanKernel
 
 Tensor = torch.Tensor
 
@@ -609,14 +610,34 @@ def view_of(x: Tensor, dim: int) -> View | None:
     Time-contiguous data (the scanned axis innermost, e.g. (B, D, T) with dim=-1) becomes
     (1, T, rows) with row stride T; row-major data with the scanned axis outside (e.g. (B, T, D)
     with dim=1) becomes (B, T, D). Channel index q (or row) then enumerates the state's elements
-    in order.
+    in order. Computed from the shape and strides alone (cached): no tensor is made.
     """
-    T = x.shape[dim]
-    rows = x.numel() // T
-    if x.movedim(dim, -1).is_contiguous():
+    return _view(x.shape, x.stride(), dim % x.dim())
+
+
+def _contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """``Tensor.is_contiguous()`` for these sizes and strides (size-1 axes and empty tensors
+    ignore strides, as PyTorch does)."""
+    if 0 in shape:
+        return True
+    expected = 1
+    for n, s in zip(reversed(shape), reversed(strides)):
+        if n != 1:
+            if s != expected:
+                return False
+            expected *= n
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _view(shape: tuple[int, ...], strides: tuple[int, ...], dim: int) -> View | None:
+    T = shape[dim]
+    rows = math.prod(shape) // T
+    moved = (*shape[:dim], *shape[dim + 1 :], T), (*strides[:dim], *strides[dim + 1 :], strides[dim])
+    if _contiguous(*moved):
         return View(1, T, rows, 0, 1, T)
-    if x.is_contiguous():
-        Q = math.prod(x.shape[dim + 1 :])
+    if _contiguous(shape, strides):
+        Q = math.prod(shape[dim + 1 :])
         return View(rows // Q, T, Q, T * Q, Q, 1)
     return None
 
@@ -643,8 +664,9 @@ def scan_launch(
     backward = y is not None
     v = view
     scan_rev = reverse != backward
-    vec = vector_steps(tokens.element_size(), v.s_t == 1)
-    cfg = config or pick_config(v.T, v.Q, tokens.element_size(), v.s_t == 1, vec > 1 and (scan_rev or backward),
+    itemsize, device = tokens.element_size(), tokens.device
+    vec = vector_steps(itemsize, v.s_t == 1)
+    cfg = config or pick_config(v.T, v.Q, itemsize, v.s_t == 1, vec > 1 and (scan_rev or backward),
                                 "bwd" if backward else "fwd")
     slice_k = cfg.slice_k if vec == 1 else 1
     rows = cfg.block_t // slice_k
@@ -656,37 +678,54 @@ def scan_launch(
     n_chains = v.P * n_qblk
     n_tiles = n_chains * n_seg
     acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    lookback = use_lookback(n_chains, n_seg, cfg.block_t * cfg.block_q, tokens.device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    lookback = use_lookback(n_chains, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     if lookback and config is None and vec == 1:
         # chains split over programs take the look-back's own tile
-        cfg = pick_config(v.T, v.Q, tokens.element_size(), False, False, "lookback")
+        cfg = pick_config(v.T, v.Q, itemsize, False, False, "lookback")
         n_qblk = -(-v.Q // cfg.block_q)
         n_seg = -(-v.T // cfg.block_t)
         n_chains = v.P * n_qblk
         n_tiles = n_chains * n_seg
         lookback = n_seg > 1
         slice_k = cfg.slice_k
-    flags = torch.zeros(n_tiles, dtype=torch.int32, device=tokens.device) if lookback else None
-    records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=tokens.device) if lookback else None
-    return _linear_scan_kernel[(n_tiles if lookback else n_chains,)](
-        gates, tokens, out, y, dgates,
-        initial_state, dfinal, state_out, cu_seqlens, flags, records,
-        v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq,
-        ACC=tl.float64 if acc == torch.float64 else tl.float32,
-        BLOCK_T=cfg.block_t,
-        BLOCK_Q=cfg.block_q,
-        V=vec,
-        SLICE_K=slice_k,
-        SLICE_KEEP=cfg.slice_keep and vec == 1,
-        PREFETCH=cfg.prefetch and vec == 1 and not lookback,
-        SEARCH_STEPS=math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,
-        REVERSE=reverse,
-        BACKWARD=backward,
-        SCAN_REV=scan_rev,
-        VARLEN=cu_seqlens is not None,
-        LOOKBACK=lookback,
-        HAS_H0=initial_state is not None,
-        HAS_HIN=dfinal is not None,
-        HAS_HOUT=state_out is not None,
-        num_warps=cfg.num_warps,
+    flags = torch.zeros(n_tiles, dtype=torch.int32, device=device) if lookback else None
+    records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=device) if lookback else None
+    consts = (
+        acc, cfg.block_t, cfg.block_q, vec, slice_k,
+        bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
+        bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
+        math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
+        reverse, backward, scan_rev, cu_seqlens is not None, lookback,
+        initial_state is not None, dfinal is not None, state_out is not None,
     )
+    ptrs = (gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens, flags, records)
+    num_warps = cfg.num_warps
+    return _SCAN(
+        (n_tiles if lookback else n_chains, 1, 1),
+        # every constexpr and option, and the dtype of every pointer (None-ness and alignment are
+        # LeanKernel's own key)
+        (consts, num_warps, tuple([None if p is None else p.dtype for p in ptrs])),
+        ptrs,
+        (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq),
+        (),
+        lambda: _options(consts, num_warps),
+    )
+
+
+# constexpr parameters of _linear_scan_kernel, in order (after 11 pointers and 9 integers, no
+# floats: LeanKernel's argument order)
+CONSTEXPRS = (
+    "ACC", "BLOCK_T", "BLOCK_Q", "V", "SLICE_K", "SLICE_KEEP", "PREFETCH", "SEARCH_STEPS", "REVERSE", "BACKWARD",
+    "SCAN_REV", "VARLEN", "LOOKBACK", "HAS_H0", "HAS_HIN", "HAS_HOUT",
+)
+N_POINTERS, N_INTS = 11, 9
+
+
+def _options(consts: tuple, num_warps: int) -> dict:
+    """``kernel[grid](...)``'s keyword arguments for ``scan_launch``'s constexpr values."""
+    opts = dict(zip(CONSTEXPRS, consts, strict=True))
+    opts["ACC"] = tl.float64 if opts["ACC"] == torch.float64 else tl.float32
+    return dict(opts, num_warps=num_warps)
+
+
+_SCAN = LeanKernel(_linear_scan_kernel)

@@ -1,13 +1,15 @@
 """The scan as PyTorch operators: ``flashmarkov::linear_scan`` (differentiable),
 ``flashmarkov::linear_scan_bwd`` and ``flashmarkov::linear_scan_out`` (writes into ``out``).
 
-One custom op per job, whatever the device: its implementation asks ``_runtime.backend_for``
+One custom op per job, whatever the device: its implementation asks ``_runtime.backend_for`` (cached, ``_backend``)
 and runs the Triton launcher or the reference. Fake implementations give torch.compile the
 output metadata, so compiled graphs hold the ops without graph breaks. Outputs are laid out like
 their inputs (``torch.empty_like``) on every backend, so real and fake agree.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -16,10 +18,44 @@ from . import reference
 
 Tensor = torch.Tensor
 
+# POSIX os.environ keeps its bytes in ``_data`` (updated by os.environ[...] = ... and by
+# pytest's monkeypatch.setenv alike): a dict read costs ~0.1 µs where os.environ.get encodes
+# and decodes (~2 µs on a slow CPU). Elsewhere fall back to os.environ.get.
+_ENV_DATA = getattr(os.environ, "_data", None)
+_ENV_KEY: object = b"FLASHMARKOV_BACKEND"
+if not isinstance(_ENV_DATA, dict) or os.name != "posix":
+    _ENV_DATA, _ENV_KEY = os.environ, "FLASHMARKOV_BACKEND"
+_BACKENDS: dict[tuple, str] = {}
+
+
+def _backend(device: torch.device) -> str:
+    """``_runtime.backend_for(device)``, cached on FLASHMARKOV_BACKEND's current value and the
+    device type (the only inputs that change while a process runs; TRITON_INTERPRET must be set
+    before import). Invalid settings are not cached: they raise on every call."""
+    key = (_ENV_DATA.get(_ENV_KEY), device.type)
+    backend = _BACKENDS.get(key)
+    if backend is None:
+        backend = _runtime.backend_for(device)
+        _BACKENDS[key] = backend
+    return backend
+
 
 def _state_shape(tokens: Tensor, dim: int, cu_seqlens: Tensor | None) -> list[int]:
     shape = [s for i, s in enumerate(tokens.shape) if i != dim % tokens.dim()]
     return shape if cu_seqlens is None else [cu_seqlens.shape[0] - 1, *shape]
+
+
+_KERNELS = None
+
+
+def _kernels():
+    """``flashmarkov.scan.kernels``, imported on first use (it imports Triton)."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import kernels
+
+        _KERNELS = kernels
+    return _KERNELS
 
 
 def _triton_pass(
@@ -42,13 +78,24 @@ def _triton_pass(
     whose strides differ from ``gates``' are brought to them (a copy), as is ``gates`` itself when
     it has no such view.
     """
-    from .kernels import scan_launch, view_of
-
+    kernels = _kernels()
     dim = dim % gates.dim()
-    view = view_of(gates, dim)
+    view = kernels.view_of(gates, dim)
     if view is None:
         gates = gates.contiguous()
-        view = view_of(gates, dim)
+        view = kernels.view_of(gates, dim)
+    stride = gates.stride()
+    if (
+        tokens.stride() == stride and out.stride() == stride
+        and (y is None or y.stride() == stride) and (dgates is None or dgates.stride() == stride)
+    ):  # the usual case: every tensor laid out like gates, no work copies
+        kernels.scan_launch(
+            gates, tokens, out, view,
+            reverse=reverse, initial_state=None if initial_state is None else initial_state.contiguous(),
+            state_out=state_out, cu_seqlens=cu_seqlens, y=y, dgates=dgates,
+            dfinal=None if dfinal is None else dfinal.contiguous(),
+        )
+        return
 
     def like_gates(t: Tensor | None, keep_values: bool = True) -> Tensor | None:
         if t is None or t.stride() == gates.stride():
@@ -58,7 +105,7 @@ def _triton_pass(
 
     work_out, work_dg = like_gates(out, False), like_gates(dgates, False)
     states = tuple(None if s is None else s.contiguous() for s in (initial_state, dfinal))
-    scan_launch(
+    kernels.scan_launch(
         gates, like_gates(tokens), work_out, view,
         reverse=reverse, initial_state=states[0], state_out=state_out, cu_seqlens=cu_seqlens,
         y=like_gates(y), dgates=work_dg, dfinal=states[1],
@@ -66,6 +113,33 @@ def _triton_pass(
     for dst, src in ((out, work_out), (dgates, work_dg)):
         if dst is not None and src is not dst:
             dst.copy_(src)
+
+
+def _fwd(
+    gates: Tensor,
+    tokens: Tensor,
+    initial_state: Tensor | None,
+    cu_seqlens: Tensor | None,
+    dim: int,
+    reverse: bool,
+    need_final: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """(y, final state or None unless ``need_final``)."""
+    y = torch.empty_like(tokens)
+    if _backend(tokens.device) == "reference":
+        y_ref, final = reference.linear_scan_ref(
+            gates, tokens, dim=dim, reverse=reverse, initial_state=initial_state,
+            return_final_state=True, cu_seqlens=cu_seqlens,
+        )
+        y.copy_(y_ref)
+        return y, (final.contiguous() if need_final else None)
+    final = None
+    if need_final:
+        final = tokens.new_empty(_state_shape(tokens, dim, cu_seqlens))
+        if cu_seqlens is not None:  # empty sequences keep their initial state
+            final.copy_(initial_state) if initial_state is not None else final.zero_()
+    _triton_pass(gates, tokens, y, dim, reverse, initial_state=initial_state, state_out=final, cu_seqlens=cu_seqlens)
+    return y, final
 
 
 def scan_fwd(
@@ -78,21 +152,8 @@ def scan_fwd(
     need_final: bool,
 ) -> tuple[Tensor, Tensor]:
     """(y, final state); the final state is an empty tensor unless ``need_final``."""
-    y = torch.empty_like(tokens)
-    if _runtime.backend_for(tokens.device) == "reference":
-        y_ref, final = reference.linear_scan_ref(
-            gates, tokens, dim=dim, reverse=reverse, initial_state=initial_state,
-            return_final_state=True, cu_seqlens=cu_seqlens,
-        )
-        y.copy_(y_ref)
-        return y, (final.contiguous() if need_final else tokens.new_empty(0))
-    final = None
-    if need_final:
-        final = tokens.new_empty(_state_shape(tokens, dim, cu_seqlens))
-        if cu_seqlens is not None:  # empty sequences keep their initial state
-            final.copy_(initial_state) if initial_state is not None else final.zero_()
-    _triton_pass(gates, tokens, y, dim, reverse, initial_state=initial_state, state_out=final, cu_seqlens=cu_seqlens)
-    return y, (final if need_final else tokens.new_empty(0))
+    y, final = _fwd(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final)
+    return y, (final if final is not None else tokens.new_empty(0))
 
 
 linear_scan_op = torch.library.custom_op("flashmarkov::linear_scan", scan_fwd, mutates_args=())
@@ -102,6 +163,38 @@ linear_scan_op = torch.library.custom_op("flashmarkov::linear_scan", scan_fwd, m
 def _(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
     final = tokens.new_empty(_state_shape(tokens, dim, cu_seqlens) if need_final else [0])
     return torch.empty_like(tokens), final
+
+
+def _bwd(
+    gates: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    initial_state: Tensor | None,
+    dfinal: Tensor | None,
+    cu_seqlens: Tensor | None,
+    dim: int,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(d gates, d tokens, d initial_state or None without an initial state)."""
+    dgates, dtokens = torch.empty_like(gates), torch.empty_like(y)
+    if _backend(y.device) == "reference":
+        dg, dx, dh0 = reference.linear_scan_bwd_ref(
+            gates, y, dy, dim=dim, reverse=reverse, initial_state=initial_state, dfinal=dfinal,
+            cu_seqlens=cu_seqlens,
+        )
+        dgates.copy_(dg)
+        dtokens.copy_(dx)
+        return dgates, dtokens, (dh0.contiguous() if dh0 is not None else None)
+    dh0 = None
+    if initial_state is not None:
+        dh0 = torch.empty_like(initial_state, memory_format=torch.contiguous_format)
+        if cu_seqlens is not None:  # empty sequences pass the final state's gradient through
+            dh0.copy_(dfinal) if dfinal is not None else dh0.zero_()
+    _triton_pass(
+        gates, dy, dtokens, dim, reverse, initial_state=initial_state, state_out=dh0,
+        cu_seqlens=cu_seqlens, y=y, dgates=dgates, dfinal=dfinal,
+    )
+    return dgates, dtokens, dh0
 
 
 def scan_bwd(
@@ -115,25 +208,8 @@ def scan_bwd(
     reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(d gates, d tokens, d initial_state); the last is empty without an initial state."""
-    dgates, dtokens = torch.empty_like(gates), torch.empty_like(y)
-    if _runtime.backend_for(y.device) == "reference":
-        dg, dx, dh0 = reference.linear_scan_bwd_ref(
-            gates, y, dy, dim=dim, reverse=reverse, initial_state=initial_state, dfinal=dfinal,
-            cu_seqlens=cu_seqlens,
-        )
-        dgates.copy_(dg)
-        dtokens.copy_(dx)
-        return dgates, dtokens, (dh0.contiguous() if dh0 is not None else y.new_empty(0))
-    dh0 = None
-    if initial_state is not None:
-        dh0 = torch.empty_like(initial_state, memory_format=torch.contiguous_format)
-        if cu_seqlens is not None:  # empty sequences pass the final state's gradient through
-            dh0.copy_(dfinal) if dfinal is not None else dh0.zero_()
-    _triton_pass(
-        gates, dy, dtokens, dim, reverse, initial_state=initial_state, state_out=dh0,
-        cu_seqlens=cu_seqlens, y=y, dgates=dgates, dfinal=dfinal,
-    )
-    return dgates, dtokens, (dh0 if dh0 is not None else y.new_empty(0))
+    dg, dx, dh0 = _bwd(gates, y, dy, initial_state, dfinal, cu_seqlens, dim, reverse)
+    return dg, dx, (dh0 if dh0 is not None else y.new_empty(0))
 
 
 linear_scan_bwd_op = torch.library.custom_op("flashmarkov::linear_scan_bwd", scan_bwd, mutates_args=())
@@ -173,22 +249,24 @@ linear_scan_op.register_autograd(_backward, setup_context=_setup_context)
 class LinearScanFunction(torch.autograd.Function):
     """The eager path: the same forward and backward as ``flashmarkov::linear_scan`` without the
     custom-op dispatch layers, which cost more host time than a short scan takes on the GPU.
-    ``linear_scan`` uses the custom op while torch.compile traces."""
+    ``linear_scan`` uses the custom op while torch.compile traces. Returns ``y`` alone unless
+    ``need_final`` (then ``(y, final)``): no placeholder tensors on the eager path."""
 
     @staticmethod
     def forward(ctx, gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
-        y, final = scan_fwd(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final)
-        _setup_context(ctx, (gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final), (y, final))
-        return y, final
+        y, final = _fwd(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final)
+        ctx.save_for_backward(gates, y, initial_state, cu_seqlens)
+        ctx.dim, ctx.reverse, ctx.need_final = dim, reverse, need_final
+        return (y, final) if need_final else y
 
     @staticmethod
-    def backward(ctx, dy, dfinal):
-        return _gradients(ctx, dy, dfinal, scan_bwd)
+    def backward(ctx, dy, dfinal=None):
+        return _gradients(ctx, dy, dfinal, _bwd)
 
 
 def scan_out(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
     """Forward scan written into ``out`` (no autograd)."""
-    if _runtime.backend_for(tokens.device) == "reference":
+    if _backend(tokens.device) == "reference":
         out.copy_(reference.linear_scan_ref(gates, tokens, dim=dim, reverse=reverse))
         return
     _triton_pass(gates, tokens, out, dim, reverse, initial_state=None, state_out=None, cu_seqlens=None)

@@ -1,0 +1,196 @@
+"""flashmarkov._launch.LeanKernel as the scan uses it, on CPU: the scan kernel's parameter order,
+the static key of ``scan_launch`` (it must determine every constexpr, launch option and pointer
+dtype), and the kernel LeanKernel hands back. The compiled launches themselves only run on a GPU
+(tests/scan/test_scan_gpu.py); LeanKernel's bookkeeping is tested in tests/attention/test_launch.py."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from triton.runtime.jit import JITFunction
+
+from flashmarkov import _launch
+from flashmarkov.attention import launch as attention_launch
+from flashmarkov.scan import kernels, linear_scan
+
+from .conftest import DEVICE, GPU_DTYPES, HAS_CUDA
+from .scan.helpers import check_scan
+
+
+def _raw(fn):
+    """The Python function under a JITFunction or an InterpretedFunction."""
+    return getattr(fn, "fn", fn)
+
+
+def test_attention_reexports_the_shared_lean_kernel():
+    assert attention_launch.LeanKernel is _launch.LeanKernel
+
+
+def test_scan_kernel_parameters_are_pointers_ints_constexprs():
+    params = list(inspect.signature(_raw(kernels._linear_scan_kernel)).parameters.values())
+    names = [p.name for p in params]
+    n_ptr, n_int = kernels.N_POINTERS, kernels.N_INTS
+    assert all(n.startswith("p_") for n in names[:n_ptr])
+    assert not any(n.startswith("p_") for n in names[n_ptr:])
+    assert tuple(names[n_ptr + n_int :]) == kernels.CONSTEXPRS
+    jit = JITFunction(_raw(kernels._linear_scan_kernel))
+    assert [p.is_constexpr for p in jit.params] == [False] * (n_ptr + n_int) + [True] * len(kernels.CONSTEXPRS)
+    assert len(jit.constexprs) == len(kernels.CONSTEXPRS)
+
+
+class _Compiled:
+    function = 7
+    packed_metadata = (4, 1, 0)
+
+    def __init__(self) -> None:
+        self.launches: list[tuple] = []
+
+    def run(self, *args) -> None:
+        self.launches.append(args)
+
+
+class _Driver:
+    def get_current_device(self) -> int:
+        return 0
+
+    def get_current_stream(self, device: int) -> int:
+        return 1234
+
+
+def test_lean_kernel_returns_the_compiled_kernel(monkeypatch):
+    """scan_launch returns what LeanKernel returns: the CompiledKernel, bound or not (the scan's
+    tuning scripts read n_regs / n_spills from it)."""
+    from triton.runtime.driver import driver
+
+    compiled = _Compiled()
+    seen: list[tuple] = []
+
+    def getitem(self, grid):
+        def run(*args, **kwargs):
+            inspect.signature(self.fn).bind(*args, **{k: v for k, v in kwargs.items() if k != "num_warps"})
+            seen.append((grid, args, kwargs))
+            return compiled
+
+        return run
+
+    monkeypatch.setattr(JITFunction, "__getitem__", getitem)
+    monkeypatch.setattr(driver, "_active", _Driver())
+    monkeypatch.setattr(kernels, "_SCAN", _launch.LeanKernel(JITFunction(_raw(kernels._linear_scan_kernel))))
+    g, x = torch.rand(2, 3, 40), torch.randn(2, 3, 40)
+    view = kernels.view_of(g, 2)
+    y = torch.empty_like(x)
+    launch = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)  # noqa: E731
+    assert launch() is compiled and len(seen) == 1 and compiled.launches == []
+    assert launch() is compiled and len(seen) == 1 and len(compiled.launches) == 1
+    run = compiled.launches[0]
+    n_args = kernels.N_POINTERS + kernels.N_INTS + len(kernels.CONSTEXPRS)
+    assert len(run) == 9 + n_args and run[9 + 2] == y.data_ptr() and run[9 + 3] is None
+    assert run[-len(kernels.CONSTEXPRS) :] == (None,) * len(kernels.CONSTEXPRS)
+
+
+def _cases():
+    """(gates, tokens, dim, kwargs) covering both layouts, both directions, states and varlen."""
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        for shape, dim in (((2, 3, 300), -1), ((2, 300, 3), 1), ((1, 2, 9000), -1), ((1, 9000, 40), 1)):
+            for reverse in (False, True):
+                yield dtype, shape, dim, dict(reverse=reverse)
+            state = list(shape)
+            del state[dim]
+            yield dtype, shape, dim, dict(initial_state=torch.randn(state, dtype=dtype), return_final_state=True)
+            T = shape[dim]
+            cu = torch.tensor([0, 5, 5, T], dtype=torch.int32)
+            yield dtype, shape, dim, dict(cu_seqlens=cu, initial_state=torch.randn([3, *state], dtype=dtype),
+                                          return_final_state=True, reverse=True)
+
+
+def test_scan_static_key_determines_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
+    """Every launch's static key maps to one set of kernel[grid] options and pointer dtypes, so
+    a bound compiled kernel is never reused for a launch Triton would have specialised apart."""
+    calls: list[tuple] = []
+
+    def record(grid, static, ptrs, ints, floats, options):
+        hash(static)
+        opts = options()
+        assert set(opts) == {*kernels.CONSTEXPRS, "num_warps"}
+        assert len(ptrs) == kernels.N_POINTERS and len(ints) == kernels.N_INTS and floats == ()
+        assert all(isinstance(i, int) and not isinstance(i, bool) for i in ints)
+        calls.append((static, opts, tuple(None if p is None else p.dtype for p in ptrs)))
+
+    monkeypatch.setattr(kernels, "_SCAN", record)
+    for lookback in (False, True):
+        monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, tile_elems, device, lb=lookback: lb and n_seg > 1)
+        for dtype, shape, dim, kwargs in _cases():
+            g = torch.rand(shape, dtype=dtype, device=triton_backend, requires_grad=True)
+            x = torch.randn(shape, dtype=dtype, device=triton_backend, requires_grad=True)
+            kwargs = {k: v.to(triton_backend) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+            out = linear_scan(g, x, dim=dim, **kwargs)
+            y = out[0] if isinstance(out, tuple) else out
+            torch.autograd.grad(y, (g, x), torch.randn_like(y))
+    by_key: dict = {}
+    for static, opts, dtypes in calls:
+        assert by_key.setdefault(static, (opts, dtypes)) == (opts, dtypes), static
+    assert len(by_key) > 40
+    assert {opts["LOOKBACK"] for opts, _ in by_key.values()} == {False, True}
+    assert {opts["VARLEN"] for opts, _ in by_key.values()} == {False, True}
+    assert {opts["V"] > 1 for opts, _ in by_key.values()} == {False, True}
+
+
+@pytest.mark.parametrize("value", ["reference", "triton"])
+def test_scan_backend_follows_the_environment(monkeypatch, value):
+    """The scan's cached backend choice still follows FLASHMARKOV_BACKEND set at run time."""
+    from flashmarkov.scan import op
+
+    device = torch.device(DEVICE)
+    monkeypatch.setenv("FLASHMARKOV_BACKEND", value)
+    assert op._backend(device) == value
+    monkeypatch.setenv("FLASHMARKOV_BACKEND", "bogus")
+    with pytest.raises(ValueError):
+        op._backend(device)
+    monkeypatch.delenv("FLASHMARKOV_BACKEND")
+    assert op._backend(device) == ("triton" if device.type == "cuda" else "reference")
+
+
+@pytest.mark.parametrize("dim", [-1, 1])
+def test_scan_no_grad_path_matches_autograd_path(triton_backend, dim):
+    """Without a gradient to record, linear_scan skips the autograd.Function: same bits."""
+    g = torch.rand(2, 33, 5, dtype=torch.float32, device=triton_backend)
+    x = torch.randn(2, 33, 5, dtype=torch.float32, device=triton_backend)
+    h0 = torch.randn(2, 5 if dim == 1 else 33, dtype=torch.float32, device=triton_backend)
+    with torch.no_grad():
+        y_plain, h_plain = linear_scan(g, x, dim=dim, initial_state=h0, return_final_state=True)
+    y_fn, h_fn = linear_scan(g.requires_grad_(), x, dim=dim, initial_state=h0, return_final_state=True)
+    assert y_fn.requires_grad and h_fn.requires_grad and not y_plain.requires_grad
+    assert torch.equal(y_plain, y_fn.detach()) and torch.equal(h_plain, h_fn.detach())
+    y_one = linear_scan(g, x, dim=dim)
+    assert isinstance(y_one, torch.Tensor) and y_one.requires_grad
+
+
+# Shapes whose chains span several tiles in both layouts (look-back or one program per chain);
+# smaller under the interpreter.
+BOUND_SHAPES = [((2, 3, 5000), -1), ((2, 700, 40), 1)] if HAS_CUDA else [((2, 3, 300), -1), ((2, 150, 8), 1)]
+BOUND_FEATURES = {  # reverse, with_initial, with_final, offsets
+    "plain": (False, False, False, None),
+    "states": (False, True, True, None),
+    "varlen-reverse": (True, True, True, [0, 1, 97, 97]),
+}
+
+
+@pytest.mark.parametrize("features", BOUND_FEATURES)
+@pytest.mark.parametrize("lookback", [False, True], ids=["chain", "lookback"])
+@pytest.mark.parametrize("dtype", GPU_DTYPES if HAS_CUDA else [torch.float32])
+@pytest.mark.parametrize("shape,dim", BOUND_SHAPES, ids=["bdt", "btd"])
+def test_scan_bound_launches_match_reference(shape, dim, dtype, lookback, features, triton_backend, monkeypatch, nan_alloc):
+    """The public scan, forward and backward, twice on fresh inputs: on a GPU the first call binds
+    each compiled kernel in LeanKernel and the second launches it through the bound launcher
+    (other pointers, same key). Both agree with the float64 reference."""
+    reverse, with_initial, with_final, offsets = BOUND_FEATURES[features]
+    if offsets is not None:
+        offsets = [*offsets, shape[dim]]
+    monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, tile_elems, device: lookback and n_seg > 1)
+    kernels._SCAN.bound.clear()
+    for _ in range(2 if kernels._SCAN.compiled else 1):  # nothing is bound under the interpreter
+        check_scan(shape, dim, dtype, triton_backend, reverse=reverse, with_initial=with_initial,
+                   with_final=with_final, offsets=offsets)
+    assert bool(kernels._SCAN.bound) == kernels._SCAN.compiled
