@@ -15,6 +15,7 @@ from flashmarkov import _launch
 from flashmarkov.attention import launch as attention_launch
 from flashmarkov.scan import kernels, linear_scan
 
+from .attention.test_launch import _Compiled, _Driver  # the fake launcher and driver of the LeanKernel tests
 from .conftest import DEVICE, GPU_DTYPES, HAS_CUDA
 from .scan.helpers import check_scan
 
@@ -38,25 +39,6 @@ def test_scan_kernel_parameters_are_pointers_ints_constexprs():
     jit = JITFunction(_raw(kernels._linear_scan_kernel))
     assert [p.is_constexpr for p in jit.params] == [False] * (n_ptr + n_int) + [True] * len(kernels.CONSTEXPRS)
     assert len(jit.constexprs) == len(kernels.CONSTEXPRS)
-
-
-class _Compiled:
-    function = 7
-    packed_metadata = (4, 1, 0)
-
-    def __init__(self) -> None:
-        self.launches: list[tuple] = []
-
-    def run(self, *args) -> None:
-        self.launches.append(args)
-
-
-class _Driver:
-    def get_current_device(self) -> int:
-        return 0
-
-    def get_current_stream(self, device: int) -> int:
-        return 1234
 
 
 def test_lean_kernel_returns_the_compiled_kernel(monkeypatch):
