@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
 #   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [pack]     (default: tests bench)
-# env: TEST_PATHS (default tests), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
+# env: TEST_PATHS (default tests), TEST_WORKERS (pytest-xdist workers, default 8), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
 # diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
 # returns at most 8 files.
@@ -26,7 +26,13 @@ for step in $steps; do
       (cd /tmp && MAX_JOBS=16 timeout "${PEER_BUILD_TIMEOUT:-240}" python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$OLDPWD"/.whl/fpscan-*.tar.gz) \
         || echo "fpscan did not build; benchmark without it" ;;
     tests)
-      timeout "${TEST_TIMEOUT:-300}" python3 -m pytest ${TEST_PATHS:-tests} -m gpu -q --maxfail=5 -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
+      # several workers: most of the GPU tests' time is Triton compiling ~200 kernel variants on the CPU.
+      # pytest-xdist travels as a wheel in .whl/ (the machine has no network); serial without it.
+      workers="-n ${TEST_WORKERS:-8}"
+      python3 -c "import xdist" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --target /tmp/site \
+        .whl/pytest_xdist-*.whl .whl/execnet-*.whl 2>/dev/null || workers=""
+      timeout "${TEST_TIMEOUT:-300}" python3 -m pytest ${TEST_PATHS:-tests} -m gpu -q --maxfail=5 -p no:cacheprovider \
+        $workers 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
       status=$((status | PIPESTATUS[0])) ;;
     bench)
       for layout in ${BENCH_LAYOUTS:-bdt btd}; do
