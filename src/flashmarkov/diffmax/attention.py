@@ -504,7 +504,7 @@ def _attn_bwd_dq_kernel(
     i_b = i_bh // Hq
     i_h = i_bh % Hq
     i_kh = i_h // G
-    c, k, alpha, scale = tl.load(p_cst), tl.load(p_cst + 1), tl.load(p_cst + 2), tl.load(p_cst + 3)
+    c, k, scale = tl.load(p_cst), tl.load(p_cst + 1), tl.load(p_cst + 3)
     m0 = i_m * BLOCK_M
     o_m = m0 + tl.arange(0, BLOCK_M)
     o_d = tl.arange(0, BLOCK_D)
@@ -572,7 +572,7 @@ def _attn_bwd_dkdv_kernel(
     i_n = tl.program_id(1)
     i_b = i_bkh // Hkv
     i_kh = i_bkh % Hkv
-    c, k, alpha, scale = tl.load(p_cst), tl.load(p_cst + 1), tl.load(p_cst + 2), tl.load(p_cst + 3)
+    k, scale = tl.load(p_cst + 1), tl.load(p_cst + 3)
     n0 = i_n * BLOCK_N
     o_n = n0 + tl.arange(0, BLOCK_N)
     o_d = tl.arange(0, BLOCK_D)
