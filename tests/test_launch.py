@@ -120,18 +120,18 @@ def test_scan_static_key_determines_every_constexpr_option_and_dtype(triton_back
 
 
 @pytest.mark.parametrize("value", ["reference", "triton"])
-def test_scan_backend_follows_the_environment(monkeypatch, value):
-    """The scan's cached backend choice still follows FLASHMARKOV_BACKEND set at run time."""
-    from flashmarkov.scan import op
+def test_backend_follows_the_environment(monkeypatch, value):
+    """The cached backend choice still follows FLASHMARKOV_BACKEND set at run time."""
+    from flashmarkov import _runtime
 
     device = torch.device(DEVICE)
     monkeypatch.setenv("FLASHMARKOV_BACKEND", value)
-    assert op._backend(device) == value
+    assert _runtime.backend_for(device) == value
     monkeypatch.setenv("FLASHMARKOV_BACKEND", "bogus")
     with pytest.raises(ValueError):
-        op._backend(device)
+        _runtime.backend_for(device)
     monkeypatch.delenv("FLASHMARKOV_BACKEND")
-    assert op._backend(device) == ("triton" if device.type == "cuda" else "reference")
+    assert _runtime.backend_for(device) == ("triton" if device.type == "cuda" else "reference")
 
 
 @pytest.mark.parametrize("dim", [-1, 1])

@@ -56,13 +56,32 @@ if interpreting() and triton_available():
     _interpreter_index_fix()
 
 
+# POSIX os.environ keeps its bytes in ``_data`` (updated by os.environ[...] = ... and by pytest's
+# monkeypatch.setenv alike): a dict read costs ~0.1 µs where os.environ.get encodes and decodes
+# (~2 µs on a slow CPU, on every operator call). Elsewhere os.environ itself.
+_ENVIRON = getattr(os.environ, "_data", None)
+_ENV_KEYS: tuple = (b"FLASHMARKOV_BACKEND", b"TRITON_INTERPRET")
+if not isinstance(_ENVIRON, dict) or os.name != "posix":
+    _ENVIRON, _ENV_KEYS = os.environ, ("FLASHMARKOV_BACKEND", "TRITON_INTERPRET")
+_CHOSEN: dict[tuple, Backend] = {}
+
+
 def backend_for(device: torch.device) -> Backend:
     """The backend that runs an operator on tensors living on ``device``.
 
     CUDA tensors get Triton (when installed), everything else the reference. The environment
     variable ``FLASHMARKOV_BACKEND`` forces one of the two; forcing ``triton`` on CPU tensors
-    needs ``TRITON_INTERPRET=1``.
+    needs ``TRITON_INTERPRET=1``. Cached on the two variables' current values and the device
+    type (this is on every operator call); an invalid setting is not cached and raises each time.
     """
+    key = (_ENVIRON.get(_ENV_KEYS[0]), _ENVIRON.get(_ENV_KEYS[1]), device.type)
+    backend = _CHOSEN.get(key)
+    if backend is None:
+        backend = _CHOSEN[key] = _choose_backend(device)
+    return backend
+
+
+def _choose_backend(device: torch.device) -> Backend:
     forced = os.environ.get("FLASHMARKOV_BACKEND", "").strip().lower()
     if forced:
         if forced not in _BACKENDS:

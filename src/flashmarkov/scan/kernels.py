@@ -673,21 +673,17 @@ def scan_launch(
     if cfg.block_t % slice_k or rows & (rows - 1):
         raise ValueError(f"config {cfg}: block_t must be slice_k times a power of two")
     n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
-    n_qblk = -(-v.Q // cfg.block_q)
-    n_seg = -(-v.T // cfg.block_t)
-    n_chains = v.P * n_qblk
-    n_tiles = n_chains * n_seg
-    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    lookback = use_lookback(n_chains, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
+    lookback = use_lookback(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     if lookback and config is None and vec == 1:
         # chains split over programs take the look-back's own tile
         cfg = pick_config(v.T, v.Q, itemsize, False, False, "lookback")
-        n_qblk = -(-v.Q // cfg.block_q)
-        n_seg = -(-v.T // cfg.block_t)
-        n_chains = v.P * n_qblk
-        n_tiles = n_chains * n_seg
-        lookback = n_seg > 1
         slice_k = cfg.slice_k
+        n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
+        lookback = n_seg > 1
+    n_chains = v.P * n_qblk
+    n_tiles = n_chains * n_seg
+    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
     flags = torch.zeros(n_tiles, dtype=torch.int32, device=device) if lookback else None
     records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=device) if lookback else None
     consts = (

@@ -1,7 +1,7 @@
 """The scan as PyTorch operators: ``flashmarkov::linear_scan`` (differentiable),
 ``flashmarkov::linear_scan_bwd`` and ``flashmarkov::linear_scan_out`` (writes into ``out``).
 
-One custom op per job, whatever the device: its implementation asks ``_runtime.backend_for`` (cached, ``_backend``)
+One custom op per job, whatever the device: its implementation asks ``_runtime.backend_for``
 and runs the Triton launcher or the reference. Fake implementations give torch.compile the
 output metadata, so compiled graphs hold the ops without graph breaks. Outputs are laid out like
 their inputs (``torch.empty_like``) on every backend, so real and fake agree.
@@ -9,36 +9,12 @@ their inputs (``torch.empty_like``) on every backend, so real and fake agree.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .. import _runtime
 from . import reference
 
 Tensor = torch.Tensor
-
-# POSIX os.environ keeps its bytes in ``_data`` (updated by os.environ[...] = ... and by
-# pytest's monkeypatch.setenv alike): a dict read costs ~0.1 µs where os.environ.get encodes
-# and decodes (~2 µs on a slow CPU). Elsewhere fall back to os.environ.get.
-_ENV_DATA = getattr(os.environ, "_data", None)
-_ENV_KEY: object = b"FLASHMARKOV_BACKEND"
-if not isinstance(_ENV_DATA, dict) or os.name != "posix":
-    _ENV_DATA, _ENV_KEY = os.environ, "FLASHMARKOV_BACKEND"
-_BACKENDS: dict[tuple, str] = {}
-
-
-def _backend(device: torch.device) -> str:
-    """``_runtime.backend_for(device)``, cached on FLASHMARKOV_BACKEND's current value and the
-    device type (the only inputs that change while a process runs; TRITON_INTERPRET must be set
-    before import). Invalid settings are not cached: they raise on every call."""
-    key = (_ENV_DATA.get(_ENV_KEY), device.type)
-    backend = _BACKENDS.get(key)
-    if backend is None:
-        backend = _runtime.backend_for(device)
-        _BACKENDS[key] = backend
-    return backend
-
 
 def _state_shape(tokens: Tensor, dim: int, cu_seqlens: Tensor | None) -> list[int]:
     shape = [s for i, s in enumerate(tokens.shape) if i != dim % tokens.dim()]
@@ -56,6 +32,15 @@ def _kernels():
 
         _KERNELS = kernels
     return _KERNELS
+
+
+def _like(t: Tensor | None, gates: Tensor, stride: tuple[int, ...], keep_values: bool) -> Tensor | None:
+    """``t`` itself when laid out like ``gates`` (the usual case), else a work tensor laid out like
+    ``gates`` holding a copy of ``t`` when ``keep_values``."""
+    if t is None or t.stride() == stride:
+        return t
+    work = torch.empty_like(gates, dtype=t.dtype)
+    return work.copy_(t) if keep_values else work
 
 
 def _triton_pass(
@@ -85,32 +70,15 @@ def _triton_pass(
         gates = gates.contiguous()
         view = kernels.view_of(gates, dim)
     stride = gates.stride()
-    if (
-        tokens.stride() == stride and out.stride() == stride
-        and (y is None or y.stride() == stride) and (dgates is None or dgates.stride() == stride)
-    ):  # the usual case: every tensor laid out like gates, no work copies
-        kernels.scan_launch(
-            gates, tokens, out, view,
-            reverse=reverse, initial_state=None if initial_state is None else initial_state.contiguous(),
-            state_out=state_out, cu_seqlens=cu_seqlens, y=y, dgates=dgates,
-            dfinal=None if dfinal is None else dfinal.contiguous(),
-        )
-        return
-
-    def like_gates(t: Tensor | None, keep_values: bool = True) -> Tensor | None:
-        if t is None or t.stride() == gates.stride():
-            return t
-        work = torch.empty_like(gates, dtype=t.dtype)
-        return work.copy_(t) if keep_values else work
-
-    work_out, work_dg = like_gates(out, False), like_gates(dgates, False)
-    states = tuple(None if s is None else s.contiguous() for s in (initial_state, dfinal))
+    work = (_like(tokens, gates, stride, True), _like(out, gates, stride, False), _like(y, gates, stride, True),
+            _like(dgates, gates, stride, False))
     kernels.scan_launch(
-        gates, like_gates(tokens), work_out, view,
-        reverse=reverse, initial_state=states[0], state_out=state_out, cu_seqlens=cu_seqlens,
-        y=like_gates(y), dgates=work_dg, dfinal=states[1],
+        gates, work[0], work[1], view,
+        reverse=reverse, initial_state=None if initial_state is None else initial_state.contiguous(),
+        state_out=state_out, cu_seqlens=cu_seqlens, y=work[2], dgates=work[3],
+        dfinal=None if dfinal is None else dfinal.contiguous(),
     )
-    for dst, src in ((out, work_out), (dgates, work_dg)):
+    for dst, src in ((out, work[1]), (dgates, work[3])):
         if dst is not None and src is not dst:
             dst.copy_(src)
 
@@ -126,7 +94,7 @@ def _fwd(
 ) -> tuple[Tensor, Tensor | None]:
     """(y, final state or None unless ``need_final``)."""
     y = torch.empty_like(tokens)
-    if _backend(tokens.device) == "reference":
+    if _runtime.backend_for(tokens.device) == "reference":
         y_ref, final = reference.linear_scan_ref(
             gates, tokens, dim=dim, reverse=reverse, initial_state=initial_state,
             return_final_state=True, cu_seqlens=cu_seqlens,
@@ -177,7 +145,7 @@ def _bwd(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """(d gates, d tokens, d initial_state or None without an initial state)."""
     dgates, dtokens = torch.empty_like(gates), torch.empty_like(y)
-    if _backend(y.device) == "reference":
+    if _runtime.backend_for(y.device) == "reference":
         dg, dx, dh0 = reference.linear_scan_bwd_ref(
             gates, y, dy, dim=dim, reverse=reverse, initial_state=initial_state, dfinal=dfinal,
             cu_seqlens=cu_seqlens,
@@ -266,7 +234,7 @@ class LinearScanFunction(torch.autograd.Function):
 
 def scan_out(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
     """Forward scan written into ``out`` (no autograd)."""
-    if _backend(tokens.device) == "reference":
+    if _runtime.backend_for(tokens.device) == "reference":
         out.copy_(reference.linear_scan_ref(gates, tokens, dim=dim, reverse=reverse))
         return
     _triton_pass(gates, tokens, out, dim, reverse, initial_state=None, state_out=None, cu_seqlens=None)
