@@ -196,6 +196,7 @@ def test_gpu_opcheck():
     torch.library.opcheck(attention_op, (q, k, v, None, None, 300, 200, True, 0.125, 64, -1, 0.0))
 
 
+@pytest.mark.bigmem
 def test_gpu_long_sequence_int64_offsets():
     """A "bshd" sequence of 2^20 tokens × 16 heads × 128: element offsets pass 2^31. With a
     sliding window, the last rows depend only on the last keys, so the result on the whole
