@@ -12,7 +12,7 @@ import torch
 from flashmarkov.diffmax import diffmax_attention, diffmax_attention_bwd_ref, diffmax_attention_ref
 from flashmarkov.diffmax.op import diffmax_attention_bwd_op, diffmax_attention_op
 
-from ..conftest import INTERPRETED_DTYPES, assert_close
+from ..conftest import INTERPRETED_DTYPES, TOLERANCE, assert_close, rel_err
 from .helpers import independent_diffmax
 
 
@@ -30,10 +30,9 @@ def _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered=False, gen=None)
     return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
-def _dense(q, k, v, alpha, causal, scale, window):
-    """diffmax of explicit float64 scores (independent bisection) times V, with GQA."""
-    g = q.shape[1] // k.shape[1]
-    kk, vv = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+def _weights(q, k, alpha, causal, scale, window):
+    """diffmax of explicit float64 scores (independent bisection), (B, Hq, Sq, Sk), with GQA."""
+    kk = k.double().repeat_interleave(q.shape[1] // k.shape[1], 1)
     s = scale * q.double() @ kk.transpose(-1, -2)
     Sq, Sk = q.shape[2], k.shape[2]
     i = torch.arange(Sq, device=q.device)[:, None] + Sk - Sq
@@ -45,10 +44,39 @@ def _dense(q, k, v, alpha, causal, scale, window):
         vis &= j >= i - window[0]
     if window[1] >= 0:
         vis &= j <= i + window[1]
-    return independent_diffmax(s.masked_fill(~vis, -math.inf), alpha) @ vv
+    return independent_diffmax(s.masked_fill(~vis, -math.inf), alpha)
+
+
+def _dense(q, k, v, alpha, causal, scale, window):
+    """diffmax of explicit float64 scores times V, with GQA."""
+    return _weights(q, k, alpha, causal, scale, window) @ v.double().repeat_interleave(q.shape[1] // k.shape[1], 1)
+
+
+def _rounded_operands(q, k, v, do, alpha, causal, scale, window):
+    """(o, dq, dk, dv) of the exact float64 computation except that the operands of its five
+    matmuls that are not inputs (P for O and dV, dS for dq and dK) are rounded to q's dtype, as
+    any kernel that runs those matmuls on 16-bit tensor cores rounds them: with FlashAttention's
+    rule (issue 3) a 16-bit kernel may be up to 2× as far from the float64 result as this.
+    It matters where the gradient cancels: clustered keys make dq = Σ_j dS_ij k_j a small
+    difference of large terms (Σ_j dS_ij = 0 and every k_j ≈ the cluster's centre)."""
+    g = q.shape[1] // k.shape[1]
+    kk, vv = k.double().repeat_interleave(g, 1), v.double().repeat_interleave(g, 1)
+    rnd = lambda t: t.to(q.dtype).double()  # noqa: E731
+    p = _weights(q, k, alpha, causal, scale, window)
+    sp = p**alpha  # s = P^α (zero off the support)
+    dp = do.double() @ vv.transpose(-1, -2)
+    delta = (sp * dp).sum(-1, keepdim=True) / sp.sum(-1, keepdim=True).clamp_min(1e-300)
+    ds = rnd(sp * (dp - delta))
+    dk = scale * (ds.transpose(-1, -2) @ q.double())
+    dv = rnd(p).transpose(-1, -2) @ do.double()
+    fold = lambda t: t.unflatten(1, (k.shape[1], g)).sum(2)  # noqa: E731 - GQA: sum over the group
+    return rnd(p) @ vv, scale * (ds @ kk), fold(dk), fold(dv)
 
 
 def _check_attention(shape, dtype, device, *, alpha=0.5, causal=False, window=(-1, -1), scale=None, clustered=False, seed=0):
+    """o, dq, dk, dv against float64 diffmax of explicit scores, within the dtype's tolerance;
+    16-bit results also within 2× the error of ``_rounded_operands`` (FlashAttention's rule),
+    whichever bound is larger."""
     B, Hq, Hkv, Sq, Sk, D, Dv = shape
     gen = torch.Generator().manual_seed(seed)
     q, k, v = _inputs(B, Hq, Hkv, Sq, Sk, D, Dv, dtype, device, clustered, gen)
@@ -56,12 +84,17 @@ def _check_attention(shape, dtype, device, *, alpha=0.5, causal=False, window=(-
     o, stats = diffmax_attention(qi, ki, vi, alpha, causal=causal, softmax_scale=scale, window=window, return_stats=True)
     sc = scale if scale is not None else D**-0.5
     assert o.dtype == dtype and o.shape == (B, Hq, Sq, Dv)
-    assert_close(o, _dense(q, k, v, alpha, causal, sc, window), dtype, "o")
     do = torch.randn(o.shape, dtype=torch.float64, generator=gen).to(dtype=o.dtype, device=o.device)
     o.backward(do)
-    refs = diffmax_attention_bwd_ref(q.double(), k.double(), v.double(), do.double(), alpha, causal=causal, softmax_scale=sc, window=window)
-    for name, got, ref in zip(("dq", "dk", "dv"), (qi.grad, ki.grad, vi.grad), refs):
-        assert_close(got, ref, dtype, name)
+    refs = (_dense(q, k, v, alpha, causal, sc, window),
+            *diffmax_attention_bwd_ref(q.double(), k.double(), v.double(), do.double(), alpha, causal=causal, softmax_scale=sc, window=window))
+    rounded = _rounded_operands(q, k, v, do, alpha, causal, sc, window) if dtype.itemsize == 2 else (None,) * 4
+    for name, got, ref, low in zip(("o", "dq", "dk", "dv"), (o, qi.grad, ki.grad, vi.grad), refs, rounded):
+        if low is None or rel_err(got, ref) <= TOLERANCE[dtype]:
+            assert_close(got, ref, dtype, name)
+        else:
+            err, bound = rel_err(got, ref), 2 * rel_err(low, ref)
+            assert err <= bound, f"{name}: relative error {err:.3g} > {TOLERANCE[dtype]:.1g} and > 2 × {bound / 2:.3g} (rounded operands)"
     return stats
 
 
