@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -642,6 +643,63 @@ def _view(shape: tuple[int, ...], strides: tuple[int, ...], dim: int) -> View | 
     return None
 
 
+class _Plan(NamedTuple):
+    """Everything ``scan_launch`` derives from the problem's shape and flags (cached)."""
+
+    grid: tuple[int, int, int]
+    static: tuple  # LeanKernel's key part: constexprs, num_warps, pointer dtypes
+    ints: tuple[int, ...]
+    consts: tuple
+    num_warps: int
+    lookback_tiles: int  # tiles of look-back state to allocate (0: no look-back)
+    block_q: int
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(
+    v: View, dtype: torch.dtype, device: torch.device, reverse: bool, backward: bool, n_seq: int,
+    optional: tuple[bool, ...], config: ScanConfig | None,
+) -> _Plan:
+    """The launch of one pass; ``optional``: whether initial_state, dfinal, state_out and
+    cu_seqlens are given."""
+    has_h0, has_hin, has_hout, varlen = optional
+    scan_rev = reverse != backward
+    itemsize = dtype.itemsize
+    vec = vector_steps(itemsize, v.s_t == 1)
+    cfg = config or pick_config(v.T, v.Q, itemsize, v.s_t == 1, vec > 1 and (scan_rev or backward),
+                                "bwd" if backward else "fwd")
+    slice_k = cfg.slice_k if vec == 1 else 1
+    rows = cfg.block_t // slice_k
+    if cfg.block_t % slice_k or rows & (rows - 1):
+        raise ValueError(f"config {cfg}: block_t must be slice_k times a power of two")
+    n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
+    lookback = use_lookback(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    if lookback and config is None and vec == 1:
+        # chains split over programs take the look-back's own tile
+        cfg = pick_config(v.T, v.Q, itemsize, False, False, "lookback")
+        slice_k = cfg.slice_k
+        n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
+        lookback = n_seg > 1
+    n_chains = v.P * n_qblk
+    n_tiles = n_chains * n_seg
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    consts = (
+        acc, cfg.block_t, cfg.block_q, vec, slice_k,
+        bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
+        bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
+        math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
+        reverse, backward, scan_rev, varlen, lookback, has_h0, has_hin, has_hout,
+    )
+    # pointer dtypes: gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens,
+    # flags, records (None-ness and alignment are LeanKernel's own key)
+    dtypes = (dtype,) * 5 + (dtype,) * 3 + (torch.int32, torch.int32, acc)
+    return _Plan(
+        (n_tiles if lookback else n_chains, 1, 1), (consts, cfg.num_warps, dtypes),
+        (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq), consts, cfg.num_warps,
+        n_tiles if lookback else 0, cfg.block_q,
+    )
+
+
 def scan_launch(
     gates: Tensor,
     tokens: Tensor,
@@ -658,54 +716,19 @@ def scan_launch(
     config: ScanConfig | None = None,
 ) -> triton.compiler.CompiledKernel:
     """Launch one forward (``y is None``) or backward pass. All data tensors share ``view``'s
-    strides; states are contiguous (N, *other) or (*other). Backward: ``tokens`` is dy, ``out``
-    receives dx, ``dgates`` dg, ``state_out`` d initial_state; ``y`` is the forward output.
-    Returns the compiled kernel (registers and spills are on it)."""
-    backward = y is not None
-    v = view
-    scan_rev = reverse != backward
-    itemsize, device = tokens.element_size(), tokens.device
-    vec = vector_steps(itemsize, v.s_t == 1)
-    cfg = config or pick_config(v.T, v.Q, itemsize, v.s_t == 1, vec > 1 and (scan_rev or backward),
-                                "bwd" if backward else "fwd")
-    slice_k = cfg.slice_k if vec == 1 else 1
-    rows = cfg.block_t // slice_k
-    if cfg.block_t % slice_k or rows & (rows - 1):
-        raise ValueError(f"config {cfg}: block_t must be slice_k times a power of two")
-    n_seq = 1 if cu_seqlens is None else cu_seqlens.numel() - 1
-    n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
-    lookback = use_lookback(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
-    if lookback and config is None and vec == 1:
-        # chains split over programs take the look-back's own tile
-        cfg = pick_config(v.T, v.Q, itemsize, False, False, "lookback")
-        slice_k = cfg.slice_k
-        n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
-        lookback = n_seg > 1
-    n_chains = v.P * n_qblk
-    n_tiles = n_chains * n_seg
-    acc = torch.float64 if tokens.dtype == torch.float64 else torch.float32
-    flags = torch.zeros(n_tiles, dtype=torch.int32, device=device) if lookback else None
-    records = torch.empty(3, n_tiles, cfg.block_q, dtype=acc, device=device) if lookback else None
-    consts = (
-        acc, cfg.block_t, cfg.block_q, vec, slice_k,
-        bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
-        bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
-        math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
-        reverse, backward, scan_rev, cu_seqlens is not None, lookback,
-        initial_state is not None, dfinal is not None, state_out is not None,
+    strides and ``tokens``' dtype; states are contiguous (N, *other) or (*other). Backward:
+    ``tokens`` is dy, ``out`` receives dx, ``dgates`` dg, ``state_out`` d initial_state; ``y``
+    is the forward output. Returns the compiled kernel (registers and spills are on it)."""
+    plan = _plan(
+        view, tokens.dtype, tokens.device, reverse, y is not None, 1 if cu_seqlens is None else cu_seqlens.shape[0] - 1,
+        (initial_state is not None, dfinal is not None, state_out is not None, cu_seqlens is not None), config,
     )
+    flags = records = None
+    if plan.lookback_tiles:
+        flags = torch.zeros(plan.lookback_tiles, dtype=torch.int32, device=tokens.device)
+        records = torch.empty(3, plan.lookback_tiles, plan.block_q, dtype=plan.static[2][-1], device=tokens.device)
     ptrs = (gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens, flags, records)
-    num_warps = cfg.num_warps
-    return _SCAN(
-        (n_tiles if lookback else n_chains, 1, 1),
-        # every constexpr and option, and the dtype of every pointer (None-ness and alignment are
-        # LeanKernel's own key)
-        (consts, num_warps, tuple([None if p is None else p.dtype for p in ptrs])),
-        ptrs,
-        (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq),
-        (),
-        lambda: _options(consts, num_warps),
-    )
+    return _SCAN(plan.grid, plan.static, ptrs, plan.ints, (), lambda: _options(plan.consts, plan.num_warps))
 
 
 # constexpr parameters of _linear_scan_kernel, in order (after 11 pointers and 9 integers, no
