@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 
 from .. import _host
+from .._launch import LeanKernel
 from .rows import _powers
 
 Tensor = torch.Tensor
@@ -327,9 +328,9 @@ def _attn_fwd_kernel(
     p_ls,  # scratch: int32 (B, Hq, n_m, n_n) each query tile's list of key tiles still live
     p_gm,  # scratch: ACC (B, Hq, n_m, GROUPS, BLOCK_M) row maxima of GROUPS runs of band tiles
     p_prof,  # profile only: int64 (B · Hq · n_m, PROFILE_SLOTS)
+    p_cst,  # ACC [5]: c = (1 − α) · scale, k = 1 / (1 − α), α, scale, tol (ACC-exact scalars)
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_b, so_h, so_s,
     Hq, G, Sq, Sk, D, DV, n_m, n_n,
-    p_cst,  # ACC [5]: c = (1 − α) · scale, k = 1 / (1 − α), α, scale, tol (ACC-exact scalars)
     wl, wr,
     n_iter,
     ACC: tl.constexpr,
@@ -490,9 +491,9 @@ def _attn_bwd_dq_kernel(
     p_ls, p_cn,  # int32 (B, Hq, n_m, n_n), (B, Hq, n_m): each query tile's live key tiles, their number
     p_delta,  # out: ACC (B, Hq, Sq) Δ_i = Σ_j s_ij dP_ij / C_i
     p_cr, p_tr,  # out: ACC (B, Hq, Sq) c_r, τ_r of ``_scaled_excess`` (for the dkdv kernel)
+    p_cst,  # ACC [5]: c, k, α, scale, tol
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sg_b, sg_h, sg_s, sd_b, sd_h, sd_s,
     Hq, G, Sq, Sk, D, DV, n_m, n_n,
-    p_cst,  # ACC [5]: c, k, α, scale, tol
     wl, wr,
     ACC: tl.constexpr, PREC: tl.constexpr, POW: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
@@ -556,10 +557,10 @@ def _attn_bwd_dkdv_kernel(
     p_q, p_k, p_v, p_do, p_dk, p_dv,  # (B, H, S, D) with strides (s_b, s_h, s_s, 1); dk, dv like k, v
     p_delta, p_cr, p_tr,  # ACC (B, Hq, Sq) Δ, c_r, τ_r per row, from the dq kernel
     p_ls, p_cn,  # int32 (B, Hkv, n_n, G·n_m), (B, Hkv, n_n): each key tile's live (query head, query tile) pairs i_g · 2^LIST_SHIFT + i_m
+    p_cst,  # ACC [5]: c, k, α, scale, tol
     sq_b, sq_h, sq_s, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sg_b, sg_h, sg_s,
     sdk_b, sdk_h, sdk_s, sdv_b, sdv_h, sdv_s,
     Hq, Hkv, G, Sq, Sk, D, DV, n_m, n_n,
-    p_cst,  # ACC [5]: c, k, α, scale, tol
     wl, wr,
     ACC: tl.constexpr, PREC: tl.constexpr, POW: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
@@ -673,12 +674,14 @@ def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], conf
     wl, wr = window
     tol = 2e-6 if q.element_size() == 2 else 4.0 * torch.finfo(acc).eps
     constants = _constants(alpha, scale, tol, acc, q.device)
+    pow_ = integer_power(alpha)
     return dict(
         acc=acc, cfg=cfg, constants=constants,
+        static=(cfg, pow_, wl >= 0, wr >= 0),  # with q's dtype: every constexpr ``constexprs`` holds
         constexprs=dict(
             ACC=tl.float64 if acc == torch.float64 else tl.float32,
             PREC="ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
-            POW=integer_power(alpha),
+            POW=pow_,
             HAS_WL=wl >= 0, HAS_WR=wr >= 0,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         ),
@@ -707,16 +710,19 @@ def attention_fwd_launch(
         return o, tau, rn, states
     tile_list = torch.empty(B, Hq, n_m, n_n, dtype=torch.int32, device=q.device)
     run_max = torch.empty(B, Hq, n_m, START_GROUPS, cfg.block_m, dtype=com["acc"], device=q.device)
-    _attn_fwd_kernel[(B * Hq, n_m)](
-        q, k, v, o, tau, rn, states, tile_list, run_max, states if profile is None else profile,
-        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
-        Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n,
-        com["constants"], com["wl"], com["wr"], n_iter,
-        CAUSAL=causal, BLOCK_D=max(16, _host.next_power_of_2(D)), BLOCK_DV=max(16, _host.next_power_of_2(DV)),
-        GROUPS=START_GROUPS, LIST_STAGES=_list_stages(cfg, True), COMPILED=COMPILED, CHUNK=LIST_CHUNK_FWD,
-        PROFILE=profile is not None and COMPILED,
-        **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
+    blocks = (max(16, _host.next_power_of_2(D)), max(16, _host.next_power_of_2(DV)))
+    _FWD(
+        (B * Hq, n_m, 1), (com["static"], q.dtype, causal, blocks, profile is not None),
+        (q, k, v, o, tau, rn, states, tile_list, run_max, states if profile is None else profile, com["constants"]),
+        (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
+         Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, com["wl"], com["wr"], n_iter),
+        (),
+        lambda: dict(
+            CAUSAL=causal, BLOCK_D=blocks[0], BLOCK_DV=blocks[1], GROUPS=START_GROUPS, LIST_STAGES=_list_stages(cfg, True),
+            COMPILED=COMPILED, CHUNK=LIST_CHUNK_FWD, PROFILE=profile is not None and COMPILED,
+            **com["constexprs"], num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            **({"maxnreg": cfg.fwd_maxnreg} if cfg.fwd_maxnreg else {}),
+        ),
     )
     return o, tau, rn, states
 
@@ -773,9 +779,10 @@ def live_tile_lists(states: Tensor, Hkv: int) -> tuple[Tensor, Tensor, Tensor, T
         (by_query, count_query, B * Hq * n_m, 1, n_n, 0, 1, n_n, n_n),
         (by_key, count_key, B * Hkv * n_n, n_n, G * n_m * n_n, 1, n_n, G * n_m, n_m),
     ):
-        _live_lists_kernel[(rows,)](
-            states, lists, counts, n_lo, s_hi, s_lo, s_e, n_e, e_div,
-            BLOCK_E=min(LIST_CHUNK, max(16, _host.next_power_of_2(n_e))), SHIFT=LIST_SHIFT, num_warps=4,
+        block_e = min(LIST_CHUNK, max(16, _host.next_power_of_2(n_e)))
+        _LISTS(
+            (rows, 1, 1), block_e, (states, lists, counts), (n_lo, s_hi, s_lo, s_e, n_e, e_div), (),
+            lambda block_e=block_e: dict(BLOCK_E=block_e, SHIFT=LIST_SHIFT, num_warps=4),
         )
     return by_query, count_query, by_key, count_key
 
@@ -806,13 +813,14 @@ def attention_bwd_launch(
     common = dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep),
                   num_warps=cfg.bwd_warps or cfg.num_warps, num_stages=cfg.num_stages)
     trans = deep if cfg.dkdv_trans is None else cfg.dkdv_trans
-    scalars = (com["constants"], com["wl"], com["wr"])
+    constants, window = com["constants"], (com["wl"], com["wr"])
+    static = (com["static"], q.dtype, do.dtype, causal, blocks["BLOCK_D"], blocks["BLOCK_DV"], deep)
     run = kernels.split(",")
     if "dq" in run:
-        _attn_bwd_dq_kernel[(B * Hq, n_m)](
-            q, k, v, do, dq, tau, rn, by_query, count_query, delta, c_r, tau_r,
-            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
-            Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, **common,
+        _DQ(
+            (B * Hq, n_m, 1), static, (q, k, v, do, dq, tau, rn, by_query, count_query, delta, c_r, tau_r, constants),
+            (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
+             Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: common,
         )
     else:
         delta.zero_()
@@ -823,9 +831,19 @@ def attention_bwd_launch(
             common.update(num_stages=cfg.dkdv_stages, LIST_STAGES=_list_stages(AttnConfig(1, 1, 1, cfg.dkdv_stages), deep))
         if cfg.dkdv_maxnreg:
             common["maxnreg"] = cfg.dkdv_maxnreg
-        _attn_bwd_dkdv_kernel[(B * Hkv, n_n)](
-            q, k, v, do, dk, dv, delta, c_r, tau_r, by_key, count_key,
-            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-            Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *scalars, TRANS=trans, LIST_SHIFT=LIST_SHIFT, **common,
+        common.update(TRANS=trans, LIST_SHIFT=LIST_SHIFT)
+        _DKDV(
+            (B * Hkv, n_n, 1), (static, trans), (q, k, v, do, dk, dv, delta, c_r, tau_r, by_key, count_key, constants),
+            (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
+             Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: common,
         )
     return dq, dk, dv
+
+
+# Lean launches (flashmarkov._launch): each key below the kernel's ``static`` argument holds every
+# constexpr and launch option, and with it the dtype of every pointer (q's dtype fixes k, v, o
+# and the ACC tensors; tile states int8, lists int32, profile int64 when given)
+_FWD = LeanKernel(_attn_fwd_kernel)
+_LISTS = LeanKernel(_live_lists_kernel)
+_DQ = LeanKernel(_attn_bwd_dq_kernel)
+_DKDV = LeanKernel(_attn_bwd_dkdv_kernel)
