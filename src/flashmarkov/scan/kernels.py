@@ -32,6 +32,7 @@ a binary search of the offsets.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -658,25 +659,25 @@ class _Plan(NamedTuple):
 @functools.lru_cache(maxsize=1024)
 def _plan(
     v: View, dtype: torch.dtype, device: torch.device, reverse: bool, backward: bool, n_seq: int,
-    optional: tuple[bool, ...], config: ScanConfig | None,
+    optional: tuple[bool, ...], config: ScanConfig | None, pick: Callable[..., ScanConfig], split: Callable[..., bool],
 ) -> _Plan:
     """The launch of one pass; ``optional``: whether initial_state, dfinal, state_out and
-    cu_seqlens are given."""
+    cu_seqlens are given; ``pick`` and ``split``: the tile and look-back rules (``pick_config``
+    and ``use_lookback``, part of the cache key so that replacing either takes effect)."""
     has_h0, has_hin, has_hout, varlen = optional
     scan_rev = reverse != backward
     itemsize = dtype.itemsize
     vec = vector_steps(itemsize, v.s_t == 1)
-    cfg = config or pick_config(v.T, v.Q, itemsize, v.s_t == 1, vec > 1 and (scan_rev or backward),
-                                "bwd" if backward else "fwd")
+    cfg = config or pick(v.T, v.Q, itemsize, v.s_t == 1, vec > 1 and (scan_rev or backward), "bwd" if backward else "fwd")
     slice_k = cfg.slice_k if vec == 1 else 1
     rows = cfg.block_t // slice_k
     if cfg.block_t % slice_k or rows & (rows - 1):
         raise ValueError(f"config {cfg}: block_t must be slice_k times a power of two")
     n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
-    lookback = use_lookback(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    lookback = split(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     if lookback and config is None and vec == 1:
         # chains split over programs take the look-back's own tile
-        cfg = pick_config(v.T, v.Q, itemsize, False, False, "lookback")
+        cfg = pick(v.T, v.Q, itemsize, False, False, "lookback")
         slice_k = cfg.slice_k
         n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
         lookback = n_seg > 1
@@ -722,6 +723,7 @@ def scan_launch(
     plan = _plan(
         view, tokens.dtype, tokens.device, reverse, y is not None, 1 if cu_seqlens is None else cu_seqlens.shape[0] - 1,
         (initial_state is not None, dfinal is not None, state_out is not None, cu_seqlens is not None), config,
+        pick_config, use_lookback,
     )
     flags = records = None
     if plan.lookback_tiles:
