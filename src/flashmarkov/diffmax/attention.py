@@ -667,8 +667,22 @@ def _constants(alpha: float, scale: float, tol: float, acc: torch.dtype, device:
 
 
 def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None) -> dict:
-    """Launch settings shared by the three kernels; the scalars travel in an ACC tensor, as a
-    float argument reaches a compiled kernel as float32."""
+    """Launch settings shared by the three kernels (cached: they are on every call's path; the
+    caller must not modify the dict); the scalars travel in an ACC tensor, as a float argument
+    reaches a compiled kernel as float32."""
+    key = (q.dtype, q.shape[-1], alpha, scale, window, config, q.device, pick_config)  # tests replace pick_config
+    com = _COMMON.get(key)
+    if com is None:
+        if len(_COMMON) > 256:
+            _COMMON.clear()
+        com = _COMMON[key] = _make_common(q, alpha, scale, window, config)
+    return com
+
+
+_COMMON: dict[tuple, dict] = {}
+
+
+def _make_common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None) -> dict:
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     cfg = config or pick_config(q.shape[-1], q.element_size())
     wl, wr = window
