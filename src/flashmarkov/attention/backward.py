@@ -333,7 +333,7 @@ def attention_backward(
 
     band = (max_sq, prob.max_sk, prob.hq // prob.hkv, prob.wl, prob.wr)
     floats = (prob.scale, prob.softcap or 1.0)
-    pre, has_dlse = pick_config("delta", head_dim), dlse is not None
+    pre, has_dlse = pick_config("delta", head_dim, False, q.element_size()), dlse is not None
     _PRE(
         (_host.cdiv(max(max_sq, 1), pre.block_m), prob.hq, prob.n_seq),
         (dtype, None if dlse is None else dlse.dtype, pre, head_dim, varlen),
@@ -343,14 +343,14 @@ def attention_backward(
             num_warps=pre.num_warps,
         ),
     )
-    cfg = pick_config("dkdv", head_dim)
+    cfg = pick_config("dkdv", head_dim, False, q.element_size())
     _DKDV(
         (_host.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq), (dtype, cfg, head_dim, flags),
         (q, k, v, do, dk, dv, lse, delta, prob.cu_q, prob.cu_k),
         (*s_q, *s_k, *s_v, *s_do, *strides4(dk, varlen), *strides4(dv, varlen), *s_lse, *band), floats,
         lambda cfg=cfg: options(cfg),
     )
-    cfg = pick_config("dq", head_dim)
+    cfg = pick_config("dq", head_dim, False, q.element_size())
     _DQ(
         (_host.cdiv(max(max_sq, 1), cfg.block_m), prob.hq, prob.n_seq), (dtype, cfg, head_dim, flags),
         (q, k, v, do, dq, lse, delta, prob.cu_q, prob.cu_k),

@@ -45,28 +45,35 @@ def block_d(head_dim: int) -> int:
     return max(16, _host.next_power_of_2(head_dim))
 
 
-def pick_config(kind: str, head_dim: int, banded: bool = False) -> AttnConfig:
-    """Heuristic tiles per kernel kind ("fwd", "dkdv", "dq", "delta"), padded head dim and, for
-    the forward, whether a band (causal, sliding window) masks the scores.
+def pick_config(kind: str, head_dim: int, banded: bool = False, itemsize: int = 2) -> AttnConfig:
+    """Heuristic tiles per kernel kind ("fwd", "dkdv", "dq", "delta"), padded head dim, for the
+    forward whether a band (causal, sliding window) masks the scores, and the element size.
 
-    D <= 128: the fastest of ``tune.CANDIDATES`` on an H100 (see ``_pick_config``); D = 256:
-    starting points checked offline with ptxas for sm_90a (at most 88 B of spills). Under the
-    interpreter, small tiles so that short sequences still span several tiles.
+    16-bit, D <= 128: the fastest of ``tune.CANDIDATES`` on an H100 (see ``_pick_config``);
+    float32 (IEEE dots on the FMA units, operands in registers), D <= 128: the fastest of
+    ``tune.CANDIDATES_FP32``; D = 256: starting points checked offline with ptxas for sm_90a (at
+    most 88 B of spills). Under the interpreter, small tiles so that short sequences still span
+    several tiles.
     """
-    cfg = _CONFIGS.get((kind, head_dim, banded))
+    key = (kind, head_dim, banded, itemsize)
+    cfg = _CONFIGS.get(key)
     if cfg is None:
-        cfg = _CONFIGS[kind, head_dim, banded] = _pick_config(kind, block_d(head_dim), banded, _runtime.interpreting())
+        cfg = _CONFIGS[key] = _pick_config(kind, block_d(head_dim), banded, itemsize, _runtime.interpreting())
     return cfg
 
 
-_CONFIGS: dict[tuple[str, int, bool], AttnConfig] = {}  # pick_config's answers (it is on every launch's path)
+_CONFIGS: dict[tuple[str, int, bool, int], AttnConfig] = {}  # pick_config's answers (it is on every launch's path)
 
 
-def _pick_config(kind: str, d: int, banded: bool, interpreting: bool) -> AttnConfig:
-    # D <= 128 from `python -m flashmarkov.attention.tune` on an H100: D = 64 at (16,8,512) and
-    # (4,8,2048), D = 128 at (2,16,8192) (benchmarks/results/attention-tune-h100-2026-11-22.log)
+def _pick_config(kind: str, d: int, banded: bool, itemsize: int, interpreting: bool) -> AttnConfig:
+    # D <= 128 from `python -m flashmarkov.attention.tune` on an H100: 16-bit D = 64 at (16,8,512)
+    # and (4,8,2048), D = 128 at (2,16,8192) (benchmarks/results/attention-tune-h100-2026-11-22.log);
+    # float32 D = 128 at (2,16,2048): 32 x 32 tiles 9.2 TFLOP/s forward where 128 x 64 gave 0.8
+    # (benchmarks/results/h100-2026-11-22-session6/attention-tune-fp32.log)
     if interpreting:
         return AttnConfig(16, 16, 1, 1)
+    if itemsize == 4 and d <= 128 and kind != "delta":
+        return AttnConfig(32, 32, 4, 2)
     if kind == "fwd":
         if d <= 128:
             return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
@@ -380,7 +387,7 @@ def _attn_fwd_kernel(
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob: Problem) -> None:
     """Launch the forward: writes o (like q) and lse (float32) for canonical tensors."""
-    head_dim, varlen, cfg = prob.head_dim, prob.cu_q is not None, pick_config("fwd", prob.head_dim, prob.has_left or prob.has_right)
+    head_dim, varlen, cfg = prob.head_dim, prob.cu_q is not None, pick_config("fwd", prob.head_dim, prob.has_left or prob.has_right, q.element_size())
     has_left, has_right, softcap = prob.has_left, prob.has_right, prob.softcap > 0
     large = large_offsets(q, k, v)  # o is new, like q: its storage is no larger than q's
     _FWD(

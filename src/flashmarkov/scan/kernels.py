@@ -560,7 +560,11 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     Contiguous time: a forward-direction forward pass takes plain tiles of up to 4096 steps of
     one row (one tile per row up to T = 4096: no look-back); a 3-D tile (reverse scan, backward)
     takes 2048 steps of 2 rows, since Triton moves a [BLOCK_T, 1] scan off the vectorised layout.
-    32 elements per thread in either case.
+    32 elements per thread in either case. ``mode`` "walk" (16/32-bit, chains walked by one
+    program, chosen after the look-back decision, which the plain tiles make): plain tiles of
+    8192 steps when T > 4096, and 8 warps for those and for 3-D tiles of 2048 steps (H100,
+    notes/scan.md: (2,256,65536) forward 0.911 → 0.928 fp32, backward 0.909 → 0.927; the
+    look-back keeps 4 warps, 8 lose 4–5 % there).
     Contiguous channels: a sliced tile of ``SLICED_TILES`` for ``mode`` ("fwd" or "bwd" when one
     program walks each chain, "lookback" when chains are split over programs; rows x slice_k steps
     by block_q channels), shrunk for short T (fewer steps per row first, then fewer rows) and
@@ -568,13 +572,16 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     small = 2 if itemsize == 8 else 1  # float64 tiles hold half as many steps
     if time_contiguous:
         v = vector_steps(itemsize, True)
+        walk = mode == "walk" and itemsize <= 4
         if tile3:
             block_t = max(min(_pow2_at_least(T), 2048 // small), v)
             block_q = min(max(_pow2_at_least(Q), 2), max(2, 4096 // small // block_t))
+        elif walk and T > 4096:
+            return ScanConfig(8192, 1, 8)
         else:
             block_t = max(min(_pow2_at_least(T), 4096 // small), v)
             block_q = min(_pow2_at_least(Q), max(1, 4096 // small // block_t))
-        num_warps = max(1, min(4, block_t * block_q // 512))
+        num_warps = 8 if walk and tile3 and block_t == 2048 else max(1, min(4, block_t * block_q // 512))
         return ScanConfig(block_t, block_q, num_warps)
     rows, slice_k, block_q, num_warps, keep, prefetch = SLICED_TILES[itemsize, mode]
     full = rows * block_q
@@ -681,6 +688,10 @@ def _plan(
         slice_k = cfg.slice_k
         n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
         lookback = n_seg > 1
+    elif not lookback and config is None and vec > 1:
+        # contiguous time, one program per chain: the chain walk's own tile (may be longer)
+        cfg = pick(v.T, v.Q, itemsize, True, vec > 1 and (scan_rev or backward), "walk")
+        n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
     n_chains = v.P * n_qblk
     n_tiles = n_chains * n_seg
     acc = torch.float64 if dtype == torch.float64 else torch.float32
