@@ -32,8 +32,8 @@ a binary search of the offsets.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
