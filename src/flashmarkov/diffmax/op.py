@@ -111,10 +111,12 @@ diffmax_op.register_autograd(_backward, setup_context=_setup_context)
 class DiffmaxFunction(torch.autograd.Function):
     """The eager path: the forward and backward of ``flashmarkov::diffmax`` without the custom-op
     dispatch layers (host time that a small call on the GPU would notice); ``diffmax_bisect``
-    uses the custom op while torch.compile traces."""
+    uses the custom op while torch.compile traces. Gradients are not materialised: the engine
+    would otherwise fill a zero tensor for τ's (never used) gradient on every backward."""
 
     @staticmethod
     def forward(ctx, X, alpha, alpha_value, dim, n_iter, ensure_sum_one):
+        ctx.set_materialize_grads(False)
         p, tau = diffmax_fwd(X, alpha, alpha_value, dim, n_iter, ensure_sum_one)
         _setup_context(ctx, (X, alpha, alpha_value, dim, n_iter, ensure_sum_one), (p, tau))
         ctx.mark_non_differentiable(tau)
@@ -211,10 +213,13 @@ diffmax_attention_op.register_autograd(_attn_backward, setup_context=_attn_setup
 
 
 class DiffmaxAttentionFunction(torch.autograd.Function):
-    """The eager path of ``flashmarkov::diffmax_attention`` (no custom-op dispatch layers)."""
+    """The eager path of ``flashmarkov::diffmax_attention`` (no custom-op dispatch layers).
+    Gradients are not materialised: the engine would otherwise fill zero tensors for the
+    gradients of τ, 1/S and the tile states (three allocations and fill kernels per backward)."""
 
     @staticmethod
     def forward(ctx, q, k, v, alpha, causal, scale, wl, wr, n_iter):
+        ctx.set_materialize_grads(False)
         out = attention_fwd(q, k, v, alpha, causal, scale, wl, wr, n_iter)
         _attn_setup_context(ctx, (q, k, v, alpha, causal, scale, wl, wr, n_iter), out)
         ctx.mark_non_differentiable(*out[1:])
