@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
-#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [pack]     (default: tests bench)
+#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [host] [probe] [pack]     (default: tests bench)
+# host: benchmarks/host_overhead.py (host µs per public call); probe: benchmarks/attention_probe.py (PROBE_ARGS).
 # env: TEST_PATHS (default tests), TEST_WORKERS (pytest-xdist workers, default 8), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
 # diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
@@ -67,6 +68,8 @@ for step in $steps; do
         > "$OUT/ncu-scan.log" 2>&1; grep -E "^  [A-Z_a-z]|Throughput|Occupancy|Registers|Stall|Warp Cycles|Eligible|Issued|Duration|==PROF==|Block Limit" "$OUT/ncu-scan.log" | head -${NCU_TAIL:-70} ;;
     profile-diffmax)
       timeout 300 python3 -c "from flashmarkov.bench.diffmax import profile_attention; profile_attention()" 2>&1 | tee "$OUT/profile-diffmax.log" | tail -30 ;;
+    host)  timeout 150 python3 benchmarks/host_overhead.py > "$OUT/host.log" 2>&1; tail -12 "$OUT/host.log" ;;
+    probe) timeout 200 python3 benchmarks/attention_probe.py ${PROBE_ARGS:-} 2>&1 | tee "$OUT/probe.log" | tail -12 ;;
     *)     echo "unknown step $step"; status=1 ;;
   esac
 done
