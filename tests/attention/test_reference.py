@@ -3,6 +3,7 @@ visibility spelled out from ../math.md §2, softmax by ``torch.softmax`` on the 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -105,8 +106,7 @@ def test_empty_rows_zero_output_and_gradient():
 
 def test_varlen_reference_is_per_sequence():
     lens_q, lens_k = [3, 0, 5, 2], [4, 2, 5, 0]
-    cu_q = torch.tensor([0, 3, 3, 8, 10], dtype=torch.int32)
-    cu_k = torch.tensor([0, 4, 6, 11, 11], dtype=torch.int32)
+    cu_q, cu_k = (torch.tensor([0, *itertools.accumulate(lens)], dtype=torch.int32) for lens in (lens_q, lens_k))
     q = torch.randn(10, 4, 3, dtype=torch.float64)
     k, v = torch.randn(2, 11, 2, 3, dtype=torch.float64)
     o, lse = flash_attention_varlen_ref(q, k, v, cu_q, cu_k, 5, 5, causal=True, window=(2, -1), return_lse=True)
