@@ -12,7 +12,6 @@ import torch
 from triton.runtime.jit import JITFunction
 
 from flashmarkov import _launch
-from flashmarkov.attention import launch as attention_launch
 from flashmarkov.scan import kernels, linear_scan
 
 from .attention.test_launch import _Compiled, _Driver  # the fake launcher and driver of the LeanKernel tests
@@ -25,8 +24,16 @@ def _raw(fn):
     return getattr(fn, "fn", fn)
 
 
-def test_attention_reexports_the_shared_lean_kernel():
-    assert attention_launch.LeanKernel is _launch.LeanKernel
+def test_every_lean_launcher_is_the_shared_one():
+    """Attention, diffmax attention and scan launch through flashmarkov._launch.LeanKernel, so
+    patching ``_launch._hooks_idle`` (as the GPU comparison of bound and plain launches does)
+    governs every one of them."""
+    from flashmarkov.attention import backward, forward
+    from flashmarkov.diffmax import attention as diffmax_attention
+
+    launchers = [forward._FWD, backward._PRE, backward._DKDV, backward._DQ, kernels._SCAN,
+                 diffmax_attention._FWD, diffmax_attention._LISTS, diffmax_attention._DQ, diffmax_attention._DKDV]
+    assert all(type(k) is _launch.LeanKernel for k in launchers)
 
 
 def test_scan_kernel_parameters_are_pointers_ints_constexprs():

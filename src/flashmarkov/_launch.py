@@ -18,7 +18,7 @@ integers. Float arguments are never specialised (Triton passes Python floats as 
 are not part of the key. Under the interpreter, with launch hooks installed (profilers) or
 when a launch returned no compiled kernel, every launch goes through ``kernel[grid](...)``.
 
-Shared by the attention kernels (``flashmarkov.attention.launch`` re-exports it) and the scan
+Shared by the attention kernels, the diffmax attention kernels and the scan
 (``flashmarkov.scan.kernels``). A call returns the kernel it launched: the ``CompiledKernel``
 (registers and spills are on it) on the compiled path, whatever ``kernel[grid](...)`` returned
 otherwise (None under the interpreter).

@@ -220,10 +220,10 @@ def test_gpu_long_sequence_int64_offsets():
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
 def test_gpu_lean_launch_matches_jit_launch(aligned, causal, monkeypatch):
-    """The bound launchers (launch.LeanKernel) write exactly what ``kernel[grid](...)`` writes:
+    """The bound launchers (flashmarkov._launch.LeanKernel) write exactly what ``kernel[grid](...)`` writes:
     o, lse, dq, dk, dv bitwise, on the call that binds, on calls that reuse the binding, and
     with tensors that are not 16-byte aligned (another specialisation)."""
-    from flashmarkov.attention import launch
+    from flashmarkov import _launch
 
     shapes = [(2, 4, 300, 64), (2, 2, 257, 64), (2, 2, 257, 64), (2, 4, 300, 64)]
     base = [rand(s, torch.bfloat16, "cuda") for s in shapes]
@@ -240,7 +240,7 @@ def test_gpu_lean_launch_matches_jit_launch(aligned, causal, monkeypatch):
         return [o.detach(), lse.detach(), *torch.autograd.grad((o, lse), (q, k, v), (base[3], torch.ones_like(lse)))]
 
     lean = [run() for _ in range(3)]
-    monkeypatch.setattr(launch, "_hooks_idle", lambda: False)  # every launch through kernel[grid](...)
+    monkeypatch.setattr(_launch, "_hooks_idle", lambda: False)  # every launch through kernel[grid](...)
     jit = run()
     for outs in lean:
         for name, a, b in zip(("o", "lse", "dq", "dk", "dv"), outs, jit, strict=True):

@@ -1,4 +1,4 @@
-"""launch.LeanKernel's bookkeeping on CPU, with a stand-in driver and compiled kernel (the real
+"""flashmarkov._launch.LeanKernel's bookkeeping on CPU, with a stand-in driver and compiled kernel (the real
 launches are compared on the GPU in test_attention_gpu.py), and the eager paths' agreement."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import torch
 from triton import knobs
 from triton.runtime.jit import JITFunction
 
-from flashmarkov.attention import flash_attention, launch
+from flashmarkov import _launch
+from flashmarkov.attention import flash_attention
 
 from .helpers import rand
 
@@ -56,7 +57,7 @@ def toy(monkeypatch):
 
     monkeypatch.setattr(JITFunction, "__getitem__", getitem)
     monkeypatch.setattr(driver, "_active", _Driver())
-    return launch.LeanKernel(fn), slow, compiled
+    return _launch.LeanKernel(fn), slow, compiled
 
 
 def test_lean_kernel_binds_once_per_specialisation(toy):

@@ -141,7 +141,7 @@ def _attn_bwd_dkdv_kernel(
     s_dvb, s_dvh, s_dvs, s_dvd,
     s_lb, s_lh,
     max_sq, max_sk, group, wl, wr,
-    scale, softcap,  # floats last (launch.LeanKernel's argument order)
+    scale, softcap,  # floats last (LeanKernel's argument order)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -257,7 +257,7 @@ def _attn_bwd_dq_kernel(
     s_dqb, s_dqh, s_dqs, s_dqd,
     s_lb, s_lh,
     max_sq, max_sk, group, wl, wr,
-    scale, softcap,  # floats last (launch.LeanKernel's argument order)
+    scale, softcap,  # floats last (LeanKernel's argument order)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .. import _host, _runtime
-from .launch import LeanKernel
+from .._launch import LeanKernel
 
 Tensor = torch.Tensor
 
@@ -330,7 +330,7 @@ def _attn_fwd_kernel(
     max_sq, max_sk,  # dense: the lengths; varlen: the largest lengths
     group,  # Hq // Hkv
     wl, wr,
-    scale, softcap,  # floats last (launch.LeanKernel's argument order)
+    scale, softcap,  # floats last (LeanKernel's argument order)
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,  # HEAD_DIM padded to a power of two
     BLOCK_M: tl.constexpr,

@@ -650,22 +650,6 @@ def _inner(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-_CONSTANTS: dict[tuple, Tensor] = {}
-
-
-def _constants(alpha: float, scale: float, tol: float, acc: torch.dtype, device: torch.device) -> Tensor:
-    """ACC [5] c, k, α, scale, tol on ``device``, made once per value (``torch.tensor`` on a GPU
-    is a blocking copy from pageable memory: the host would wait for the queued kernels on every
-    call, and the GPU idle while the next launches are issued). Read-only for the kernels."""
-    key = (float(alpha), float(scale), float(tol), acc, torch.device(device))
-    t = _CONSTANTS.get(key)
-    if t is None:
-        if len(_CONSTANTS) > 256:
-            _CONSTANTS.clear()
-        t = _CONSTANTS[key] = torch.tensor([(1.0 - alpha) * scale, 1.0 / (1.0 - alpha), alpha, scale, tol], dtype=acc, device=device)
-    return t
-
-
 def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None) -> dict:
     """Launch settings shared by the three kernels (cached: they are on every call's path; the
     caller must not modify the dict); the scalars travel in an ACC tensor, as a float argument
@@ -687,7 +671,9 @@ def _make_common(q: Tensor, alpha: float, scale: float, window: tuple[int, int],
     cfg = config or pick_config(q.shape[-1], q.element_size())
     wl, wr = window
     tol = 2e-6 if q.element_size() == 2 else 4.0 * torch.finfo(acc).eps
-    constants = _constants(alpha, scale, tol, acc, q.device)
+    # made once per key of _common (``torch.tensor`` on a GPU is a blocking copy from pageable
+    # memory: the host would wait for the queued kernels on every call); read-only for the kernels
+    constants = torch.tensor([(1.0 - alpha) * scale, 1.0 / (1.0 - alpha), alpha, scale, tol], dtype=acc, device=q.device)
     pow_ = integer_power(alpha)
     return dict(
         acc=acc, cfg=cfg, constants=constants,

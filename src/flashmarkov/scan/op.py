@@ -9,6 +9,8 @@ their inputs (``torch.empty_like``) on every backend, so real and fake agree.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import _runtime
@@ -16,22 +18,18 @@ from . import reference
 
 Tensor = torch.Tensor
 
+
 def _state_shape(tokens: Tensor, dim: int, cu_seqlens: Tensor | None) -> list[int]:
     shape = [s for i, s in enumerate(tokens.shape) if i != dim % tokens.dim()]
     return shape if cu_seqlens is None else [cu_seqlens.shape[0] - 1, *shape]
 
 
-_KERNELS = None
-
-
+@functools.cache
 def _kernels():
     """``flashmarkov.scan.kernels``, imported on first use (it imports Triton)."""
-    global _KERNELS
-    if _KERNELS is None:
-        from . import kernels
+    from . import kernels
 
-        _KERNELS = kernels
-    return _KERNELS
+    return kernels
 
 
 def _like(t: Tensor | None, gates: Tensor, stride: tuple[int, ...], keep_values: bool) -> Tensor | None:
@@ -223,8 +221,7 @@ class LinearScanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
         y, final = _fwd(gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final)
-        ctx.save_for_backward(gates, y, initial_state, cu_seqlens)
-        ctx.dim, ctx.reverse, ctx.need_final = dim, reverse, need_final
+        _setup_context(ctx, (gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final), (y, final))
         return (y, final) if need_final else y
 
     @staticmethod
