@@ -124,9 +124,12 @@ class Problem(NamedTuple):
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """IEEE dot products for float32 (no tf32: the documented float32 tolerance); "tf32",
-    Triton's default and without effect on half types, otherwise."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """float32: "tf32x3", three TF32 tensor-core products (hi·hi + hi·lo + lo·hi) per dot, each
+    product to ~2^-22 relative: float32-level accuracy (the documented float32 tolerance) on
+    tensor cores, where IEEE dots run on the FMA units (9 TFLOP/s forward, 1.5 for dK/dV on an
+    H100: notes/attention.md). "tf32", Triton's default and without effect on half types,
+    otherwise."""
+    return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
 def make_problem(

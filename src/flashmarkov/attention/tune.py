@@ -4,8 +4,8 @@
 
 For each head dim, times the forward, then the backward with each dK/dV candidate (dQ at its
 current heuristic), then each dQ candidate (dK/dV at the best found), in bfloat16, causal and
-not (``--dtype``: bfloat16 by default; float32 sweeps smaller tiles, ``CANDIDATES_FP32``:
-its IEEE dot products run on the FMA units and hold the operands in registers), with ``triton.testing.do_bench``; prints TFLOP/s (FlashAttention's FLOP convention) and the
+not (``--dtype``: bfloat16 by default; float32 sweeps ``CANDIDATES_FP32``:
+its tf32x3 dots hold three operand parts per tile, so the tiles are smaller), with ``triton.testing.do_bench``; prints TFLOP/s (FlashAttention's FLOP convention) and the
 best configuration per kind, ready to paste into ``forward.pick_config``. Candidates that do not
 fit (shared memory, registers) are reported and skipped.
 """
@@ -28,13 +28,15 @@ CANDIDATES = {
     "dq": [AttnConfig(m, n, w, s) for m, n, w, s in
            [(128, 32, 8, 2), (128, 64, 8, 2), (64, 64, 4, 3), (64, 32, 4, 3), (32, 64, 8, 2)]],
 }
-CANDIDATES_FP32 = {
+CANDIDATES_FP32 = {  # tf32x3 dots: wgmma wants 64-row tiles (M < 64 falls back to mma.sync)
     "fwd": [AttnConfig(m, n, w, s) for m, n, w, s in
-            [(128, 64, 8, 3), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2), (64, 16, 4, 2), (128, 32, 8, 2)]],
+            [(64, 64, 4, 2), (64, 32, 4, 2), (64, 32, 4, 3), (128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 8, 2),
+             (32, 32, 4, 2)]],
     "dkdv": [AttnConfig(m, n, w, s) for m, n, w, s in
-             [(32, 64, 4, 3), (32, 32, 4, 2), (16, 32, 4, 2), (16, 64, 4, 2), (32, 32, 8, 2)]],
+             [(16, 64, 4, 1), (16, 64, 4, 2), (32, 64, 4, 1), (32, 64, 4, 2), (16, 128, 8, 1), (32, 128, 8, 1),
+              (32, 32, 4, 2)]],
     "dq": [AttnConfig(m, n, w, s) for m, n, w, s in
-           [(64, 64, 4, 3), (32, 32, 4, 2), (64, 32, 4, 2), (32, 16, 4, 2), (64, 16, 8, 2)]],
+           [(64, 32, 4, 2), (64, 64, 4, 2), (64, 16, 4, 2), (128, 32, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2)]],
 }
 
 

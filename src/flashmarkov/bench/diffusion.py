@@ -197,17 +197,17 @@ TUNE_CONFIGS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
 }
 
 
-def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, device: str = "cuda") -> None:
+def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, device: str = "cuda", sym: bool = True) -> None:
     """Time every ``TUNE_CONFIGS`` entry of the float32 plain (with and without ``tiles.FOLD``)
-    and symmetric products (CUDA only; ~1 minute): ``python -m flashmarkov.bench.diffusion
-    [N ...]``. Prints ms and G pairs/s (N² / time) per config; ``tiles.pick_config`` is swapped
-    for the job under test and restored."""
+    and (``sym``) symmetric products (CUDA only; ~1 minute): ``python -m flashmarkov.bench.diffusion
+    [--d D] [--no-sym] [N ...]``. Prints ms and G pairs/s (N² / time) per config;
+    ``tiles.pick_config`` is swapped for the job under test and restored."""
     import triton.testing
 
     from flashmarkov.diffusion import tiles
 
     original, fold = tiles.pick_config, tiles.FOLD
-    runs = [("matmat", True), ("matmat", False), ("sym", False)]
+    runs = [("matmat", True), ("matmat", False)] + [("sym", False)] * sym
     try:
         for n in sizes:
             case = Case("diffusion", "MV", "fwd", "float32", (n, d, k), n, False)
@@ -231,6 +231,9 @@ def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, devic
 
 
 if __name__ == "__main__":
-    import sys
-
-    tune(tuple(int(a) for a in sys.argv[1:]) or (16384, 65536))
+    _parser = argparse.ArgumentParser(prog="python -m flashmarkov.bench.diffusion", description="tile sweep (tune)")
+    _parser.add_argument("sizes", nargs="*", type=int, default=[16384, 65536])
+    _parser.add_argument("--d", type=int, default=3, help="features")
+    _parser.add_argument("--no-sym", action="store_true", help="skip the symmetric product")
+    _args = _parser.parse_args()
+    tune(tuple(_args.sizes), d=_args.d, sym=not _args.no_sym)
