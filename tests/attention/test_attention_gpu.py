@@ -3,8 +3,8 @@
 
 Half types follow FlashAttention's rule: the error of o, dq, dk, dv against a float64 reference
 is at most twice the error of PyTorch's own attention in the same dtype (SDPA where it has the
-feature, else math attention in the dtype) against the same reference. float32 runs with IEEE
-float32 dot products and the fixed tolerances of ``helpers.TOL``.
+feature, else math attention in the dtype) against the same reference. float32 runs with tf32x3
+dot products (IEEE above D = 128) and the fixed tolerances of ``helpers.TOL``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_gpu_bshd_rule(dtype, nan_alloc):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("Hq,Hkv,Sq,Sk,D,opts", CASES[:6])
 def test_gpu_float32_float64(Hq, Hkv, Sq, Sk, D, opts, dtype, nan_alloc):
-    """float32 on the kernels (IEEE dot products), float64 on the reference: fixed tolerances."""
+    """float32 on the kernels (tf32x3 dot products; IEEE above D = 128), float64 on the reference: fixed tolerances."""
     check_attention("cuda", dtype, Hq=Hq, Hkv=Hkv, Sq=min(Sq, 2048), Sk=min(Sk, 2048), D=D, **opts)
 
 

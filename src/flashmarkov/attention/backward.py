@@ -328,7 +328,7 @@ def attention_backward(
         return dict(
             HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             HAS_LEFT=has_left, HAS_RIGHT=has_right, SOFTCAP=softcap, VARLEN=varlen,
-            DOT_PREC=dot_precision(dtype), LARGE=large, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            DOT_PREC=dot_precision(dtype, head_dim), LARGE=large, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )
 
     band = (max_sq, prob.max_sk, prob.hq // prob.hkv, prob.wl, prob.wr)

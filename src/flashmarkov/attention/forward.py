@@ -119,17 +119,17 @@ class Problem(NamedTuple):
     def group(self) -> int:
         return self.hq // self.hkv
 
-    def dot_precision(self, dtype: torch.dtype) -> str:
-        return dot_precision(dtype)
 
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """float32: "tf32x3", three TF32 tensor-core products (hi·hi + hi·lo + lo·hi) per dot, each
-    product to ~2^-22 relative: float32-level accuracy (the documented float32 tolerance) on
-    tensor cores, where IEEE dots run on the FMA units (9 TFLOP/s forward, 1.5 for dK/dV on an
-    H100: notes/attention.md). "tf32", Triton's default and without effect on half types,
-    otherwise."""
-    return "tf32x3" if dtype == torch.float32 else "tf32"
+def dot_precision(dtype: torch.dtype, head_dim: int) -> str:
+    """float32 with D <= 128: "tf32x3", three TF32 tensor-core products (hi·hi + hi·lo + lo·hi)
+    per dot, each product to ~2^-22 relative: float32-level accuracy (the documented float32
+    tolerance) on tensor cores, where IEEE dots run on the FMA units (9 TFLOP/s forward, 1.5 for
+    dK/dV on an H100: notes/attention.md). float32 with D > 128: "ieee" (the three operand parts
+    of a 256-wide tile need more shared memory than an SM has: 262 KB for the 64 x 32 forward).
+    "tf32", Triton's default and without effect on half types, otherwise."""
+    if dtype != torch.float32:
+        return "tf32"
+    return "tf32x3" if head_dim <= 128 else "ieee"
 
 
 def make_problem(
@@ -403,7 +403,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
         lambda: dict(
             HEAD_DIM=head_dim, BLOCK_D=block_d(head_dim), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
             HAS_LEFT=has_left, HAS_RIGHT=has_right, SOFTCAP=softcap, VARLEN=varlen,
-            DOT_PREC=dot_precision(q.dtype), LARGE=large, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            DOT_PREC=dot_precision(q.dtype, head_dim), LARGE=large, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         ),
     )
 
