@@ -2,7 +2,7 @@
 
 ``flash_attention`` (dense batches, layouts "bhsd" and "bshd") and ``flash_attention_varlen``
 (packed sequences with int32 offsets) run FlashAttention-2-style Triton kernels on CUDA tensors
-(float16, bfloat16, float32 with IEEE float32 dot products) and the PyTorch reference
+(float16, bfloat16, float32 with float32-accurate tf32x3 dot products, IEEE above D = 128) and the PyTorch reference
 (``flash_attention_ref``, ``flash_attention_varlen_ref``) on other devices and for float64.
 Features: causal masking aligned bottom-right when Sq != Sk, sliding windows, softcapping,
 GQA/MQA, head dims 1..256, any lengths; forward and backward (dq, dk, dv, and lse's gradient).

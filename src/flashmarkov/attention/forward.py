@@ -50,7 +50,7 @@ def pick_config(kind: str, head_dim: int, banded: bool = False, itemsize: int = 
     forward whether a band (causal, sliding window) masks the scores, and the element size.
 
     16-bit, D <= 128: the fastest of ``tune.CANDIDATES`` on an H100 (see ``_pick_config``);
-    float32 (IEEE dots on the FMA units, operands in registers), D <= 128: the fastest of
+    float32 (tf32x3 dots on the tensor cores), D <= 128: the fastest of
     ``tune.CANDIDATES_FP32``; D = 256: starting points checked offline with ptxas for sm_90a (at
     most 88 B of spills). Under the interpreter, small tiles so that short sequences still span
     several tiles.
@@ -68,12 +68,16 @@ _CONFIGS: dict[tuple[str, int, bool, int], AttnConfig] = {}  # pick_config's ans
 def _pick_config(kind: str, d: int, banded: bool, itemsize: int, interpreting: bool) -> AttnConfig:
     # D <= 128 from `python -m flashmarkov.attention.tune` on an H100: 16-bit D = 64 at (16,8,512)
     # and (4,8,2048), D = 128 at (2,16,8192) (benchmarks/results/attention-tune-h100-2026-11-22.log);
-    # float32 D = 128 at (2,16,2048): 32 x 32 tiles 9.2 TFLOP/s forward where 128 x 64 gave 0.8
-    # (benchmarks/results/h100-2026-11-22-session6/attention-tune-fp32.log)
+    # float32 (tf32x3 dots) at (2,16,2048), non-causal (benchmarks/results/h100-2026-11-23/attention-tune-fp32.log):
+    # D = 64 forward 128 x 64 w8 50 TFLOP/s, dK/dV 32 x 64 w4 29, dQ 64 x 32 w4 31; D = 128: 32 x 32
+    # w4 for all three (42 / 28 / 28; the 64-row tiles that take wgmma spill or overflow shared
+    # memory there). D > 128 runs IEEE dots (``dot_precision``) on the 16-bit tiles.
     if interpreting:
         return AttnConfig(16, 16, 1, 1)
     if itemsize == 4 and d <= 128 and kind != "delta":
-        return AttnConfig(32, 32, 4, 2)
+        if d > 64:
+            return AttnConfig(32, 32, 4, 2)
+        return {"fwd": AttnConfig(128, 64, 8, 2), "dkdv": AttnConfig(32, 64, 4, 1), "dq": AttnConfig(64, 32, 4, 2)}[kind]
     if kind == "fwd":
         if d <= 128:
             return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
