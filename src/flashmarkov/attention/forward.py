@@ -68,7 +68,7 @@ _CONFIGS: dict[tuple[str, int, bool, int], AttnConfig] = {}  # pick_config's ans
 def _pick_config(kind: str, d: int, banded: bool, itemsize: int, interpreting: bool) -> AttnConfig:
     # D <= 128 from `python -m flashmarkov.attention.tune` on an H100: 16-bit D = 64 at (16,8,512)
     # and (4,8,2048), D = 128 at (2,16,8192) (benchmarks/results/attention-tune-h100-2026-11-22.log);
-    # float32 (tf32x3 dots) at (2,16,2048), non-causal (benchmarks/results/h100-2026-11-23/attention-tune-fp32.log):
+    # float32 (tf32x3 dots) at (2,16,2048), non-causal (benchmarks/results/h100-2026-11-22-session7/attention-tune-fp32-f12229f.log):
     # D = 64 forward 128 x 64 w8 50 TFLOP/s, dK/dV 32 x 64 w4 29, dQ 64 x 32 w4 31; D = 128: 32 x 32
     # w4 for all three (42 / 28 / 28; the 64-row tiles that take wgmma spill or overflow shared
     # memory there). D > 128 runs IEEE dots (``dot_precision``) on the 16-bit tiles.
