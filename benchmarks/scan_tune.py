@@ -99,7 +99,7 @@ def main() -> None:
                 continue
             rec = dict(shape=list(shape), layout=layout, dtype=str(dtype),
                        config=[cfg.block_t, cfg.block_q, cfg.num_warps] + ([cfg.slice_k, int(cfg.slice_keep)] if view.s_t != 1 else [])
-                       + ([-1 if cfg.lookback is None else int(cfg.lookback), int(cfg.prefetch)] if view.s_t != 1 else []),
+                       + [-1 if cfg.lookback is None else int(cfg.lookback), int(cfg.prefetch)],
                        default=cfg == default, fwd_ms=t_f, bwd_ms=t_b,
                        fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b),
                        regs=[k_f.n_regs, k_b.n_regs], spills=[k_f.n_spills, k_b.n_spills])
