@@ -244,16 +244,6 @@ def _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg, valid, T, s_t, BLOCK_T: tl.
 
 
 @triton.jit
-def _plain_load(p_g, p_x, base_q, m_q, o_rv, i_seg, valid, T, s_t, BLOCK_T: tl.constexpr):
-    """Gates (other 1) and tokens (other 0) of segment ``i_seg`` of a plain [BLOCK_T, BLOCK_Q]
-    tile (forward direction), as stored; masked off entirely unless ``valid``."""
-    t_mem = i_seg * BLOCK_T + o_rv
-    m_mem = m_q & (t_mem < T) & valid
-    offs = base_q + t_mem.to(tl.int64) * s_t
-    return tl.load(p_g + offs, mask=m_mem, other=1.0), tl.load(p_x + offs, mask=m_mem, other=0.0)
-
-
-@triton.jit
 def _slice_inputs(b_g, b_x, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_first, t_last, ACC: tl.constexpr,
                   BACKWARD: tl.constexpr, REVERSE: tl.constexpr, VARLEN: tl.constexpr, SEARCH_STEPS: tl.constexpr,
                   HAS_H0: tl.constexpr, HAS_HIN: tl.constexpr):
@@ -291,7 +281,7 @@ def _linear_scan_kernel(
     V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1 (sliced tiles)
     SLICE_K: tl.constexpr,  # V = 1: steps per row of a sliced tile (BLOCK_T // SLICE_K rows of SLICE_K slices)
     SLICE_KEEP: tl.constexpr,  # V = 1: keep the slices in registers between the passes (else re-read them)
-    PREFETCH: tl.constexpr,  # one program per chain, sliced or plain tiles: load the next segment before this one's scan
+    PREFETCH: tl.constexpr,  # V = 1, one program per chain: load the next segment's slices before this one's passes
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
@@ -364,12 +354,9 @@ def _linear_scan_kernel(
     b_carry = b_c0
     if PREFETCH:
         # the chain's first segment; each iteration then issues the next segment's loads first, so
-        # that they are in flight during this segment's passes (plain tiles: forward direction)
-        if SLICED:
-            b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, n_seg - 1 if SCAN_REV else 0, i_lseg < lseg_end, T, s_t,
-                                  BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
-        else:
-            b_gn, b_xn = _plain_load(p_g, p_x, base_q, m_q, o_rv, 0, i_lseg < lseg_end, T, s_t, BLOCK_T)
+        # that they are in flight during this segment's two passes
+        b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, n_seg - 1 if SCAN_REV else 0, i_lseg < lseg_end, T, s_t,
+                              BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
     while i_lseg < lseg_end:
         i_tile = i_lseg * n_chains + i_chain
         if SCAN_REV:
@@ -412,15 +399,10 @@ def _linear_scan_kernel(
                 # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
                 b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
                 b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
-                b_x = tl.load(p_x + offs, mask=m_mem, other=0.0)
-            elif PREFETCH:  # plain tiles: this segment was loaded last iteration; issue the next one's loads
-                b_g, b_x = b_gn, b_xn
-                b_gn, b_xn = _plain_load(p_g, p_x, base_q, m_q, o_rv, i_seg + 1, i_lseg + 1 < lseg_end, T, s_t, BLOCK_T)
             else:
                 b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
-                b_x = tl.load(p_x + offs, mask=m_mem, other=0.0)
             b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
-            b_x = _to_scan_order(b_x, FLIP, BLOCK_T, TILE3).to(ACC)
+            b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
 
         if LOOKBACK:
             # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
@@ -549,8 +531,7 @@ class ScanConfig:
     slice_keep: bool = True
     """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
     prefetch: bool = True
-    """One program per chain: load segment i + 1 before segment i's passes (sliced tiles over
-    contiguous channels, and plain tiles of a forward-direction forward pass over contiguous time)."""
+    """Contiguous channels, one program per chain: load segment i + 1 before segment i's passes."""
 
 
 def _pow2_at_least(n: int) -> int:
@@ -596,12 +577,12 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
             block_t = max(min(_pow2_at_least(T), 2048 // small), v)
             block_q = min(max(_pow2_at_least(Q), 2), max(2, 4096 // small // block_t))
         elif walk and T > 4096:
-            return ScanConfig(8192, 1, 8, prefetch=False)
+            return ScanConfig(8192, 1, 8)
         else:
             block_t = max(min(_pow2_at_least(T), 4096 // small), v)
             block_q = min(_pow2_at_least(Q), max(1, 4096 // small // block_t))
         num_warps = 8 if walk and tile3 and block_t == 2048 else max(1, min(4, block_t * block_q // 512))
-        return ScanConfig(block_t, block_q, num_warps, prefetch=False)
+        return ScanConfig(block_t, block_q, num_warps)
     rows, slice_k, block_q, num_warps, keep, prefetch = SLICED_TILES[itemsize, mode]
     full = rows * block_q
     block_t = min(rows * slice_k, _pow2_at_least(T))
@@ -717,7 +698,7 @@ def _plan(
     consts = (
         acc, cfg.block_t, cfg.block_q, vec, slice_k,
         bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
-        bool(cfg.prefetch and not lookback and (vec == 1 or not (scan_rev or backward))),  # PREFETCH
+        bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
         reverse, backward, scan_rev, varlen, lookback, has_h0, has_hin, has_hout,
     )
