@@ -1096,10 +1096,10 @@ def _gaussian_launch(
     out = (torch.zeros if symmetric else torch.empty)((splits, n_q, m), dtype=Q.dtype, device=Q.device)
     lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
     grid = (_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits)
-    if fold and SM90 and block_v >= 8 and tile % tiles_sm90.BLOCK_M == 0 and keys_per_split % tiles_sm90.BLOCK_N == 0 \
-            and k_pad % tiles_sm90.BLOCK_N == 0 and tiles_sm90.available(Q.device) and not _runtime.interpreting():
+    if fold and SM90 and block_v >= 8 and (cfg.block_m, block_n) == (tiles_sm90.BLOCK_M, tiles_sm90.BLOCK_N) \
+            and tiles_sm90.available(Q.device) and not _runtime.interpreting():
         # Hopper: the Gluon kernel overlaps the next tile's scores with this tile's exponentials
-        tiles_sm90._fold_matmat_kernel[(_host.cdiv(n_q, tiles_sm90.BLOCK_M), *grid[1:])](
+        tiles_sm90._fold_matmat_kernel[grid](
             *tiles_sm90.descriptors(qh, kh, wh, wl, block_v), out, row_scale, vtop, c, topk, n_q, n_k, m, keys_per_split,
             ROW_SCALE=row_scale is not None, STAGES=tiles_sm90.STAGES, num_warps=tiles_sm90.NUM_WARPS,
         )

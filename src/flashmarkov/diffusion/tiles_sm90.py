@@ -125,9 +125,8 @@ def _fold_matmat_kernel(
         b_sn, b_t = warpgroup_mma_wait(num_outstanding=0, deps=(b_sn, b_t))
         b_acc = b_acc + b_t
         b_s = b_sn
-        # every warpgroup is done with stage st (one warpgroup: its wait says so): refill it with tile j + STAGES
-        if num_warps > 4:
-            gl.thread_barrier()
+        # every warpgroup is done with stage st: refill it with tile j + STAGES
+        gl.thread_barrier()
         live = j + STAGES < n_t
         row = k_lo + (j + STAGES) * BN
         mbarrier.expect(bars.index(st), tile_bytes, pred=live)
