@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import _checks, _host, _runtime
-from . import reference, tiles_sm90
+from . import reference
 
 Tensor = torch.Tensor
 
@@ -346,8 +346,6 @@ _LOG2E = 1.4426950408889634
 # SAME products fold both squared-norm terms into the operands (FOLD, see the kernel); a switch for
 # measuring the two forms against each other
 FOLD = True
-# FOLD products on Hopper run tiles_sm90's Gluon kernel (a switch for measuring it against this file's)
-SM90 = True
 
 try:
     import triton
@@ -1095,18 +1093,9 @@ def _gaussian_launch(
     splits = _host.cdiv(n_k, keys_per_split)
     out = (torch.zeros if symmetric else torch.empty)((splits, n_q, m), dtype=Q.dtype, device=Q.device)
     lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
-    grid = (_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits)
-    if fold and SM90 and block_v >= 8 and (cfg.block_m, block_n) == (tiles_sm90.BLOCK_M, tiles_sm90.BLOCK_N) \
-            and tiles_sm90.available(Q.device) and not _runtime.interpreting():
-        # Hopper: the Gluon kernel overlaps the next tile's scores with this tile's exponentials
-        tiles_sm90._fold_matmat_kernel[grid](
-            *tiles_sm90.descriptors(qh, kh, wh, wl, block_v), out, row_scale, vtop, c, topk, n_q, n_k, m, keys_per_split,
-            ROW_SCALE=row_scale is not None, STAGES=tiles_sm90.STAGES, num_warps=tiles_sm90.NUM_WARPS,
-        )
-        return (out[0] if splits == 1 else out.sum(0)), lse
     isq = None if sigma_q is None else 1.0 / sigma_q
     isk = None if sigma_k is None else (isq if symmetric else 1.0 / sigma_k)
-    _gaussian_tiles_kernel[grid](
+    _gaussian_tiles_kernel[(_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits)](
         qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw, keys_per_split,
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
