@@ -190,10 +190,9 @@ OP = Op(
 
 
 TUNE_CONFIGS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    # (block_m, block_n, num_warps, num_stages[, maxnreg]); "sym" needs block_m == block_n
+    # (block_m, block_n, num_warps, num_stages); "sym" needs block_m == block_n
     "matmat": ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 8, 3),
-               (64, 128, 4, 2), (64, 128, 4, 3), (128, 128, 8, 2),
-               (128, 64, 4, 3, 104), (128, 64, 4, 2, 104), (128, 64, 4, 2, 96), (64, 64, 4, 2, 80)),
+               (64, 128, 4, 2), (64, 128, 4, 3), (128, 128, 8, 2)),
     "sym": ((128, 128, 8, 3), (64, 64, 4, 3)),
 }
 
@@ -215,11 +214,11 @@ def tune(sizes: tuple[int, ...] = (16384, 65536), d: int = 3, k: int = 16, devic
             x = make_inputs(case, torch.device(device), 0)
             for job, use_fold in runs:
                 tiles.FOLD = use_fold
-                for bm, bn, warps, stages, *cap in TUNE_CONFIGS[job]:
-                    cfg = tiles.TileConfig(bm, bn, warps, stages, *cap)
+                for bm, bn, warps, stages in TUNE_CONFIGS[job]:
+                    cfg = tiles.TileConfig(bm, bn, warps, stages)
                     tiles.pick_config = lambda j, *a, c=cfg, job=job: c if j == job else original(j, *a)  # noqa: E731
                     fn = _flashmarkov if job == "matmat" else _flashmarkov_sym
-                    name = f"{job}{' fold' if use_fold else ''}{f' r{cap[0]}' if cap else ''}"
+                    name = f"{job}{' fold' if use_fold else ''}"
                     try:
                         ms = triton.testing.do_bench(lambda: fn(x.X, x.V, x.r, x.beta), warmup=10, rep=50)
                     except Exception as exc:  # a config that does not fit (shared memory, registers)

@@ -958,8 +958,6 @@ class TileConfig:
     block_n: int
     num_warps: int
     num_stages: int = 2
-    maxnreg: int | None = None
-    """A register cap per thread (ptxas spills above it), or the compiler's choice."""
 
 
 def _pow2_at_least(n: int, floor: int = 16) -> int:
@@ -1102,7 +1100,6 @@ def _gaussian_launch(
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
         SPLIT=split, EXP2=exp2, FOLD=fold, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **({} if cfg.maxnreg is None else {"maxnreg": cfg.maxnreg}),
     )
     return (out[0] if splits == 1 else out.sum(0)), lse
 
