@@ -38,6 +38,8 @@ atomics) gives dV = Pᵀ dO and dK = scale dSᵀ Q. Deterministic.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -654,33 +656,29 @@ def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], conf
     """Launch settings shared by the three kernels (cached: they are on every call's path; the
     caller must not modify the dict); the scalars travel in an ACC tensor, as a float argument
     reaches a compiled kernel as float32."""
-    key = (q.dtype, q.shape[-1], alpha, scale, window, config, q.device, pick_config)  # tests replace pick_config
-    com = _COMMON.get(key)
-    if com is None:
-        if len(_COMMON) > 256:
-            _COMMON.clear()
-        com = _COMMON[key] = _make_common(q, alpha, scale, window, config)
-    return com
+    # pick_config is part of the key: tests replace it
+    return _common_settings(q.dtype, q.shape[-1], alpha, scale, window, config, q.device, pick_config)
 
 
-_COMMON: dict[tuple, dict] = {}
-
-
-def _make_common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None) -> dict:
-    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-    cfg = config or pick_config(q.shape[-1], q.element_size())
+@functools.lru_cache(maxsize=256)
+def _common_settings(
+    dtype: torch.dtype, D: int, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None,
+    device: torch.device, pick: Callable[[int, int], AttnConfig],
+) -> dict:
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    cfg = config or pick(D, dtype.itemsize)
     wl, wr = window
-    tol = 2e-6 if q.element_size() == 2 else 4.0 * torch.finfo(acc).eps
-    # made once per key of _common (``torch.tensor`` on a GPU is a blocking copy from pageable
-    # memory: the host would wait for the queued kernels on every call); read-only for the kernels
-    constants = torch.tensor([(1.0 - alpha) * scale, 1.0 / (1.0 - alpha), alpha, scale, tol], dtype=acc, device=q.device)
+    tol = 2e-6 if dtype.itemsize == 2 else 4.0 * torch.finfo(acc).eps
+    # made once per key (``torch.tensor`` on a GPU is a blocking copy from pageable memory: the
+    # host would wait for the queued kernels on every call); read-only for the kernels
+    constants = torch.tensor([(1.0 - alpha) * scale, 1.0 / (1.0 - alpha), alpha, scale, tol], dtype=acc, device=device)
     pow_ = integer_power(alpha)
     return dict(
         acc=acc, cfg=cfg, constants=constants,
         static=(cfg, pow_, wl >= 0, wr >= 0),  # with q's dtype: every constexpr ``constexprs`` holds
         constexprs=dict(
             ACC=tl.float64 if acc == torch.float64 else tl.float32,
-            PREC="ieee" if q.dtype in (torch.float32, torch.float64) else "tf32",
+            PREC="ieee" if dtype in (torch.float32, torch.float64) else "tf32",
             POW=pow_,
             HAS_WL=wl >= 0, HAS_WR=wr >= 0,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,

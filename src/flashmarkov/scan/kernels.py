@@ -661,6 +661,7 @@ class _Plan(NamedTuple):
     num_warps: int
     lookback_tiles: int  # tiles of look-back state to allocate (0: no look-back)
     block_q: int
+    acc: torch.dtype  # accumulation dtype (the look-back records')
 
 
 @functools.lru_cache(maxsize=1024)
@@ -708,7 +709,7 @@ def _plan(
     return _Plan(
         (n_tiles if lookback else n_chains, 1, 1), (consts, cfg.num_warps, dtypes),
         (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq), consts, cfg.num_warps,
-        n_tiles if lookback else 0, cfg.block_q,
+        n_tiles if lookback else 0, cfg.block_q, acc,
     )
 
 
@@ -739,7 +740,7 @@ def scan_launch(
     flags = records = None
     if plan.lookback_tiles:
         flags = torch.zeros(plan.lookback_tiles, dtype=torch.int32, device=tokens.device)
-        records = torch.empty(3, plan.lookback_tiles, plan.block_q, dtype=plan.static[2][-1], device=tokens.device)
+        records = torch.empty(3, plan.lookback_tiles, plan.block_q, dtype=plan.acc, device=tokens.device)
     ptrs = (gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens, flags, records)
     return _SCAN(plan.grid, plan.static, ptrs, plan.ints, (), lambda: _options(plan.consts, plan.num_warps))
 
