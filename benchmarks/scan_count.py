@@ -47,7 +47,8 @@ def compile_variant(layout: str, dtype: str, cfg: kernels.ScanConfig, *, backwar
         ACC=tl.float64 if dtype == "fp64" else tl.float32, BLOCK_T=cfg.block_t, BLOCK_Q=cfg.block_q, V=v,
         SLICE_K=getattr(cfg, "slice_k", 1), SLICE_KEEP=getattr(cfg, "slice_keep", False) and not time_contig,
         PREFETCH=getattr(cfg, "prefetch", False) and not time_contig and not lookback, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
-        SCAN_REV=reverse != backward, VARLEN=varlen, LOOKBACK=lookback, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,
+        SCAN_REV=reverse != backward, VARLEN=varlen, LOOKBACK=lookback,
+        LB_FLAGS=32 * cfg.num_warps if lookback and getattr(cfg, "lookback_window", True) else 0, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,
     )
     sig, constexprs = {}, {}
     for name in kernels._linear_scan_kernel.arg_names:

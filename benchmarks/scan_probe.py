@@ -22,6 +22,16 @@ def variants():
         yield f"segmajor  2x256x65536 {dtype}", (rows * T, dtype), View(16, 4096, rows, 4096, 1, T), ScanConfig(4096, 1, 4), False
     for bt in (2048, 4096):
         yield f"lookback  1x64x2^20 fp32 BT={bt}", (64 * 2**20, torch.float32), View(1, 2**20, 64, 0, 1, 2**20), ScanConfig(bt, 1, 4), False
+    # (B, T, D) few chains: the look-back tile chained (scalar or windowed walk) against the same
+    # tiles as independent sequences (no look-back: the tile's own ceiling)
+    for dtype in (torch.float32, torch.bfloat16):
+        for B, T, D in ((2, 65536, 256), (1, 2**20, 64)):
+            n = B * T * D
+            for window in (False, True):
+                cfg = ScanConfig(128, 32, 4, lookback=True, slice_k=8, lookback_window=window)
+                yield f"btd lookback w={int(window)} {B}x{T}x{D} {dtype}", (n, dtype), View(B, T, D, T * D, D, 1), cfg, False
+            cfg = ScanConfig(128, 32, 4, lookback=False, slice_k=8)
+            yield f"btd independent {B}x{T}x{D} {dtype}", (n, dtype), View(n // (128 * D), 128, D, 128 * D, D, 1), cfg, False
     yield "bwd 16x2048x2048 bf16", (2**26, torch.bfloat16), View(1, 2048, 2**15, 0, 1, 2048), ScanConfig(2048, 1, 4), True
     yield "bwd 16x2048x2048 fp32", (2**26, torch.float32), View(1, 2048, 2**15, 0, 1, 2048), ScanConfig(2048, 1, 4), True
 

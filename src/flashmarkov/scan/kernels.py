@@ -46,6 +46,8 @@ from .._launch import LeanKernel
 
 Tensor = torch.Tensor
 
+_LB_RECS: tl.constexpr = tl.constexpr(8)  # look-back records read per round of a windowed walk
+
 
 @triton.jit
 def _combine(a1, b1, a2, b2):
@@ -121,6 +123,60 @@ def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOC
 def _read_record(p_ws, i_field, i_tile, n_tiles, BLOCK_Q: tl.constexpr):
     """[BLOCK_Q] field of a tile whose flag was acquired (L2 load: another SM wrote it)."""
     return tl.load(p_ws + (i_field * n_tiles + i_tile) * BLOCK_Q + tl.arange(0, BLOCK_Q), volatile=True)
+
+
+@triton.jit
+def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, LB_FLAGS: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Resolve a tile's entering state from its predecessors j, j - 1, ... of chain i_chain:
+    (c_a, c_b) maps the state after predecessor j to the state entering the tile; returns it
+    composed down to an inclusive prefix (c_a then unused).
+
+    LB_FLAGS = 0: one predecessor per step (a scalar acquire of its flag, then its record: two
+    dependent L2 round trips per predecessor). LB_FLAGS > 0 (32 x num_warps, so that each thread
+    owns one flag and none is replicated): the flags of LB_FLAGS predecessors are acquired at
+    once, one per thread; the nearest inclusive prefix k and the nearest unpublished tile z among
+    them (reductions across the program, so every warp takes the same decision) bound the
+    aggregates to compose, whose records are read _LB_RECS at a time (loads first, then the
+    products). A walk over L published predecessors costs ~2 + L / _LB_RECS round trips instead
+    of 2 L."""
+    o_q = tl.arange(0, BLOCK_Q)
+    if LB_FLAGS == 0:
+        while j >= 0:
+            i_pred = j * n_chains + i_chain
+            f = tl.atomic_add(p_flag + i_pred, 0, sem="acquire", scope="gpu")
+            if f == 2:
+                c_b = c_a * _read_record(p_ws, 2, i_pred, n_tiles, BLOCK_Q) + c_b
+                j = -1
+            elif f == 1:
+                c_b = c_a * _read_record(p_ws, 1, i_pred, n_tiles, BLOCK_Q) + c_b
+                c_a = c_a * _read_record(p_ws, 0, i_pred, n_tiles, BLOCK_Q)
+                j = j - 1
+    else:
+        o_f = tl.arange(0, LB_FLAGS)
+        while j >= 0:
+            i_f = j - o_f  # [LB_FLAGS] predecessors j, j - 1, ...
+            f = tl.atomic_add(p_flag + tl.maximum(i_f, 0) * n_chains + i_chain, 0, sem="acquire", scope="gpu")
+            k = tl.max(tl.where((i_f >= 0) & (f == 2), i_f, -1), axis=0)  # nearest inclusive prefix
+            z = tl.max(tl.where((i_f >= 0) & (f == 0), i_f, -1), axis=0)  # nearest tile not yet published
+            lo = tl.maximum(tl.maximum(k, z), j - LB_FLAGS)
+            # every predecessor in (lo, j] has published its aggregate: compose them, nearest first
+            while j > lo:
+                b_ra = ()
+                b_rb = ()
+                for i in tl.static_range(_LB_RECS):
+                    p_rec = p_ws + ((j - i) * n_chains + i_chain) * BLOCK_Q + o_q
+                    b_ra = b_ra + (tl.load(p_rec, mask=j - i > lo, other=1.0, volatile=True),)
+                    b_rb = b_rb + (tl.load(p_rec + n_tiles * BLOCK_Q, mask=j - i > lo, other=0.0, volatile=True),)
+                for i in tl.static_range(_LB_RECS):
+                    c_b = c_a * b_rb[i] + c_b
+                    c_a = c_a * b_ra[i]
+                j -= _LB_RECS
+            if (k >= 0) & (k == lo):
+                c_b = c_a * _read_record(p_ws, 2, k * n_chains + i_chain, n_tiles, BLOCK_Q) + c_b
+                j = -1
+            else:
+                j = lo  # poll again from the unpublished tile (or the window's end)
+    return c_a, c_b
 
 
 @triton.jit
@@ -288,6 +344,7 @@ def _linear_scan_kernel(
     SCAN_REV: tl.constexpr,  # this pass scans towards lower t: REVERSE != BACKWARD
     VARLEN: tl.constexpr,
     LOOKBACK: tl.constexpr,  # one tile per program, chained through the look-back (else one program per chain)
+    LB_FLAGS: tl.constexpr,  # look-back flags read per step: 0 (one predecessor) or 32 x num_warps (see _walk_back)
     HAS_H0: tl.constexpr,
     HAS_HIN: tl.constexpr,
     HAS_HOUT: tl.constexpr,
@@ -435,16 +492,7 @@ def _linear_scan_kernel(
                 if j >= 0:
                     # not resolved by the first poll: let successors skip this tile, then walk back
                     _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
-                    while j >= 0:
-                        i_pred = j * n_chains + i_chain
-                        f = tl.atomic_add(p_flag + i_pred, 0, sem="acquire", scope="gpu")
-                        if f == 2:
-                            c_b = c_a * _read_record(p_ws, 2, i_pred, n_tiles, BLOCK_Q) + c_b
-                            j = -1
-                        elif f == 1:
-                            c_b = c_a * _read_record(p_ws, 1, i_pred, n_tiles, BLOCK_Q) + c_b
-                            c_a = c_a * _read_record(p_ws, 0, i_pred, n_tiles, BLOCK_Q)
-                            j = j - 1
+                    c_a, c_b = _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, LB_FLAGS, BLOCK_Q)
                 b_carry = c_b
             _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
 
@@ -532,6 +580,8 @@ class ScanConfig:
     """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
     prefetch: bool = True
     """Contiguous channels, one program per chain: load segment i + 1 before segment i's passes."""
+    lookback_window: bool = True
+    """Look-back: read the flags of 32 x num_warps predecessors per step (else one; see ``_walk_back``)."""
 
 
 def _pow2_at_least(n: int) -> int:
@@ -701,7 +751,9 @@ def _plan(
         bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
         bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
-        reverse, backward, scan_rev, varlen, lookback, has_h0, has_hin, has_hout,
+        reverse, backward, scan_rev, varlen, lookback,
+        32 * cfg.num_warps if lookback and cfg.lookback_window else 0,  # LB_FLAGS
+        has_h0, has_hin, has_hout,
     )
     # pointer dtypes: gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens,
     # flags, records (None-ness and alignment are LeanKernel's own key)
@@ -749,7 +801,7 @@ def scan_launch(
 # floats: LeanKernel's argument order)
 CONSTEXPRS = (
     "ACC", "BLOCK_T", "BLOCK_Q", "V", "SLICE_K", "SLICE_KEEP", "PREFETCH", "SEARCH_STEPS", "REVERSE", "BACKWARD",
-    "SCAN_REV", "VARLEN", "LOOKBACK", "HAS_H0", "HAS_HIN", "HAS_HOUT",
+    "SCAN_REV", "VARLEN", "LOOKBACK", "LB_FLAGS", "HAS_H0", "HAS_HIN", "HAS_HOUT",
 )
 N_POINTERS, N_INTS = 11, 9
 
