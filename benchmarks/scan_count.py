@@ -48,8 +48,8 @@ def compile_variant(layout: str, dtype: str, cfg: kernels.ScanConfig, *, backwar
         SLICE_K=getattr(cfg, "slice_k", 1), SLICE_KEEP=getattr(cfg, "slice_keep", False) and not time_contig,
         PREFETCH=getattr(cfg, "prefetch", False) and not time_contig and not lookback, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
         SCAN_REV=reverse != backward, VARLEN=varlen, LOOKBACK=lookback,
-        LB_WINDOW=lookback and cfg.lookback_window, POLL_LOAD=lookback and cfg.poll_load, THREADS=32 * cfg.num_warps,
-        FLAG_STRIDE=cfg.flag_stride, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,
+        LB_WINDOW=lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window), POLL_LOAD=True,
+        THREADS=32 * cfg.num_warps, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,
     )
     sig, constexprs = {}, {}
     for name in kernels._linear_scan_kernel.arg_names:

@@ -113,22 +113,11 @@ def _poll(p, POLL_LOAD: tl.constexpr):
 
 
 @triton.jit
-def _poll_one(p, THREADS: tl.constexpr, POLL_LOAD: tl.constexpr):
-    """Acquire-read one flag, the same value in every thread: a scalar atomic (executed once and
-    broadcast) or, with POLL_LOAD, a load by every thread and the minimum over the program (flags
-    only grow, so the minimum is a value every thread has acquired or passed)."""
-    if POLL_LOAD:
-        return tl.min(_poll(p + tl.zeros([THREADS], tl.int32), True), axis=0)
-    else:
-        return tl.atomic_add(p, 0, sem="acquire", scope="gpu")
-
-
-@triton.jit
-def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOCK_Q: tl.constexpr, FLAG_STRIDE: tl.constexpr):
+def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOCK_Q: tl.constexpr):
     """Publish a tile's record: STATUS 1 = aggregate (A, B), STATUS 2 = inclusive prefix B.
 
-    p_flag: int32 [n_tiles * FLAG_STRIDE], zeroed (tile i's flag at i * FLAG_STRIDE); p_ws: ACC [3, n_tiles,
-    BLOCK_Q] (aggregate A, aggregate B, inclusive B). The data are made visible before the flag: CTA barrier, then a release store
+    p_flag: int32 [n_tiles], zeroed; p_ws: ACC [3, n_tiles, BLOCK_Q] (aggregate A, aggregate B,
+    inclusive B). The data are made visible before the flag: CTA barrier, then a release store
     of the flag by one thread.
     """
     p_rec = p_ws + i_tile * BLOCK_Q + tl.arange(0, BLOCK_Q)
@@ -138,7 +127,7 @@ def _publish(p_flag, p_ws, i_tile, n_tiles, b_a, b_b, STATUS: tl.constexpr, BLOC
     else:
         tl.store(p_rec + 2 * n_tiles * BLOCK_Q, b_b)
     tl.debug_barrier()
-    tl.atomic_xchg(p_flag + i_tile * FLAG_STRIDE, STATUS, sem="release", scope="gpu")
+    tl.atomic_xchg(p_flag + i_tile, STATUS, sem="release", scope="gpu")
 
 
 @triton.jit
@@ -148,8 +137,8 @@ def _read_record(p_ws, i_field, i_tile, n_tiles, BLOCK_Q: tl.constexpr):
 
 
 @triton.jit
-def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: tl.constexpr, FLAG_STRIDE: tl.constexpr,
-               LB_WINDOW: tl.constexpr, POLL_LOAD: tl.constexpr, THREADS: tl.constexpr):
+def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: tl.constexpr, LB_WINDOW: tl.constexpr,
+               POLL_LOAD: tl.constexpr, THREADS: tl.constexpr):
     """Resolve a tile's entering state from its predecessors j, j - 1, ... of chain i_chain:
     (c_a, c_b) maps the state after predecessor j to the state entering the tile; returns it
     composed down to an inclusive prefix (c_a then unused).
@@ -166,7 +155,7 @@ def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: t
     if not LB_WINDOW:
         while j >= 0:
             i_pred = j * n_chains + i_chain
-            f = _poll_one(p_flag + i_pred * FLAG_STRIDE, THREADS, POLL_LOAD)
+            f = tl.atomic_add(p_flag + i_pred, 0, sem="acquire", scope="gpu")
             if f == 2:
                 c_b = c_a * _read_record(p_ws, 2, i_pred, n_tiles, BLOCK_Q) + c_b
                 j = -1
@@ -178,7 +167,7 @@ def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: t
         o_f = tl.arange(0, THREADS)
         while j >= 0:
             i_f = j - o_f  # [THREADS] predecessors j, j - 1, ...
-            f = _poll(p_flag + (tl.maximum(i_f, 0) * n_chains + i_chain) * FLAG_STRIDE, POLL_LOAD)
+            f = _poll(p_flag + tl.maximum(i_f, 0) * n_chains + i_chain, POLL_LOAD)
             k = tl.max(tl.where((i_f >= 0) & (f == 2), i_f, -1), axis=0)  # nearest inclusive prefix
             z = tl.max(tl.where((i_f >= 0) & (f == 0), i_f, -1), axis=0)  # nearest tile not yet published
             lo = tl.maximum(tl.maximum(k, z), j - THREADS)
@@ -347,7 +336,7 @@ def _linear_scan_kernel(
     p_hin,  # backward: d final state, contiguous (N_SEQ, P, Q) (None without)
     p_hout,  # out: final state (forward) or d initial state (backward), contiguous (N_SEQ, P, Q)
     p_cu,  # int32 [N_SEQ + 1] sequence offsets along T (VARLEN), else None
-    p_flag,  # int32 [n_tiles * FLAG_STRIDE] zeroed look-back flags (LOOKBACK), else None
+    p_flag,  # int32 [n_tiles] zeroed look-back flags (LOOKBACK), else None
     p_ws,  # ACC [3, n_tiles, BLOCK_Q] look-back records (LOOKBACK), else None
     T, P, Q,  # view sizes
     s_p, s_t, s_q,  # element strides of the view
@@ -370,7 +359,6 @@ def _linear_scan_kernel(
     LB_WINDOW: tl.constexpr,  # the look-back reads 32 x num_warps flags per step (else one; see _walk_back)
     POLL_LOAD: tl.constexpr,  # look-back flags read by ld.acquire (GPU only), else atomics
     THREADS: tl.constexpr,  # 32 x num_warps
-    FLAG_STRIDE: tl.constexpr,  # int32 elements between two tiles' flags (32: one 128-byte line each)
     HAS_H0: tl.constexpr,
     HAS_HIN: tl.constexpr,
     HAS_HOUT: tl.constexpr,
@@ -496,7 +484,7 @@ def _linear_scan_kernel(
             c_b = tl.zeros([BLOCK_Q], ACC)
             j = i_lseg - 1
             if i_lseg > 0:
-                f = _poll_one(p_flag + (i_tile - n_chains) * FLAG_STRIDE, THREADS, POLL_LOAD)
+                f = tl.atomic_add(p_flag + i_tile - n_chains, 0, sem="acquire", scope="gpu")
                 if f == 2:
                     c_b = _read_record(p_ws, 2, i_tile - n_chains, n_tiles, BLOCK_Q)
                     j = -1
@@ -517,11 +505,11 @@ def _linear_scan_kernel(
             if i_lseg > 0:
                 if j >= 0:
                     # not resolved by the first poll: let successors skip this tile, then walk back
-                    _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q, FLAG_STRIDE)
-                    c_a, c_b = _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q, FLAG_STRIDE, LB_WINDOW,
-                                          POLL_LOAD, THREADS)
+                    _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_b, 1, BLOCK_Q)
+                    c_a, c_b = _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q, LB_WINDOW, POLL_LOAD,
+                                          THREADS)
                 b_carry = c_b
-            _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q, FLAG_STRIDE)
+            _publish(p_flag, p_ws, i_tile, n_tiles, b_agg_a, b_agg_a * b_carry + b_agg_b, 2, BLOCK_Q)
 
         if SLICED:
             # tiles that hold a sequence's first / last step
@@ -607,13 +595,10 @@ class ScanConfig:
     """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
     prefetch: bool = True
     """Contiguous channels, one program per chain: load segment i + 1 before segment i's passes."""
-    lookback_window: bool = True
-    """Look-back: read the flags of 32 x num_warps predecessors per step (else one; see ``_walk_back``)."""
-    poll_load: bool = False
-    """Look-back: read flags with ``ld.acquire`` (GPU only; else atomic adds of 0)."""
-    flag_stride: int = 32
-    """Look-back: int32 elements between two tiles' flags (32: a 128-byte line per flag, so that
-    polls of different tiles are not atomics on one line)."""
+    lookback_window: bool | None = None
+    """Look-back: read the flags of 32 x num_warps predecessors per step (True) or one (False; see
+    ``_walk_back``); None: the window in forward passes only (H100, notes/scan.md: forward +4–16 %,
+    backward −5–25 %, its registers)."""
 
 
 def _pow2_at_least(n: int) -> int:
@@ -742,7 +727,6 @@ class _Plan(NamedTuple):
     consts: tuple
     num_warps: int
     lookback_tiles: int  # tiles of look-back state to allocate (0: no look-back)
-    flag_stride: int  # int32 elements per tile's flag
     block_q: int
     acc: torch.dtype  # accumulation dtype (the look-back records')
 
@@ -785,8 +769,8 @@ def _plan(
         bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
         reverse, backward, scan_rev, varlen, lookback,
-        bool(lookback and cfg.lookback_window), bool(lookback and cfg.poll_load), 32 * cfg.num_warps,  # LB_WINDOW, POLL_LOAD, THREADS
-        cfg.flag_stride,  # FLAG_STRIDE
+        bool(lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window)),  # LB_WINDOW
+        device.type == "cuda", 32 * cfg.num_warps,  # POLL_LOAD (the interpreter has no inline assembly), THREADS
         has_h0, has_hin, has_hout,
     )
     # pointer dtypes: gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens,
@@ -795,7 +779,7 @@ def _plan(
     return _Plan(
         (n_tiles if lookback else n_chains, 1, 1), (consts, cfg.num_warps, dtypes),
         (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq), consts, cfg.num_warps,
-        n_tiles if lookback else 0, cfg.flag_stride, cfg.block_q, acc,
+        n_tiles if lookback else 0, cfg.block_q, acc,
     )
 
 
@@ -825,7 +809,7 @@ def scan_launch(
     )
     flags = records = None
     if plan.lookback_tiles:
-        flags = torch.zeros(plan.lookback_tiles * plan.flag_stride, dtype=torch.int32, device=tokens.device)
+        flags = torch.zeros(plan.lookback_tiles, dtype=torch.int32, device=tokens.device)
         records = torch.empty(3, plan.lookback_tiles, plan.block_q, dtype=plan.acc, device=tokens.device)
     ptrs = (gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens, flags, records)
     return _SCAN(plan.grid, plan.static, ptrs, plan.ints, (), lambda: _options(plan.consts, plan.num_warps))
@@ -835,7 +819,7 @@ def scan_launch(
 # floats: LeanKernel's argument order)
 CONSTEXPRS = (
     "ACC", "BLOCK_T", "BLOCK_Q", "V", "SLICE_K", "SLICE_KEEP", "PREFETCH", "SEARCH_STEPS", "REVERSE", "BACKWARD",
-    "SCAN_REV", "VARLEN", "LOOKBACK", "LB_WINDOW", "POLL_LOAD", "THREADS", "FLAG_STRIDE", "HAS_H0", "HAS_HIN", "HAS_HOUT",
+    "SCAN_REV", "VARLEN", "LOOKBACK", "LB_WINDOW", "POLL_LOAD", "THREADS", "HAS_H0", "HAS_HIN", "HAS_HOUT",
 )
 N_POINTERS, N_INTS = 11, 9
 
