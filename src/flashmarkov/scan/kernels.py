@@ -19,8 +19,9 @@ through a single-pass decoupled look-back (Merrill & Garland; few chains): a til
 predecessor (usually finished, since programs are numbered segment-major and all chains advance
 together); if the predecessor has no prefix yet, the tile publishes its aggregate (the affine map
 h -> A h + B of its steps) and walks back, composing aggregates until an inclusive prefix. Flags
-are read with scalar acquire atomics, executed once per program and broadcast, so all warps of a
-program take the same decisions (replicated vector loads of the records did not, on the GPU).
+are read with scalar acquire atomics, executed once per program and broadcast, or (forward passes)
+a window of predecessors' flags at once, one per thread, reduced across the program: either way
+all warps of a program take the same decisions (replicated vector loads of the records did not).
 
 The backward of a forward-direction scan is a scan in the other direction,
     a[t] = dy[t] + g[t+1] a[t+1],   dx = a,   dg[t] = a[t] y[t-1],   dh0 = g[first] a[first],
@@ -144,13 +145,13 @@ def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: t
     composed down to an inclusive prefix (c_a then unused).
 
     Without LB_WINDOW: one predecessor per step (a scalar acquire of its flag, then its record: two
-    dependent L2 round trips per predecessor). LB_WINDOW: the flags of THREADS predecessors (THREADS = 32 x num_warps,
-    so that each thread owns one flag and none is replicated) are acquired at
-    once, one per thread; the nearest inclusive prefix k and the nearest unpublished tile z among
-    them (reductions across the program, so every warp takes the same decision) bound the
-    aggregates to compose, whose records are read _LB_RECS at a time (loads first, then the
-    products). A walk over L published predecessors costs ~2 + L / _LB_RECS round trips instead
-    of 2 L."""
+    dependent L2 round trips per predecessor). LB_WINDOW: the flags of THREADS = 32 x num_warps
+    predecessors are acquired at once, one per thread (none replicated); the nearest inclusive
+    prefix k and the nearest unpublished tile z among them (reductions across the program, so
+    every warp takes the same decision) bound the aggregates to compose, whose records are read
+    _LB_RECS at a time (loads first, then the products). A walk over L published predecessors
+    costs ~2 + L / _LB_RECS round trips instead of 2 L. Polls by atomic add of 0 on one flag line
+    serialise in L2 (a window of them cost 2x, H100), hence ld.acquire (POLL_LOAD) on the GPU."""
     o_q = tl.arange(0, BLOCK_Q)
     if not LB_WINDOW:
         while j >= 0:
