@@ -48,7 +48,6 @@ from .._launch import LeanKernel
 Tensor = torch.Tensor
 
 _LB_RECS: tl.constexpr = tl.constexpr(8)  # look-back records read per round of a windowed walk
-_LOOKBACK_PROGRAMS_PER_SM = 4  # persistent look-back grid: programs per SM (more than fit: any grid is safe)
 
 
 @triton.jit
@@ -328,30 +327,6 @@ def _slice_inputs(b_g, b_x, t, m, p_cu, p_h0, p_hin, i_p, P, Q, q_s, n_seq, t_fi
 
 
 @triton.jit
-def _chain_at(i_chain, n_qblk, Q, s_p, s_q, BLOCK_Q: tl.constexpr, TILE3: tl.constexpr):
-    """Chain i_chain's batch i_p, channels o_q [BLOCK_Q], their mask and offsets, shaped for the
-    tile ([1, 1, BLOCK_Q] for 3-D tiles, else [1, BLOCK_Q])."""
-    i_p = i_chain // n_qblk
-    o_q = (i_chain % n_qblk) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    if TILE3:
-        m_q = (o_q < Q)[None, None, :]
-        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]
-    else:
-        m_q = (o_q < Q)[None, :]
-        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]
-    return i_p, o_q, m_q, base_q
-
-
-@triton.jit
-def _seg_at(i_lseg, n_seg, SCAN_REV: tl.constexpr):
-    """The segment (along T) that is the chain's i_lseg-th in scan order."""
-    if SCAN_REV:
-        return n_seg - 1 - i_lseg
-    else:
-        return i_lseg
-
-
-@triton.jit
 def _linear_scan_kernel(
     p_g,  # gates, (P, T, Q) with element strides (s_p, s_t, s_q)
     p_x,  # tokens (forward) or dy (backward), strides of p_g
@@ -362,7 +337,7 @@ def _linear_scan_kernel(
     p_hin,  # backward: d final state, contiguous (N_SEQ, P, Q) (None without)
     p_hout,  # out: final state (forward) or d initial state (backward), contiguous (N_SEQ, P, Q)
     p_cu,  # int32 [N_SEQ + 1] sequence offsets along T (VARLEN), else None
-    p_flag,  # int32 [n_tiles + 1] zeroed look-back flags and tile counter (LOOKBACK), else None
+    p_flag,  # int32 [n_tiles] zeroed look-back flags (LOOKBACK), else None
     p_ws,  # ACC [3, n_tiles, BLOCK_Q] look-back records (LOOKBACK), else None
     T, P, Q,  # view sizes
     s_p, s_t, s_q,  # element strides of the view
@@ -375,13 +350,13 @@ def _linear_scan_kernel(
     V: tl.constexpr,  # steps per 16-byte vector when time is contiguous (s_t = 1), else 1 (sliced tiles)
     SLICE_K: tl.constexpr,  # V = 1: steps per row of a sliced tile (BLOCK_T // SLICE_K rows of SLICE_K slices)
     SLICE_KEEP: tl.constexpr,  # V = 1: keep the slices in registers between the passes (else re-read them)
-    PREFETCH: tl.constexpr,  # V = 1: load the program's next tile's slices before this one's passes
+    PREFETCH: tl.constexpr,  # V = 1, one program per chain: load the next segment's slices before this one's passes
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
     SCAN_REV: tl.constexpr,  # this pass scans towards lower t: REVERSE != BACKWARD
     VARLEN: tl.constexpr,
-    LOOKBACK: tl.constexpr,  # persistent programs claim tiles, chained through the look-back (else one program per chain)
+    LOOKBACK: tl.constexpr,  # one tile per program, chained through the look-back (else one program per chain)
     LB_WINDOW: tl.constexpr,  # the look-back reads 32 x num_warps flags per step (else one; see _walk_back)
     POLL_LOAD: tl.constexpr,  # look-back flags read by ld.acquire (GPU only), else atomics
     THREADS: tl.constexpr,  # 32 x num_warps
@@ -391,16 +366,18 @@ def _linear_scan_kernel(
 ):
     n_chains = P * n_qblk
     n_tiles = n_chains * n_seg
-    # Tiles are numbered segment-major, i_tile = i_lseg * n_chains + i_chain (i_lseg: the segment's
-    # position in scan order), so that all chains advance together. LOOKBACK: persistent programs
-    # claim tiles in that order from a counter (p_flag[n_tiles]): a tile's predecessors were claimed
-    # before it by running programs, which finish them whatever the launch order or the grid (no
-    # deadlock), and a program can load its next tile while it waits on this one's predecessors.
-    # Otherwise one program per chain walks its segments in scan order, the carry in registers.
     if LOOKBACK:
-        i_tile = tl.atomic_add(p_flag + n_tiles, 1, sem="relaxed", scope="gpu")
+        # one tile per program, numbered segment-major so all chains advance together
+        i_chain = tl.program_id(0) % n_chains
+        i_lseg = tl.program_id(0) // n_chains
+        lseg_end = i_lseg + 1
     else:
-        i_tile = tl.program_id(0)
+        # one program per chain walks its segments in scan order, the carry in registers
+        i_chain = tl.program_id(0)
+        i_lseg = tl.program_id(0) * 0  # int32, like the look-back branch
+        lseg_end = n_seg
+    i_p = i_chain // n_qblk
+    i_qb = i_chain % n_qblk
     # the original recurrence's step: "next" is t + D, "previous" t - D
     D: tl.constexpr = -1 if REVERSE else 1
     # Contiguous channels (V = 1) use a sliced tile: SLICE_K loads of [R, BLOCK_Q] rows, slice k
@@ -421,10 +398,16 @@ def _linear_scan_kernel(
     o_r = tl.arange(0, R)
     if SCAN_REV and not SLICED:
         o_r = R - 1 - o_r
+    o_q = i_qb * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q]
     if TILE3:
         o_rv = (o_r * V)[:, None, None] + tl.arange(0, V)[None, :, None]  # [R, V, 1] step within the tile
+        m_q = (o_q < Q)[None, None, :]
+        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, None, :]  # [1, 1, BLOCK_Q]
     else:
         o_rv = o_r[:, None]  # [R, 1]
+        m_q = (o_q < Q)[None, :]
+        base_q = i_p.to(tl.int64) * s_p + (o_q.to(tl.int64) * s_q)[None, :]  # [1, BLOCK_Q]
+    q_s = o_q[None, :]
     if SLICED:
         m_end = (o_r == R - 1)[:, None]  # [R, 1] the last row (in scan order)
     else:
@@ -432,42 +415,36 @@ def _linear_scan_kernel(
     # first / last step of the original recurrence, without VARLEN
     t_first = T - 1 if REVERSE else 0
     t_last = 0 if REVERSE else T - 1
+    # the state entering the scan's first segment (VARLEN: entered per sequence inside the tiles)
+    if (not VARLEN) and BACKWARD and HAS_HIN:
+        b_c0 = tl.load(p_hin + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
+    elif (not VARLEN) and (not BACKWARD) and HAS_H0:
+        b_c0 = tl.load(p_h0 + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
+    else:
+        b_c0 = tl.zeros([BLOCK_Q], ACC)
+
+    b_carry = b_c0
     if PREFETCH:
-        # the first tile's slices; each iteration then issues the next tile's loads first, so that
-        # they are in flight during this tile's passes (and its look-back)
-        _, _, m_q, base_q = _chain_at(i_tile % n_chains, n_qblk, Q, s_p, s_q, BLOCK_Q, TILE3)
-        b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, _seg_at(i_tile // n_chains, n_seg, SCAN_REV), i_tile < n_tiles,
-                              T, s_t, BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
-    b_carry = tl.zeros([BLOCK_Q], ACC)
-    while i_tile < n_tiles:
-        if LOOKBACK:
-            i_next = tl.atomic_add(p_flag + n_tiles, 1, sem="relaxed", scope="gpu")
+        # the chain's first segment; each iteration then issues the next segment's loads first, so
+        # that they are in flight during this segment's two passes
+        b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, n_seg - 1 if SCAN_REV else 0, i_lseg < lseg_end, T, s_t,
+                              BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
+    while i_lseg < lseg_end:
+        i_tile = i_lseg * n_chains + i_chain
+        if SCAN_REV:
+            i_seg = n_seg - 1 - i_lseg
         else:
-            i_next = i_tile + n_chains
-        i_chain = i_tile % n_chains
-        i_lseg = i_tile // n_chains
-        i_seg = _seg_at(i_lseg, n_seg, SCAN_REV)
-        i_p, o_q, m_q, base_q = _chain_at(i_chain, n_qblk, Q, s_p, s_q, BLOCK_Q, TILE3)
-        q_s = o_q[None, :]
-        if i_lseg == 0:
-            # the state entering the chain's first segment (VARLEN: entered per sequence inside the tiles)
-            if (not VARLEN) and BACKWARD and HAS_HIN:
-                b_carry = tl.load(p_hin + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
-            elif (not VARLEN) and (not BACKWARD) and HAS_H0:
-                b_carry = tl.load(p_h0 + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(ACC)
-            else:
-                b_carry = tl.zeros([BLOCK_Q], ACC)
+            i_seg = i_lseg
         if SLICED:
             # pass 1: [R, BLOCK_Q] affine map (b_g, b_x) of each row's SLICE_K steps, folded in registers;
             # SLICE_KEEP keeps the slices as loaded (b_raw) for pass 2
             if PREFETCH:
                 b_raw = b_next
-                _, _, m_qn, base_qn = _chain_at(i_next % n_chains, n_qblk, Q, s_p, s_q, BLOCK_Q, TILE3)
-                b_next = _slices_load(p_g, p_x, base_qn, m_qn, o_rv, _seg_at(i_next // n_chains, n_seg, SCAN_REV),
-                                      i_next < n_tiles, T, s_t, BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
+                b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg - 1 if SCAN_REV else i_seg + 1, i_lseg + 1 < lseg_end,
+                                      T, s_t, BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
             else:
-                b_raw = _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg, True, T, s_t, BLOCK_T, SLICE_K, D, SCAN_REV,
-                                     BACKWARD)
+                b_raw = _slices_load(p_g, p_x, base_q, m_q, o_rv, i_seg, i_lseg < lseg_end, T, s_t, BLOCK_T, SLICE_K, D,
+                                     SCAN_REV, BACKWARD)
             b_g = tl.full([R, BLOCK_Q], 1.0, ACC)
             b_x = tl.zeros([R, BLOCK_Q], ACC)
             for k in tl.static_range(SLICE_K):
@@ -599,7 +576,7 @@ def _linear_scan_kernel(
             elif HAS_HOUT:
                 if has_last:
                     tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
-        i_tile = i_next
+        i_lseg += 1
 
 
 @dataclass(frozen=True)
@@ -618,8 +595,7 @@ class ScanConfig:
     slice_keep: bool = True
     """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
     prefetch: bool = True
-    """Contiguous channels: load a program's next tile (the chain's next segment, or the next tile
-    claimed in the look-back) before this tile's passes."""
+    """Contiguous channels, one program per chain: load segment i + 1 before segment i's passes."""
     lookback_window: bool | None = None
     """Look-back: read the flags of 32 x num_warps predecessors per step (True) or one (False; see
     ``_walk_back``); None: the window in forward passes only (H100, notes/scan.md: forward +4–16 %,
@@ -791,7 +767,7 @@ def _plan(
     consts = (
         acc, cfg.block_t, cfg.block_q, vec, slice_k,
         bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
-        bool(cfg.prefetch and vec == 1),  # PREFETCH
+        bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
         reverse, backward, scan_rev, varlen, lookback,
         bool(lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window)),  # LB_WINDOW
@@ -802,8 +778,7 @@ def _plan(
     # flags, records (None-ness and alignment are LeanKernel's own key)
     dtypes = (dtype,) * 5 + (dtype,) * 3 + (torch.int32, torch.int32, acc)
     return _Plan(
-        (min(n_tiles, _LOOKBACK_PROGRAMS_PER_SM * _host.sm_count(device)) if lookback else n_chains, 1, 1),
-        (consts, cfg.num_warps, dtypes),
+        (n_tiles if lookback else n_chains, 1, 1), (consts, cfg.num_warps, dtypes),
         (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq), consts, cfg.num_warps,
         n_tiles if lookback else 0, cfg.block_q, acc,
     )
@@ -835,7 +810,7 @@ def scan_launch(
     )
     flags = records = None
     if plan.lookback_tiles:
-        flags = torch.zeros(plan.lookback_tiles + 1, dtype=torch.int32, device=tokens.device)
+        flags = torch.zeros(plan.lookback_tiles, dtype=torch.int32, device=tokens.device)
         records = torch.empty(3, plan.lookback_tiles, plan.block_q, dtype=plan.acc, device=tokens.device)
     ptrs = (gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens, flags, records)
     return _SCAN(plan.grid, plan.static, ptrs, plan.ints, (), lambda: _options(plan.consts, plan.num_warps))
