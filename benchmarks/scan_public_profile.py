@@ -4,28 +4,35 @@ tokens) under torch.profiler, kernel by kernel, and do_bench of both."""
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 import triton.testing
 from torch.profiler import ProfilerActivity, profile
 
 from flashmarkov.scan import kernels, linear_scan
 
-CASES = (((2, 256, 65536), torch.float32), ((16, 2048, 2048), torch.bfloat16), ((2, 256, 65536), torch.bfloat16))
+CASES = {  # (shape, dtype, scanned dim)
+    "bdt": (((2, 256, 65536), torch.float32, 2), ((16, 2048, 2048), torch.bfloat16, 2), ((2, 256, 65536), torch.bfloat16, 2)),
+    "btd": (((2, 65536, 256), torch.float32, 1), ((2, 65536, 256), torch.bfloat16, 1), ((1, 2**20, 64), torch.float32, 1)),
+}
 
 
 def main() -> None:
-    for shape, dtype in CASES:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layouts", default="bdt", help="comma-separated: bdt, btd")
+    for shape, dtype, dim in [c for layout in ap.parse_args().layouts.split(",") for c in CASES[layout]]:
         g = (0.9 + 0.1 * torch.rand(shape, device="cuda")).to(dtype).requires_grad_()
         x = torch.randn(shape, device="cuda", dtype=dtype).requires_grad_()
         dy = torch.randn(shape, device="cuda", dtype=dtype)
 
         def public() -> tuple[torch.Tensor, ...]:
-            y = linear_scan(g, x)
+            y = linear_scan(g, x, dim=dim)
             return (y, *torch.autograd.grad(y, (g, x), dy))
 
         gd, xd = g.detach(), x.detach()
         y, dx, dg = torch.empty_like(xd), torch.empty_like(xd), torch.empty_like(xd)
-        view = kernels.view_of(xd, 2)
+        view = kernels.view_of(xd, dim)
 
         def launches() -> None:
             kernels.scan_launch(gd, xd, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)
