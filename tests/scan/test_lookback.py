@@ -40,8 +40,10 @@ def _expected(status: torch.Tensor, ws: torch.Tensor, j: int, chain: int, n_chai
         j -= 1
 
 
-# (window, ld.acquire polls): the interpreter has no inline assembly, so polls by load run on the GPU only
-POLLS = [(False, False), (True, False)] + ([(True, True)] if HAS_CUDA else [])
+# (window, ld.acquire polls): the interpreter has no inline assembly, so polls by load run on the GPU
+# only; the GPU runs every variant under the ``gpu`` marker (the GPU test step's selection)
+POLLS = [(False, False), (True, False)]
+POLLS += [pytest.param(*p, marks=pytest.mark.gpu, id=f"{int(p[0])}-{int(p[1])}-gpu") for p in [*POLLS, (True, True)]]
 
 
 @pytest.mark.parametrize("window, poll_load", POLLS, ids=lambda v: str(int(v)))
