@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -49,10 +48,6 @@ from .._launch import LeanKernel
 Tensor = torch.Tensor
 
 _LB_RECS: tl.constexpr = tl.constexpr(8)  # look-back records read per round of a windowed walk
-# experiment (FLASHMARKOV_SCAN_HINTS=1): streaming cache hints on the data streams
-_HINTS = os.environ.get("FLASHMARKOV_SCAN_HINTS", "0") == "1"
-_LOAD_EVICT: tl.constexpr = tl.constexpr("evict_first" if _HINTS else "")
-_STORE_CACHE: tl.constexpr = tl.constexpr(".cs" if _HINTS else "")
 
 
 @triton.jit
@@ -298,10 +293,10 @@ def _slice_at(base_q, m_q, s, i_seg, T, s_t, BLOCK_T: tl.constexpr, SCAN_REV: tl
 def _slice_load(p_g, p_x, t, offs, m, m_q, T, s_t, D: tl.constexpr, BACKWARD: tl.constexpr):
     """A slice's gate (backward: g[t + D]) and token as stored; the identity (1, 0) off the edges."""
     if BACKWARD:
-        b_g = tl.load(p_g + (offs + D * s_t), mask=m_q & (t + D >= 0) & (t + D < T), other=1.0, eviction_policy=_LOAD_EVICT)
+        b_g = tl.load(p_g + (offs + D * s_t), mask=m_q & (t + D >= 0) & (t + D < T), other=1.0)
     else:
-        b_g = tl.load(p_g + offs, mask=m, other=1.0, eviction_policy=_LOAD_EVICT)
-    return b_g, tl.load(p_x + offs, mask=m, other=0.0, eviction_policy=_LOAD_EVICT)
+        b_g = tl.load(p_g + offs, mask=m, other=1.0)
+    return b_g, tl.load(p_x + offs, mask=m, other=0.0)
 
 
 @triton.jit
@@ -474,12 +469,12 @@ def _linear_scan_kernel(
 
             if BACKWARD:
                 # the gate that carries a[t +- 1] into a[t] sits one step ahead: g[t + D]
-                b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0, eviction_policy=_LOAD_EVICT)
+                b_gm = tl.load(p_g + offs, mask=m_mem, other=1.0)
                 b_g = _load_shifted(p_g, base_q, m_q, t_row, s_t, T, 1.0, b_gm, D, V)
             else:
-                b_g = tl.load(p_g + offs, mask=m_mem, other=1.0, eviction_policy=_LOAD_EVICT)
+                b_g = tl.load(p_g + offs, mask=m_mem, other=1.0)
             b_g = _to_scan_order(b_g, FLIP, BLOCK_T, TILE3).to(ACC)
-            b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0, eviction_policy=_LOAD_EVICT), FLIP, BLOCK_T, TILE3).to(ACC)
+            b_x = _to_scan_order(tl.load(p_x + offs, mask=m_mem, other=0.0), FLIP, BLOCK_T, TILE3).to(ACC)
 
         if LOOKBACK:
             # (c_a, c_b) maps the state after predecessor j to the state entering this tile. The
@@ -547,13 +542,13 @@ def _linear_scan_kernel(
                     VARLEN, SEARCH_STEPS, HAS_H0, HAS_HIN,
                 )
                 b_h = b_gk * b_h + b_xk
-                tl.store(p_y + offs, b_h.to(p_y.dtype.element_ty), mask=m, cache_modifier=_STORE_CACHE)
+                tl.store(p_y + offs, b_h.to(p_y.dtype.element_ty), mask=m)
                 if BACKWARD:
                     # dg[t] = a[t] * y[t - D]
                     m_p = m_q & (t - D >= 0) & (t - D < T)
                     b_yp = tl.load(p_yf + (offs - D * s_t), mask=m_p, other=0.0).to(ACC)
                     b_yp = _y_before(b_yp, m_first, i_state, p_h0, has_first, ACC, HAS_H0, VARLEN)
-                    tl.store(p_dg + offs, (b_h * b_yp).to(p_dg.dtype.element_ty), mask=m, cache_modifier=_STORE_CACHE)
+                    tl.store(p_dg + offs, (b_h * b_yp).to(p_dg.dtype.element_ty), mask=m)
                     if HAS_HOUT:
                         if has_first:
                             _store_dh0(p_g, offs, p_hout, b_h, m_first, i_state, ACC)
@@ -564,7 +559,7 @@ def _linear_scan_kernel(
                 b_carry = tl.sum(tl.where(m_end, b_p, 0.0), axis=0)
         else:
             b_y = b_b + b_a * b_carry[None, :]
-            tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem, cache_modifier=_STORE_CACHE)
+            tl.store(p_y + offs, _from_scan_order(b_y, FLIP, R, V, TILE3).to(p_y.dtype.element_ty), mask=m_mem)
             if not LOOKBACK:
                 b_carry = tl.sum(tl.where(m_end, b_y, 0.0), axis=0)
             has_first = _holds(t_first, i_seg, BLOCK_T, VARLEN)
@@ -574,7 +569,7 @@ def _linear_scan_kernel(
                 b_ym = tl.load(p_yf + offs, mask=m_mem, other=0.0)
                 b_yp = _to_scan_order(_load_shifted(p_yf, base_q, m_q, t_row, s_t, T, 0.0, b_ym, -D, V), FLIP, BLOCK_T, TILE3).to(ACC)
                 b_yp = _y_before(b_yp, m_first, i_state, p_h0, has_first, ACC, HAS_H0, VARLEN)
-                tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem, cache_modifier=_STORE_CACHE)
+                tl.store(p_dg + offs, _from_scan_order(b_y * b_yp, FLIP, R, V, TILE3).to(p_dg.dtype.element_ty), mask=m_mem)
                 if HAS_HOUT:
                     if has_first:
                         _store_dh0(p_g, _to_scan_order(offs, FLIP, BLOCK_T, TILE3), p_hout, b_y, m_first, i_state, ACC)
