@@ -612,12 +612,17 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
 
 
 # Contiguous channels, per (itemsize, pass): (rows, slice_k, block_q, num_warps, slice_keep, prefetch) of a
-# sliced tile. "fwd" / "bwd": one program per chain; "lookback": one tile per program. From the H100
-# sweeps of notes/scan.md (version 8, benchmarks/scan_tune.py); float64 from the offline counts only.
+# sliced tile. "fwd" / "bwd": one program per chain; "lookback" / "lookback-bwd": one tile per program,
+# forward / backward pass. From the H100 sweeps of notes/scan.md (version 8, benchmarks/scan_tune.py;
+# 16-bit look-back backward re-reads its slices: 0.47 → 0.59 and 0.34 → 0.52 of the floor, session 8);
+# float64 from the offline counts only.
 SLICED_TILES = {
-    (8, "fwd"): (16, 8, 16, 4, True, False), (8, "bwd"): (16, 8, 16, 4, True, False), (8, "lookback"): (16, 8, 16, 4, True, False),
-    (4, "fwd"): (16, 4, 32, 4, True, True), (4, "bwd"): (16, 4, 32, 4, True, True), (4, "lookback"): (16, 8, 32, 4, True, False),
-    (2, "fwd"): (16, 8, 32, 4, True, False), (2, "bwd"): (16, 4, 32, 4, True, True), (2, "lookback"): (16, 8, 32, 4, True, False),
+    (8, "fwd"): (16, 8, 16, 4, True, False), (8, "bwd"): (16, 8, 16, 4, True, False),
+    (8, "lookback"): (16, 8, 16, 4, True, False), (8, "lookback-bwd"): (16, 8, 16, 4, True, False),
+    (4, "fwd"): (16, 4, 32, 4, True, True), (4, "bwd"): (16, 4, 32, 4, True, True),
+    (4, "lookback"): (16, 8, 32, 4, True, False), (4, "lookback-bwd"): (16, 8, 32, 4, True, False),
+    (2, "fwd"): (16, 8, 32, 4, True, False), (2, "bwd"): (16, 4, 32, 4, True, True),
+    (2, "lookback"): (16, 8, 32, 4, True, False), (2, "lookback-bwd"): (16, 8, 32, 4, False, False),
 }
 
 
@@ -634,8 +639,8 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     notes/scan.md: (2,256,65536) forward 0.911 → 0.928 fp32, backward 0.909 → 0.927; the
     look-back keeps 4 warps, 8 lose 4–5 % there).
     Contiguous channels: a sliced tile of ``SLICED_TILES`` for ``mode`` ("fwd" or "bwd" when one
-    program walks each chain, "lookback" when chains are split over programs; rows x slice_k steps
-    by block_q channels), shrunk for short T (fewer steps per row first, then fewer rows) and
+    program walks each chain, "lookback" / "lookback-bwd" when chains are split over programs;
+    rows x slice_k steps by block_q channels), shrunk for short T (fewer steps per row first, then fewer rows) and
     narrow Q, with fewer warps when it holds fewer vectors."""
     small = 2 if itemsize == 8 else 1  # float64 tiles hold half as many steps
     if time_contiguous:
@@ -753,7 +758,7 @@ def _plan(
     lookback = split(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     if lookback and config is None and vec == 1:
         # chains split over programs take the look-back's own tile
-        cfg = pick(v.T, v.Q, itemsize, False, False, "lookback")
+        cfg = pick(v.T, v.Q, itemsize, False, False, "lookback-bwd" if backward else "lookback")
         slice_k = cfg.slice_k
         n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
         lookback = n_seg > 1
