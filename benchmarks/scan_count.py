@@ -46,7 +46,8 @@ def compile_variant(layout: str, dtype: str, cfg: kernels.ScanConfig, *, backwar
     consts = dict(
         ACC=tl.float64 if dtype == "fp64" else tl.float32, BLOCK_T=cfg.block_t, BLOCK_Q=cfg.block_q, V=v,
         SLICE_K=getattr(cfg, "slice_k", 1), SLICE_KEEP=getattr(cfg, "slice_keep", False) and not time_contig,
-        PREFETCH=getattr(cfg, "prefetch", False) and not time_contig and not lookback, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
+        PREFETCH=getattr(cfg, "prefetch", False) and not time_contig and not lookback,
+        STAGES=1 if lookback else cfg.stages, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
         SCAN_REV=reverse != backward, VARLEN=varlen, LOOKBACK=lookback,
         LB_WINDOW=lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window), POLL_LOAD=True,
         THREADS=32 * cfg.num_warps, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,

@@ -30,15 +30,16 @@ CHANNEL_CONTIG = {  # sliced tiles: (BLOCK_T, BLOCK_Q, num_warps, slice_k, slice
 
 
 def parse_config(values: tuple[int, ...]) -> kernels.ScanConfig:
-    """(BLOCK_T, BLOCK_Q, num_warps[, slice_k[, slice_keep[, lookback[, prefetch[, window]]]]]) -> ScanConfig;
+    """(BLOCK_T, BLOCK_Q, num_warps[, slice_k[, slice_keep[, lookback[, prefetch[, window[, stages]]]]]]) -> ScanConfig;
     lookback 1 / 0 forces the look-back / one program per chain, -1 (default) lets the launcher
     decide; prefetch 1 (default) / 0; window 1 / 0 / -1 (default: forward passes only) sets
-    ScanConfig.lookback_window."""
+    ScanConfig.lookback_window; stages (default 1) sets ScanConfig.stages."""
     bt, bq, w, *rest = values
     lookback = {1: True, 0: False}.get(rest[2]) if len(rest) > 2 else None
     return kernels.ScanConfig(bt, bq, w, lookback=lookback, slice_k=rest[0] if rest else 1,
                               slice_keep=bool(rest[1]) if len(rest) > 1 else True, prefetch=bool(rest[3]) if len(rest) > 3 else True,
-                              lookback_window={1: True, 0: False}.get(rest[4]) if len(rest) > 4 else None)
+                              lookback_window={1: True, 0: False}.get(rest[4]) if len(rest) > 4 else None,
+                              stages=rest[5] if len(rest) > 5 else 1)
 
 
 def copy_bandwidth() -> float:
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--case", type=int, default=None, help="run only case N (0-15), for one process per case")
-    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP[,LOOKBACK[,PREFETCH[,WINDOW]]]]];... instead of the built-in lists")
+    ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP[,LOOKBACK[,PREFETCH[,WINDOW[,STAGES]]]]]];... instead of the built-in lists")
     ap.add_argument("--layout", choices=["bdt", "btd"], default=None, help="only this layout")
     ap.add_argument("--shapes", default=None, help="comma-separated indices into CASES")
     ap.add_argument("--dtypes", default="float32,bfloat16")
@@ -102,7 +103,7 @@ def main() -> None:
             rec = dict(shape=list(shape), layout=layout, dtype=str(dtype),
                        config=[cfg.block_t, cfg.block_q, cfg.num_warps] + ([cfg.slice_k, int(cfg.slice_keep)] if view.s_t != 1 else [])
                        + [-1 if cfg.lookback is None else int(cfg.lookback), int(cfg.prefetch),
-                          -1 if cfg.lookback_window is None else int(cfg.lookback_window)],
+                          -1 if cfg.lookback_window is None else int(cfg.lookback_window), cfg.stages],
                        default=cfg == default, fwd_ms=t_f, bwd_ms=t_b,
                        fwd_frac=3 * floor_ms / t_f, bwd_frac=5 * floor_ms / t_b, fwdbwd_frac=8 * floor_ms / (t_f + t_b),
                        regs=[k_f.n_regs, k_b.n_regs], spills=[k_f.n_spills, k_b.n_spills])

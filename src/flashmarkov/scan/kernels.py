@@ -351,6 +351,7 @@ def _linear_scan_kernel(
     SLICE_K: tl.constexpr,  # V = 1: steps per row of a sliced tile (BLOCK_T // SLICE_K rows of SLICE_K slices)
     SLICE_KEEP: tl.constexpr,  # V = 1: keep the slices in registers between the passes (else re-read them)
     PREFETCH: tl.constexpr,  # V = 1, one program per chain: load the next segment's slices before this one's passes
+    STAGES: tl.constexpr,  # software-pipelining stages of the chain walk's segment loop (1: none)
     SEARCH_STEPS: tl.constexpr,  # binary-search steps over p_cu: ceil(log2(n_seq))
     REVERSE: tl.constexpr,  # the forward recurrence runs towards lower t
     BACKWARD: tl.constexpr,  # compute dx, dg (and d h0) instead of y (and the final state)
@@ -369,12 +370,12 @@ def _linear_scan_kernel(
     if LOOKBACK:
         # one tile per program, numbered segment-major so all chains advance together
         i_chain = tl.program_id(0) % n_chains
-        i_lseg = tl.program_id(0) // n_chains
-        lseg_end = i_lseg + 1
+        lseg_0 = tl.program_id(0) // n_chains
+        lseg_end = lseg_0 + 1
     else:
         # one program per chain walks its segments in scan order, the carry in registers
         i_chain = tl.program_id(0)
-        i_lseg = tl.program_id(0) * 0  # int32, like the look-back branch
+        lseg_0 = tl.program_id(0) * 0  # int32, like the look-back branch
         lseg_end = n_seg
     i_p = i_chain // n_qblk
     i_qb = i_chain % n_qblk
@@ -427,9 +428,11 @@ def _linear_scan_kernel(
     if PREFETCH:
         # the chain's first segment; each iteration then issues the next segment's loads first, so
         # that they are in flight during this segment's two passes
-        b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, n_seg - 1 if SCAN_REV else 0, i_lseg < lseg_end, T, s_t,
+        b_next = _slices_load(p_g, p_x, base_q, m_q, o_rv, n_seg - 1 if SCAN_REV else 0, lseg_0 < lseg_end, T, s_t,
                               BLOCK_T, SLICE_K, D, SCAN_REV, BACKWARD)
-    while i_lseg < lseg_end:
+    # STAGES > 1 (chain walk): Triton's software pipeliner stages the segments' loads through
+    # shared memory (async copies issued STAGES - 1 segments ahead)
+    for i_lseg in tl.range(lseg_0, lseg_end, num_stages=STAGES):
         i_tile = i_lseg * n_chains + i_chain
         if SCAN_REV:
             i_seg = n_seg - 1 - i_lseg
@@ -576,7 +579,6 @@ def _linear_scan_kernel(
             elif HAS_HOUT:
                 if has_last:
                     tl.store(p_hout + i_state, b_y.to(p_hout.dtype.element_ty), mask=m_last)
-        i_lseg += 1
 
 
 @dataclass(frozen=True)
@@ -596,6 +598,8 @@ class ScanConfig:
     """Contiguous channels: keep the slices in registers between the two passes (else re-read)."""
     prefetch: bool = True
     """Contiguous channels, one program per chain: load segment i + 1 before segment i's passes."""
+    stages: int = 1
+    """One program per chain: software-pipelining stages of the segment loop (1: none)."""
     lookback_window: bool | None = None
     """Look-back: read the flags of 32 x num_warps predecessors per step (True) or one (False; see
     ``_walk_back``); None: the window in forward passes only (H100, notes/scan.md: forward +4–16 %,
@@ -773,6 +777,7 @@ def _plan(
         acc, cfg.block_t, cfg.block_q, vec, slice_k,
         bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
         bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
+        1 if lookback else cfg.stages,  # STAGES
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
         reverse, backward, scan_rev, varlen, lookback,
         bool(lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window)),  # LB_WINDOW
@@ -824,7 +829,7 @@ def scan_launch(
 # constexpr parameters of _linear_scan_kernel, in order (after 11 pointers and 9 integers, no
 # floats: LeanKernel's argument order)
 CONSTEXPRS = (
-    "ACC", "BLOCK_T", "BLOCK_Q", "V", "SLICE_K", "SLICE_KEEP", "PREFETCH", "SEARCH_STEPS", "REVERSE", "BACKWARD",
+    "ACC", "BLOCK_T", "BLOCK_Q", "V", "SLICE_K", "SLICE_KEEP", "PREFETCH", "STAGES", "SEARCH_STEPS", "REVERSE", "BACKWARD",
     "SCAN_REV", "VARLEN", "LOOKBACK", "LB_WINDOW", "POLL_LOAD", "THREADS", "HAS_H0", "HAS_HIN", "HAS_HOUT",
 )
 N_POINTERS, N_INTS = 11, 9
