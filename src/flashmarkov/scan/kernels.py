@@ -615,18 +615,19 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
     return 16 // itemsize if time_contiguous else 1
 
 
-# Contiguous channels, per (itemsize, pass): (rows, slice_k, block_q, num_warps, slice_keep, prefetch) of a
-# sliced tile. "fwd" / "bwd": one program per chain; "lookback" / "lookback-bwd": one tile per program,
-# forward / backward pass. From the H100 sweeps of notes/scan.md (version 8, benchmarks/scan_tune.py;
-# 16-bit look-back backward re-reads its slices: 0.47 → 0.59 and 0.34 → 0.52 of the floor, session 8);
-# float64 from the offline counts only.
+# Contiguous channels, per (itemsize, pass): (rows, slice_k, block_q, num_warps, slice_keep, prefetch, stages) of
+# a sliced tile. "fwd" / "bwd": one program per chain; "lookback" / "lookback-bwd": one tile per program,
+# forward / backward pass. From the H100 sweeps of notes/scan.md (version 8 and session 8,
+# benchmarks/scan_tune.py): float32 chain walks re-read their slices and let Triton's pipeliner
+# stage the loads 3 segments deep (fwd 0.93 → 0.94–0.95, bwd 0.78–0.80 → 0.93–0.94 of the floor);
+# 16-bit look-back backward re-reads (0.47 → 0.59, 0.34 → 0.52); float64 from the offline counts only.
 SLICED_TILES = {
-    (8, "fwd"): (16, 8, 16, 4, True, False), (8, "bwd"): (16, 8, 16, 4, True, False),
-    (8, "lookback"): (16, 8, 16, 4, True, False), (8, "lookback-bwd"): (16, 8, 16, 4, True, False),
-    (4, "fwd"): (16, 4, 32, 4, True, True), (4, "bwd"): (16, 4, 32, 4, True, True),
-    (4, "lookback"): (16, 8, 32, 4, True, False), (4, "lookback-bwd"): (16, 8, 32, 4, True, False),
-    (2, "fwd"): (16, 8, 32, 4, True, False), (2, "bwd"): (16, 4, 32, 4, True, True),
-    (2, "lookback"): (16, 8, 32, 4, True, False), (2, "lookback-bwd"): (16, 8, 32, 4, False, False),
+    (8, "fwd"): (16, 8, 16, 4, True, False, 1), (8, "bwd"): (16, 8, 16, 4, True, False, 1),
+    (8, "lookback"): (16, 8, 16, 4, True, False, 1), (8, "lookback-bwd"): (16, 8, 16, 4, True, False, 1),
+    (4, "fwd"): (16, 8, 32, 4, False, False, 3), (4, "bwd"): (16, 8, 32, 4, False, False, 3),
+    (4, "lookback"): (16, 8, 32, 4, True, False, 1), (4, "lookback-bwd"): (16, 8, 32, 4, True, False, 1),
+    (2, "fwd"): (16, 8, 32, 4, True, False, 1), (2, "bwd"): (16, 4, 32, 4, True, True, 1),
+    (2, "lookback"): (16, 8, 32, 4, True, False, 1), (2, "lookback-bwd"): (16, 8, 32, 4, False, False, 1),
 }
 
 
@@ -660,13 +661,13 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
             block_q = min(_pow2_at_least(Q), max(1, 4096 // small // block_t))
         num_warps = 8 if walk and tile3 and block_t == 2048 else max(1, min(4, block_t * block_q // 512))
         return ScanConfig(block_t, block_q, num_warps)
-    rows, slice_k, block_q, num_warps, keep, prefetch = SLICED_TILES[itemsize, mode]
+    rows, slice_k, block_q, num_warps, keep, prefetch, stages = SLICED_TILES[itemsize, mode]
     full = rows * block_q
     block_t = min(rows * slice_k, _pow2_at_least(T))
     slice_k = min(slice_k, block_t)
     block_q = min(block_q, _pow2_at_least(Q))
     num_warps = max(1, num_warps * (block_t // slice_k) * block_q // full)
-    return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep, prefetch=prefetch)
+    return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep, prefetch=prefetch, stages=stages)
 
 
 def use_lookback(n_chains: int, n_seg: int, tile_elems: int, device: torch.device) -> bool:
