@@ -619,14 +619,15 @@ def vector_steps(itemsize: int, time_contiguous: bool) -> int:
 # a sliced tile. "fwd" / "bwd": one program per chain; "lookback" / "lookback-bwd": one tile per program,
 # forward / backward pass. From the H100 sweeps of notes/scan.md (version 8 and session 8,
 # benchmarks/scan_tune.py): float32 chain walks re-read their slices and let Triton's pipeliner
-# stage the loads 3 segments deep (fwd 0.93 → 0.94–0.95, bwd 0.78–0.80 → 0.93–0.94 of the floor);
-# 16-bit look-back backward re-reads (0.47 → 0.59, 0.34 → 0.52); float64 from the offline counts only.
+# stage the loads 3 segments deep (fwd 0.93 → 0.94–0.95, bwd 0.78–0.80 → 0.93–0.94 of the floor), and
+# so do 16-bit backward chain walks on 64-channel tiles (0.59 → 0.78, 0.70 → 0.89); 16-bit look-back
+# backward re-reads (0.47 → 0.59, 0.34 → 0.52); float64 from the offline counts only.
 SLICED_TILES = {
     (8, "fwd"): (16, 8, 16, 4, True, False, 1), (8, "bwd"): (16, 8, 16, 4, True, False, 1),
     (8, "lookback"): (16, 8, 16, 4, True, False, 1), (8, "lookback-bwd"): (16, 8, 16, 4, True, False, 1),
     (4, "fwd"): (16, 8, 32, 4, False, False, 3), (4, "bwd"): (16, 8, 32, 4, False, False, 3),
     (4, "lookback"): (16, 8, 32, 4, True, False, 1), (4, "lookback-bwd"): (16, 8, 32, 4, True, False, 1),
-    (2, "fwd"): (16, 8, 32, 4, True, False, 1), (2, "bwd"): (16, 4, 32, 4, True, True, 1),
+    (2, "fwd"): (16, 8, 32, 4, True, False, 1), (2, "bwd"): (16, 4, 64, 4, False, False, 3),
     (2, "lookback"): (16, 8, 32, 4, True, False, 1), (2, "lookback-bwd"): (16, 8, 32, 4, False, False, 1),
 }
 
