@@ -2,7 +2,8 @@
 # Everything flashmarkov does on the lent GPU machine, by steps:
 #   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [host] [probe] [pack]     (default: tests bench)
 # host: benchmarks/host_overhead.py (host µs per public call); probe: benchmarks/attention_probe.py (PROBE_ARGS).
-# env: TEST_PATHS (default tests), TEST_WORKERS (pytest-xdist workers, default 8), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT.
+# env: TEST_PATHS (default tests), TEST_WORKERS (pytest-xdist workers, default 8), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT,
+# SLOW_PEER (bench: skip a peer for the rest of the run once it takes more than this many times the floor; default 50, 0: never).
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
 # diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
 # returns at most 8 files.
@@ -42,7 +43,7 @@ for step in $steps; do
       for layout in ${BENCH_LAYOUTS:-bdt btd}; do
         mkdir -p "$OUT/$layout"
         timeout "${BENCH_TIMEOUT:-400}" python3 -m flashmarkov.bench scan --layouts "$layout" --out "$OUT/$layout" \
-          --warmup 10 --rep 50 --compile-budget 40 --impls "${BENCH_IMPLS:-flashmarkov,accelerated-scan.triton,fpscan,fla,torch}" \
+          --warmup 10 --rep 50 --compile-budget 40 --slow-peer "${SLOW_PEER:-50}" --impls "${BENCH_IMPLS:-flashmarkov,accelerated-scan.triton,fpscan,fla,torch}" \
           > "$OUT/bench-$layout.log" 2>&1
         status=$((status | $?))
         tail -30 "$OUT/bench-$layout.log"

@@ -133,3 +133,15 @@ def test_cases() -> None:
     assert all(c.sweep for c in swept if c.shape == (2, 256, 65536))
     with pytest.raises(SystemExit):
         cases("--dtypes", "float8")
+
+
+def test_slow_peer_skipped_after_first_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--slow-peer: a peer past the limit on one case is skipped on the later ones (said once);
+    flashmarkov never is. Here every timing is past a limit of 1e-9 of the floor."""
+    records = _run(tmp_path, "--impls", ",".join(IMPLS), "--slow-peer", "1e-9", "--modes", "fwd", "--dtypes", "float32")
+    results = [r for r in records if r["metric"] == "fraction_of_floor"]
+    assert [r["impl"] for r in results].count("flashmarkov") == 2  # both layouts
+    (peer,) = [r for r in results if r["impl"] == "torch.logspace"]
+    assert peer["status"] == "ok"
+    out = capsys.readouterr().out
+    assert out.count("skip   torch.logspace: took") == 1 and "(--slow-peer 1e-09)" in out

@@ -61,6 +61,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         sub.add_argument("--rep", type=int, default=100, help="do_bench repetition time, ms (default: %(default)s)")
         sub.add_argument("--device", help="default: cuda when available, else cpu")
         sub.add_argument(
+            "--slow-peer",
+            type=float,
+            default=0.0,
+            help="skip a peer for the rest of the run once it takes more than this many times the case's "
+            "floor (0: never; a GPU run's time limit is spent on such peers otherwise)",
+        )
+        sub.add_argument(
             "--isolate-timeout",
             type=float,
             default=300.0,

@@ -93,6 +93,13 @@ def _measure(
     return result("ok", median_ms=ms, rel_err=error)
 
 
+def _too_slow(impl: Impl, record: Record, limit: float) -> bool:
+    """Whether a peer's (not flashmarkov's) measured record took more than ``limit`` times its floor."""
+    if limit <= 0 or impl.name.startswith("flashmarkov") or record.get("status") != "ok":
+        return False
+    return record["median_ms"] > limit * record["floor_ms"]
+
+
 def run(op: Op, args: argparse.Namespace) -> int:
     """Benchmark ``op`` as ``args`` select; 0 when every case ran, 1 when the CUDA context was lost."""
     cases = op.cases(args)
@@ -104,13 +111,19 @@ def run(op: Op, args: argparse.Namespace) -> int:
     impls.sort(key=lambda impl: impl.isolate)
     verdicts = {i.name: probe(args.argv, i.name, range(len(cases)), args.isolate_timeout) for i in impls if i.isolate}
     alive, skips = True, set()
+    slow: dict[str, Skip] = {}  # peers past --slow-peer, with the case that put them there
     for index, case in enumerate(cases):
         count = input_sets(op.bytes_moved(case), env)
         sets = [op.make_inputs(case, env.device, seed) for seed in range(count)]
         reference = functools.cache(functools.partial(op.reference, case, sets[0]))
         case_records = []
         for impl in impls:
-            record = _measure(op, case, impl, sets, reference, verdicts.get(impl.name, {}).get(index), env, args)
+            record = slow.get(impl.name)
+            if record is None:
+                record = _measure(op, case, impl, sets, reference, verdicts.get(impl.name, {}).get(index), env, args)
+            if isinstance(record, dict) and _too_slow(impl, record, args.slow_peer):
+                slow[impl.name] = Skip(f"took {record['median_ms'] / record['floor_ms']:.0f}x the floor at {case.name} "
+                                       f"{case.dtype} (--slow-peer {args.slow_peer:g})")
             if isinstance(record, Skip):
                 if (impl.name, str(record)) not in skips:
                     skips.add((impl.name, str(record)))
