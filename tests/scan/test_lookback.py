@@ -20,7 +20,8 @@ from ..conftest import DEVICE, HAS_CUDA, assert_close
 @triton.jit
 def _walk_kernel(p_flag, p_ws, p_out, j, i_chain, n_chains, n_tiles, BLOCK_Q: tl.constexpr, LB_WINDOW: tl.constexpr,
                  POLL_LOAD: tl.constexpr, THREADS: tl.constexpr):
-    """p_out [2, BLOCK_Q] <- the (c_a, c_b) that ``_walk_back`` returns from predecessor j of chain i_chain."""
+    """p_out[1] [BLOCK_Q] <- the state entering a tile, c_b, that ``_walk_back`` resolves from predecessor j
+    of chain i_chain (its c_a is not meaningful once resolved)."""
     o_q = tl.arange(0, BLOCK_Q)
     c_a, c_b = kernels._walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, tl.full([BLOCK_Q], 1.0, tl.float32),
                                   tl.zeros([BLOCK_Q], tl.float32), BLOCK_Q, LB_WINDOW, POLL_LOAD, THREADS)
