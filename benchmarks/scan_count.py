@@ -49,7 +49,7 @@ def compile_variant(layout: str, dtype: str, cfg: kernels.ScanConfig, *, backwar
         PREFETCH=getattr(cfg, "prefetch", False) and not time_contig and not lookback,
         STAGES=1 if lookback else cfg.stages, SEARCH_STEPS=2 if varlen else 0, REVERSE=reverse, BACKWARD=backward,
         SCAN_REV=reverse != backward, VARLEN=varlen, LOOKBACK=lookback,
-        LB_WINDOW=lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window), POLL_LOAD=True,
+        LB_WINDOW=lookback and cfg.window(backward), POLL_LOAD=True,
         THREADS=32 * cfg.num_warps, HAS_H0=h0, HAS_HIN=hin, HAS_HOUT=hout,
     )
     sig, constexprs = {}, {}

@@ -95,7 +95,7 @@ def _measure(
 
 def _too_slow(impl: Impl, record: Record, limit: float) -> bool:
     """Whether a peer's (not flashmarkov's) measured record took more than ``limit`` times its floor."""
-    if limit <= 0 or impl.name.startswith("flashmarkov") or record.get("status") != "ok":
+    if limit <= 0 or impl.is_ours or record.get("status") != "ok":
         return False
     return record["median_ms"] > limit * record["floor_ms"]
 

@@ -152,7 +152,6 @@ def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: t
     _LB_RECS at a time (loads first, then the products). A walk over L published predecessors
     costs ~2 + L / _LB_RECS round trips instead of 2 L. Polls by atomic add of 0 on one flag line
     serialise in L2 (a window of them cost 2x, H100), hence ld.acquire (POLL_LOAD) on the GPU."""
-    o_q = tl.arange(0, BLOCK_Q)
     if not LB_WINDOW:
         while j >= 0:
             i_pred = j * n_chains + i_chain
@@ -165,6 +164,7 @@ def _walk_back(p_flag, p_ws, j, i_chain, n_chains, n_tiles, c_a, c_b, BLOCK_Q: t
                 c_a = c_a * _read_record(p_ws, 0, i_pred, n_tiles, BLOCK_Q)
                 j = j - 1
     else:
+        o_q = tl.arange(0, BLOCK_Q)
         o_f = tl.arange(0, THREADS)
         while j >= 0:
             i_f = j - o_f  # [THREADS] predecessors j, j - 1, ...
@@ -605,6 +605,10 @@ class ScanConfig:
     ``_walk_back``); None: the window in forward passes only (H100, notes/scan.md: forward +4–16 %,
     backward −5–25 %, its registers)."""
 
+    def window(self, backward: bool) -> bool:
+        """Whether a look-back pass (``backward`` or not) reads a window of flags."""
+        return not backward if self.lookback_window is None else self.lookback_window
+
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
@@ -782,7 +786,7 @@ def _plan(
         1 if lookback else cfg.stages,  # STAGES
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
         reverse, backward, scan_rev, varlen, lookback,
-        bool(lookback and (not backward if cfg.lookback_window is None else cfg.lookback_window)),  # LB_WINDOW
+        lookback and cfg.window(backward),  # LB_WINDOW
         device.type == "cuda", 32 * cfg.num_warps,  # POLL_LOAD (the interpreter has no inline assembly), THREADS
         has_h0, has_hin, has_hout,
     )
