@@ -3,7 +3,7 @@ one call of each op when the GPU work is negligible (tiny inputs), and where tha
 (cProfile, by own time). A call whose host time exceeds its GPU time is timed at its host time by
 do_bench; in forward + backward the backward's launch waits for the forward's host work too.
 
-    python benchmarks/host_overhead.py [--calls 300] [--top 14] [--only diffmax,empty] [--no-profile]
+    python benchmarks/host_overhead.py [--calls 300] [--top 14] [--only diffmax,empty] [--no-profile] [--single-thread]
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def _cases() -> dict[str, Callable[[], object]]:
         def backward(ctx, g):
             return g, g, g
 
+    # the backward alone through the engine (graph kept): engine + our backward, no forward
+    o_kept = diffmax_attention(q, k, v, 0.5, causal=True)
+    cases["diffmax_attention bwd only (engine)"] = lambda: torch.autograd.grad(o_kept, (q, k, v), do, retain_graph=True)
+    e_kept = Empty.apply(q, k, v)
+    cases["empty Function bwd only (engine)"] = lambda: torch.autograd.grad(e_kept, (q, k, v), do, retain_graph=True)
     qc, kc, vc = (t.detach().cpu().requires_grad_() for t in (q, k, v))
     cases["empty Function fwd+bwd (cuda)"] = lambda: torch.autograd.grad(Empty.apply(q, k, v), (q, k, v), do)
     cases["empty Function fwd+bwd (cpu)"] = lambda: torch.autograd.grad(Empty.apply(qc, kc, vc), (qc, kc, vc), qc)
@@ -85,7 +90,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=14)
     parser.add_argument("--only", default="", help="comma-separated substrings: time only the matching calls")
     parser.add_argument("--no-profile", action="store_true", help="timings only (no cProfile listing)")
+    parser.add_argument("--single-thread", action="store_true",
+                        help="torch.autograd.set_multithreading_enabled(False): backward on the calling thread")
     args = parser.parse_args()
+    if args.single_thread:
+        torch.autograd.set_multithreading_enabled(False)
     rows = []
     keys = [s for s in args.only.split(",") if s]
     for name, fn in _cases().items():
