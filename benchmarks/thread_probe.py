@@ -29,7 +29,30 @@ def empties():
         torch.empty(1, 2, 128, 64, device=dev)
 def bwd():
     attention_bwd_launch(q, k, v, do, tau, rn, st, 0.5, True, 0.125, (-1, -1))
-works = {"nothing": lambda: None, "python 2000 adds": py, "20 torch.empty": empties, "diffmax bwd launch": bwd}
+from flashmarkov.scan import kernels as scan_kernels
+
+xs = torch.randn(2, 256, 4096, device=dev)
+gs, ys = torch.rand_like(xs), torch.empty_like(xs)
+view = scan_kernels.view_of(xs, 2)
+
+
+def scan_launch():
+    scan_kernels.scan_launch(gs, xs, ys, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)
+
+
+def repeat(fn, n=20):
+    def run():
+        for _ in range(n):
+            fn()
+    return run
+
+
+works = {
+    "nothing": lambda: None, "python 2000 adds": py, "20 torch.empty": empties, "diffmax bwd launch": bwd,
+    "20 empty_like": repeat(lambda: torch.empty_like(xs)), "20 new_empty": repeat(lambda: xs.new_empty(4)),
+    "20 current_device": repeat(torch.cuda.current_device), "20 current_stream": repeat(torch.cuda.current_stream),
+    "20 scan launches": repeat(scan_launch), "20 x.stride()": repeat(xs.stride),
+}
 def timeit(fn, n=400):
     for _ in range(30): fn()
     torch.cuda.synchronize()
