@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flashmarkov.scan import linear_scan, linear_scan_ref, scan_forward
-from flashmarkov.scan import kernels
+from flashmarkov.scan import gluon_walk, kernels
 from flashmarkov.scan.op import linear_scan_op
 
 from ..conftest import GPU_DTYPES, assert_close
@@ -86,3 +86,17 @@ def test_gpu_compile_and_opcheck():
     torch.testing.assert_close(grads[1], x.grad, rtol=1e-4, atol=1e-4)
     h0 = torch.randn(2, 48, device="cuda", requires_grad=True)
     torch.library.opcheck(linear_scan_op, (g.detach().requires_grad_(), x.detach().requires_grad_(), h0, None, 1, False, True))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(3, 1, 37), (2, 129, 64), (4, 1000, 100), (1, 4097, 2050)])
+@pytest.mark.parametrize("with_initial,with_final", [(False, False), (True, True)])
+def test_gpu_gluon_walk(shape, dtype, with_initial, with_final, nan_alloc, monkeypatch):
+    """The Gluon forward walk (16-bit, contiguous channels, one program per chain): partial
+    segments and channel blocks, initial and final states; the test fails if the walk is not taken."""
+    monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, tile_elems, device: False)
+    calls = []
+    launch = gluon_walk.walk_fwd_launch
+    monkeypatch.setattr(gluon_walk, "walk_fwd_launch", lambda *a, **k: calls.append(1) or launch(*a, **k))
+    check_scan(shape, 1, dtype, "cuda", with_initial=with_initial, with_final=with_final)
+    assert calls, "the Gluon walk was not launched"

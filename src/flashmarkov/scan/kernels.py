@@ -44,6 +44,7 @@ import triton.language as tl
 
 from .. import _host
 from .._launch import LeanKernel
+from . import gluon_walk
 
 Tensor = torch.Tensor
 
@@ -745,16 +746,20 @@ class _Plan(NamedTuple):
     lookback_tiles: int  # tiles of look-back state to allocate (0: no look-back)
     block_q: int
     acc: torch.dtype  # accumulation dtype (the look-back records')
+    gluon: bool  # the pass runs through gluon_walk.walk_fwd_launch instead
 
 
 @functools.lru_cache(maxsize=1024)
 def _plan(
     v: View, dtype: torch.dtype, device: torch.device, reverse: bool, backward: bool, n_seq: int,
     optional: tuple[bool, ...], config: ScanConfig | None, pick: Callable[..., ScanConfig], split: Callable[..., bool],
+    gluon: bool = False,
 ) -> _Plan:
     """The launch of one pass; ``optional``: whether initial_state, dfinal, state_out and
     cu_seqlens are given; ``pick`` and ``split``: the tile and look-back rules (``pick_config``
-    and ``use_lookback``, part of the cache key so that replacing either takes effect)."""
+    and ``use_lookback``, part of the cache key so that replacing either takes effect); ``gluon``:
+    ``gluon_walk.ENABLED`` (likewise). A pass with no explicit ``config`` that
+    ``gluon_walk.use_gluon_walk`` accepts runs the Gluon walk."""
     has_h0, has_hin, has_hout, varlen = optional
     scan_rev = reverse != backward
     itemsize = dtype.itemsize
@@ -793,10 +798,12 @@ def _plan(
     # pointer dtypes: gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens,
     # flags, records (None-ness and alignment are LeanKernel's own key)
     dtypes = (dtype,) * 5 + (dtype,) * 3 + (torch.int32, torch.int32, acc)
+    use_gluon = gluon and config is None and v.s_q == 1 and gluon_walk.use_gluon_walk(
+        dtype, device, vec == 1, lookback, backward, scan_rev, varlen, has_hin)
     return _Plan(
         (n_tiles if lookback else n_chains, 1, 1), (consts, cfg.num_warps, dtypes),
         (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq), consts, cfg.num_warps,
-        n_tiles if lookback else 0, cfg.block_q, acc,
+        n_tiles if lookback else 0, cfg.block_q, acc, use_gluon,
     )
 
 
@@ -822,8 +829,11 @@ def scan_launch(
     plan = _plan(
         view, tokens.dtype, tokens.device, reverse, y is not None, 1 if cu_seqlens is None else cu_seqlens.shape[0] - 1,
         (initial_state is not None, dfinal is not None, state_out is not None, cu_seqlens is not None), config,
-        pick_config, use_lookback,
+        pick_config, use_lookback, gluon_walk.ENABLED,
     )
+    if plan.gluon:
+        return gluon_walk.walk_fwd_launch(gates, tokens, out, view.P, view.T, view.Q, view.s_p, view.s_t,
+                                          initial_state, state_out)
     flags = records = None
     if plan.lookback_tiles:
         flags = torch.zeros(plan.lookback_tiles, dtype=torch.int32, device=tokens.device)
