@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--shapes", default=None, help="comma-separated indices into CASES")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--default-only", action="store_true", help="time pick_config's tile only")
+    ap.add_argument("--gluon", default=None,
+                    help="BQ,VEC,K,W;... Gluon forward walk tiles (gluon_walk: channels, channels per thread, steps per row, warps) "
+                         "timed on the 16-bit (B,T,D) cases after the Triton tiles")
     args = ap.parse_args()
     bw = copy_bandwidth()
     print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s", flush=True)
@@ -111,13 +114,32 @@ def main() -> None:
             print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} {str(rec['config']):22s} {'*' if rec['default'] else ' '} "
                   f"fwd {t_f:7.4f} ms {rec['fwd_frac']:.3f}   bwd {t_b:7.4f} ms {rec['bwd_frac']:.3f}   f+b {rec['fwdbwd_frac']:.3f}"
                   f"  regs {rec['regs']} spills {rec['spills']}", flush=True)
+        if args.gluon and view.s_t != 1 and itemsize == 2:
+            from flashmarkov.scan import gluon_walk
+
+            saved = (gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS)
+            for text in args.gluon.split(";"):
+                gcfg = tuple(int(v) for v in text.split(","))
+                gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS = gcfg
+                fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)
+                try:
+                    k_f = fwd()
+                    t_f = triton.testing.do_bench(fwd, warmup=10, rep=50, return_mode="median")
+                except Exception as e:
+                    print("FAILED gluon", shape, dtype, gcfg, repr(e)[:200])
+                    continue
+                rows.append(dict(shape=list(shape), layout=layout, dtype=str(dtype), gluon=list(gcfg), fwd_ms=t_f,
+                                 fwd_frac=3 * floor_ms / t_f, regs=k_f.n_regs, spills=k_f.n_spills))
+                print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} gluon {str(list(gcfg)):14s} fwd {t_f:7.4f} ms "
+                      f"{3 * floor_ms / t_f:.3f}  regs {k_f.n_regs} spills {k_f.n_spills}", flush=True)
+            gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS = saved
     name = "scan_tune.json" if args.case is None else f"scan_tune_{args.case}.json"
     with open(os.path.join(args.out, name), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), copy_Bps=bw, rows=rows), f, indent=1)
     print("\nfraction of the copy floor per case: default tile fwd / bwd / fwd+bwd, then the best tile of each")
     keys = sorted({(tuple(r["shape"]), r["layout"], r["dtype"]) for r in rows})
     for k in keys:
-        rs = [r for r in rows if (tuple(r["shape"]), r["layout"], r["dtype"]) == k]
+        rs = [r for r in rows if (tuple(r["shape"]), r["layout"], r["dtype"]) == k and "gluon" not in r]
         bf = max(rs, key=lambda r: r["fwd_frac"]); bb = max(rs, key=lambda r: r["bwd_frac"])
         d = next((r for r in rs if r["default"]), None)
         dd = f"{d['fwd_frac']:.3f} / {d['bwd_frac']:.3f} / {d['fwdbwd_frac']:.3f}" if d else "failed"

@@ -137,7 +137,8 @@ def walk_fwd_launch(gates: Tensor, tokens: Tensor, out: Tensor, P: int, T: int, 
     n_seg = _host.cdiv(T, rows * SLICE_K)
     has_h0, has_hout = initial_state is not None, state_out is not None
     return _WALK(
-        (P * n_qblk, 1, 1), (tokens.dtype, None if initial_state is None else initial_state.dtype, has_hout),
+        (P * n_qblk, 1, 1),
+        (tokens.dtype, None if initial_state is None else initial_state.dtype, has_hout, BLOCK_Q, VEC, SLICE_K, NUM_WARPS),
         (gates, tokens, out, initial_state, state_out), (T, Q, s_p, s_t, n_qblk, n_seg), (),
         lambda: dict(BLOCK_Q=BLOCK_Q, VEC=VEC, SLICE_K=SLICE_K, HAS_H0=has_h0, HAS_HOUT=has_hout, num_warps=NUM_WARPS),
     )
