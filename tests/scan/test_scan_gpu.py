@@ -89,11 +89,12 @@ def test_gpu_compile_and_opcheck():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape", [(3, 1, 37), (2, 129, 64), (4, 1000, 100), (1, 4097, 2050)])
+@pytest.mark.parametrize("shape", [(3, 2, 37), (2, 129, 64), (4, 1000, 100), (1, 4097, 2050), (3, 301, 5700)])
 @pytest.mark.parametrize("with_initial,with_final", [(False, False), (True, True)])
 def test_gpu_gluon_walk(shape, dtype, with_initial, with_final, nan_alloc, monkeypatch):
     """The Gluon forward walk (16-bit, contiguous channels, one program per chain): partial
-    segments and channel blocks, initial and final states; the test fails if the walk is not taken."""
+    segments and channel blocks, initial and final states, both tiles (3×301×5700 has enough
+    64-channel chains for the wide one on a 132-SM GPU); the test fails if the walk is not taken."""
     monkeypatch.setattr(kernels, "use_lookback", lambda n_chains, n_seg, tile_elems, device: False)
     calls = []
     launch = gluon_walk.walk_fwd_launch

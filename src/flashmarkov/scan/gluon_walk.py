@@ -34,6 +34,11 @@ except ImportError:  # a Triton without Gluon: the Triton kernels serve every ca
 
 BLOCK_Q, VEC, SLICE_K, NUM_WARPS = 32, 4, 8, 4
 """The tile: 32 channels of 8 bytes per thread (bfloat16), 16 rows of 8 steps on 4 warps."""
+WIDE = (64, 8, 8, 4)
+"""The tile when the chains of 64 channels fill ``WIDE_PROGRAMS_PER_SM`` programs per SM: 16-byte
+vectors (H100, 16×2048×2048 bf16 forward 0.82 → 0.89 of the copy floor; at 8×4096×1536, 192 such
+chains, it loses: 0.83 → 0.76; scan-tune-gluon-ea299d3.log)."""
+WIDE_PROGRAMS_PER_SM = 2
 
 
 def use_gluon_walk(dtype: torch.dtype, device: torch.device, sliced: bool, lookback: bool, backward: bool,
@@ -80,7 +85,12 @@ if gluon is not None:
         o_r = gl.arange(0, R, layout=gl.SliceLayout(1, L))  # [R]
         o_q = i_qb * BLOCK_Q + gl.arange(0, BLOCK_Q, layout=gl.SliceLayout(0, L))  # [BLOCK_Q]
         m_q = gl.expand_dims(o_q < Q, 0)  # [1, BLOCK_Q]
-        base_q = i_p.to(gl.int64) * s_p + gl.expand_dims(o_q, 0).to(gl.int64)  # [1, BLOCK_Q]
+        # the chain's base pointers, then int64 offsets within the chain (32-bit offsets took more
+        # registers: 165 against 139, sm_90a)
+        p_g += i_p.to(gl.int64) * s_p
+        p_x += i_p.to(gl.int64) * s_p
+        p_y += i_p.to(gl.int64) * s_p
+        base_q = gl.expand_dims(o_q, 0).to(gl.int64)  # [1, BLOCK_Q]
         o_rk = gl.expand_dims(o_r * SLICE_K, 1)  # [R, 1] a row's first step in the segment
         m_end = gl.expand_dims(o_r == R - 1, 1)  # [R, 1]
         # [R, BLOCK_Q] index of the previous row (row 0: itself, replaced by the carry)
@@ -132,13 +142,16 @@ def walk_fwd_launch(gates: Tensor, tokens: Tensor, out: Tensor, P: int, T: int, 
     """Launch the Gluon forward walk on (P, T, Q) views with unit channel stride (gates, tokens and
     out alike); states are contiguous (P, Q), the final state in tokens' dtype. Returns the
     compiled kernel."""
-    n_qblk = _host.cdiv(Q, BLOCK_Q)
-    rows = 32 // (BLOCK_Q // VEC) * NUM_WARPS
-    n_seg = _host.cdiv(T, rows * SLICE_K)
+    tile = (BLOCK_Q, VEC, SLICE_K, NUM_WARPS)
+    if WIDE and P * _host.cdiv(Q, WIDE[0]) >= WIDE_PROGRAMS_PER_SM * _host.sm_count(tokens.device):
+        tile = WIDE
+    block_q, vec, slice_k, num_warps = tile
+    n_qblk = _host.cdiv(Q, block_q)
+    rows = 32 // (block_q // vec) * num_warps
+    n_seg = _host.cdiv(T, rows * slice_k)
     has_h0, has_hout = initial_state is not None, state_out is not None
     return _WALK(
-        (P * n_qblk, 1, 1),
-        (tokens.dtype, None if initial_state is None else initial_state.dtype, has_hout, BLOCK_Q, VEC, SLICE_K, NUM_WARPS),
+        (P * n_qblk, 1, 1), (tokens.dtype, None if initial_state is None else initial_state.dtype, has_hout, tile),
         (gates, tokens, out, initial_state, state_out), (T, Q, s_p, s_t, n_qblk, n_seg), (),
-        lambda: dict(BLOCK_Q=BLOCK_Q, VEC=VEC, SLICE_K=SLICE_K, HAS_H0=has_h0, HAS_HOUT=has_hout, num_warps=NUM_WARPS),
+        lambda: dict(BLOCK_Q=block_q, VEC=vec, SLICE_K=slice_k, HAS_H0=has_h0, HAS_HOUT=has_hout, num_warps=num_warps),
     )
