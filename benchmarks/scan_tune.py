@@ -60,8 +60,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--default-only", action="store_true", help="time pick_config's tile only")
     ap.add_argument("--gluon", default=None,
-                    help="BQ,VEC,K,W[,STAGES];... Gluon forward walk tiles (gluon_walk: channels, channels per thread, steps per row, "
-                         "warps, shared-memory ring stages) "
+                    help="BQ,VEC,K,W;... Gluon forward walk tiles (gluon_walk: channels, channels per thread, steps per row, warps) "
                          "timed on the 16-bit (B,T,D) cases after the Triton tiles")
     args = ap.parse_args()
     bw = copy_bandwidth()
@@ -118,12 +117,11 @@ def main() -> None:
         if args.gluon and view.s_t != 1 and itemsize == 2:
             from flashmarkov.scan import gluon_walk
 
-            saved = (gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS, gluon_walk.STAGES)
+            saved = (gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS)
             wide, gluon_walk.WIDE = gluon_walk.WIDE, None  # the tile as given, whatever the chain count
             for text in args.gluon.split(";"):
                 gcfg = tuple(int(v) for v in text.split(","))
-                gcfg = gcfg + (1,) * (5 - len(gcfg))
-                gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS, gluon_walk.STAGES = gcfg
+                gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS = gcfg
                 fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)
                 try:
                     k_f = fwd()
@@ -135,7 +133,7 @@ def main() -> None:
                                  fwd_frac=3 * floor_ms / t_f, regs=k_f.n_regs, spills=k_f.n_spills))
                 print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} gluon {str(list(gcfg)):14s} fwd {t_f:7.4f} ms "
                       f"{3 * floor_ms / t_f:.3f}  regs {k_f.n_regs} spills {k_f.n_spills}", flush=True)
-            gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS, gluon_walk.STAGES = saved
+            gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS = saved
             gluon_walk.WIDE = wide
     name = "scan_tune.json" if args.case is None else f"scan_tune_{args.case}.json"
     with open(os.path.join(args.out, name), "w") as f:

@@ -29,14 +29,12 @@ Tensor = torch.Tensor
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.ampere import async_copy
 except ImportError:  # a Triton without Gluon: the Triton kernels serve every case
     gluon = None
 
-BLOCK_Q, VEC, SLICE_K, NUM_WARPS, STAGES = 32, 4, 8, 4, 1
-"""The tile: 32 channels of 8 bytes per thread (bfloat16), 16 rows of 8 steps on 4 warps, slices
-kept in registers (STAGES 1) or in a shared-memory ring of STAGES segments."""
-WIDE = (64, 8, 8, 4, 1)
+BLOCK_Q, VEC, SLICE_K, NUM_WARPS = 32, 4, 8, 4
+"""The tile: 32 channels of 8 bytes per thread (bfloat16), 16 rows of 8 steps on 4 warps."""
+WIDE = (64, 8, 8, 4)
 """The tile when the chains of 64 channels fill ``WIDE_PROGRAMS_PER_SM`` programs per SM: 16-byte
 vectors (H100, 16×2048×2048 bf16 forward 0.82 → 0.89 of the copy floor; at 8×4096×1536, 192 such
 chains, it loses: 0.83 → 0.76; scan-tune-gluon-ea299d3.log)."""
@@ -73,8 +71,6 @@ if gluon is not None:
         T, Q, s_p, s_t,  # view sizes and strides
         n_qblk, n_seg,  # channel blocks, segments of R · SLICE_K steps
         BLOCK_Q: gl.constexpr, VEC: gl.constexpr, SLICE_K: gl.constexpr,
-        STAGES: gl.constexpr,  # 1: slices loaded into registers and kept; > 1: a ring of STAGES segments in
-                               # shared memory filled by async copies STAGES - 1 segments ahead
         HAS_H0: gl.constexpr, HAS_HOUT: gl.constexpr,
     ):
         TPW_Q: gl.constexpr = BLOCK_Q // VEC
@@ -103,21 +99,8 @@ if gluon is not None:
             b_carry = gl.load(p_h0 + i_p * Q + o_q, mask=o_q < Q, other=0.0).to(gl.float32)
         else:
             b_carry = gl.zeros([BLOCK_Q], gl.float32, gl.SliceLayout(0, L))
-        if STAGES > 1:
-            # slice k of ring stage s at index s * SLICE_K + k; every thread copies and later reads
-            # only its own elements (layout L both ways), so no barrier guards the ring
-            SMEM: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
-            s_g = gl.allocate_shared_memory(p_g.dtype.element_ty, [STAGES * SLICE_K, R, BLOCK_Q], SMEM)
-            s_x = gl.allocate_shared_memory(p_x.dtype.element_ty, [STAGES * SLICE_K, R, BLOCK_Q], SMEM)
-            for i_pre in gl.static_range(STAGES - 1):
-                _copy_segment(s_g, s_x, p_g, p_x, base_q, m_q, o_rk, i_pre, i_pre * BLOCK_T, T, s_t, SLICE_K)
         for i_seg in range(0, n_seg):
             t_0 = i_seg * BLOCK_T
-            if STAGES > 1:
-                i_next = i_seg + STAGES - 1
-                _copy_segment(s_g, s_x, p_g, p_x, base_q, m_q, o_rk, i_next % STAGES, i_next * BLOCK_T, T, s_t, SLICE_K)
-                async_copy.wait_group(STAGES - 1)  # this segment's copies (this thread's) are done
-                i_stage = (i_seg % STAGES) * SLICE_K
             # pass 1: each row's SLICE_K steps folded into (b_a, b_b): h -> b_a h + b_b
             b_a = gl.full([R, BLOCK_Q], 1.0, gl.float32, L)
             b_b = gl.zeros([R, BLOCK_Q], gl.float32, L)
@@ -126,23 +109,14 @@ if gluon is not None:
             for k in gl.static_range(SLICE_K):
                 t = t_0 + o_rk + k  # [R, 1]
                 m = m_q & (t < T)
-                if STAGES > 1:
-                    # steps past T were not copied (zeros): only the final state needs the identity
-                    # there, the outputs before T do not depend on later steps
-                    b_gf = s_g.index(i_stage + k).load(L).to(gl.float32)
-                    b_xf = s_x.index(i_stage + k).load(L).to(gl.float32)
-                    if HAS_HOUT:
-                        b_gf = gl.where(m, b_gf, 1.0)
-                else:
-                    offs = base_q + t.to(gl.int64) * s_t  # [R, BLOCK_Q]
-                    b_g = gl.load(p_g + offs, mask=m, other=1.0)
-                    b_x = gl.load(p_x + offs, mask=m, other=0.0)
-                    b_gs = b_gs + (b_g,)
-                    b_xs = b_xs + (b_x,)
-                    b_gf = b_g.to(gl.float32)
-                    b_xf = b_x.to(gl.float32)
+                offs = base_q + t.to(gl.int64) * s_t  # [R, BLOCK_Q]
+                b_g = gl.load(p_g + offs, mask=m, other=1.0)
+                b_x = gl.load(p_x + offs, mask=m, other=0.0)
+                b_gs = b_gs + (b_g,)
+                b_xs = b_xs + (b_x,)
+                b_gf = b_g.to(gl.float32)
                 b_a = b_gf * b_a
-                b_b = b_gf * b_b + b_xf
+                b_b = b_gf * b_b + b_x.to(gl.float32)
             # the state after each row, from the carry
             b_sa, b_sb = gl.associative_scan((b_a, b_b), 0, _combine)
             b_p = b_sb + b_sa * gl.expand_dims(b_carry, 0)
@@ -153,31 +127,12 @@ if gluon is not None:
                 t = t_0 + o_rk + k
                 m = m_q & (t < T)
                 offs = base_q + t.to(gl.int64) * s_t
-                if STAGES > 1:
-                    b_gf = s_g.index(i_stage + k).load(L).to(gl.float32)
-                    b_xf = s_x.index(i_stage + k).load(L).to(gl.float32)
-                else:
-                    b_gf = b_gs[k].to(gl.float32)
-                    b_xf = b_xs[k].to(gl.float32)
-                b_h = b_gf * b_h + b_xf
+                b_h = b_gs[k].to(gl.float32) * b_h + b_xs[k].to(gl.float32)
                 gl.store(p_y + offs, b_h.to(p_y.dtype.element_ty), mask=m)
             b_carry = gl.sum(gl.where(m_end, b_p, 0.0), axis=0)
-        if STAGES > 1:
-            async_copy.wait_group(0)
         if HAS_HOUT:
             gl.store(p_hout + i_p * Q + o_q, b_carry.to(p_hout.dtype.element_ty), mask=o_q < Q)
 
-    @gluon.jit
-    def _copy_segment(s_g, s_x, p_g, p_x, base_q, m_q, o_rk, i_stage, t_0, T, s_t, SLICE_K: gl.constexpr):
-        """Async copies of one segment's SLICE_K slices of gates and tokens (steps from t_0) into
-        ring stage ``i_stage``, as one commit group (empty past T)."""
-        for k in gl.static_range(SLICE_K):
-            t = t_0 + o_rk + k
-            offs = base_q + t.to(gl.int64) * s_t
-            m = m_q & (t < T)
-            async_copy.async_copy_global_to_shared(s_g.index(i_stage * SLICE_K + k), p_g + offs, mask=m)
-            async_copy.async_copy_global_to_shared(s_x.index(i_stage * SLICE_K + k), p_x + offs, mask=m)
-        async_copy.commit_group()
 
     _WALK = LeanKernel(_walk_fwd_kernel)
 
@@ -187,10 +142,10 @@ def walk_fwd_launch(gates: Tensor, tokens: Tensor, out: Tensor, P: int, T: int, 
     """Launch the Gluon forward walk on (P, T, Q) views with unit channel stride (gates, tokens and
     out alike); states are contiguous (P, Q), the final state in tokens' dtype. Returns the
     compiled kernel."""
-    tile = (BLOCK_Q, VEC, SLICE_K, NUM_WARPS, STAGES)
+    tile = (BLOCK_Q, VEC, SLICE_K, NUM_WARPS)
     if WIDE and P * _host.cdiv(Q, WIDE[0]) >= WIDE_PROGRAMS_PER_SM * _host.sm_count(tokens.device):
         tile = WIDE
-    block_q, vec, slice_k, num_warps, stages = tile
+    block_q, vec, slice_k, num_warps = tile
     n_qblk = _host.cdiv(Q, block_q)
     rows = 32 // (block_q // vec) * num_warps
     n_seg = _host.cdiv(T, rows * slice_k)
@@ -198,6 +153,5 @@ def walk_fwd_launch(gates: Tensor, tokens: Tensor, out: Tensor, P: int, T: int, 
     return _WALK(
         (P * n_qblk, 1, 1), (tokens.dtype, None if initial_state is None else initial_state.dtype, has_hout, tile),
         (gates, tokens, out, initial_state, state_out), (T, Q, s_p, s_t, n_qblk, n_seg), (),
-        lambda: dict(BLOCK_Q=block_q, VEC=vec, SLICE_K=slice_k, STAGES=stages, HAS_H0=has_h0, HAS_HOUT=has_hout,
-                     num_warps=num_warps),
+        lambda: dict(BLOCK_Q=block_q, VEC=vec, SLICE_K=slice_k, HAS_H0=has_h0, HAS_HOUT=has_hout, num_warps=num_warps),
     )
