@@ -117,12 +117,10 @@ def main() -> None:
         if args.gluon and view.s_t != 1 and itemsize == 2:
             from flashmarkov.scan import gluon_walk
 
-            saved = (gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS)
-            wide, gluon_walk.WIDE = gluon_walk.WIDE, None  # the tile as given, whatever the chain count
             for text in args.gluon.split(";"):
                 gcfg = tuple(int(v) for v in text.split(","))
-                gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS = gcfg
-                fwd = lambda: kernels.scan_launch(g, x, y, view, reverse=False, initial_state=None, state_out=None, cu_seqlens=None)
+                fwd = lambda gcfg=gcfg: gluon_walk.walk_fwd_launch(g, x, y, view.P, view.T, view.Q, view.s_p, view.s_t,
+                                                                   None, None, tile=gcfg)
                 try:
                     k_f = fwd()
                     t_f = triton.testing.do_bench(fwd, warmup=10, rep=50, return_mode="median")
@@ -133,8 +131,6 @@ def main() -> None:
                                  fwd_frac=3 * floor_ms / t_f, regs=k_f.n_regs, spills=k_f.n_spills))
                 print(f"{layout} {str(shape):22s} {str(dtype)[6:]:9s} gluon {str(list(gcfg)):14s} fwd {t_f:7.4f} ms "
                       f"{3 * floor_ms / t_f:.3f}  regs {k_f.n_regs} spills {k_f.n_spills}", flush=True)
-            gluon_walk.BLOCK_Q, gluon_walk.VEC, gluon_walk.SLICE_K, gluon_walk.NUM_WARPS = saved
-            gluon_walk.WIDE = wide
     name = "scan_tune.json" if args.case is None else f"scan_tune_{args.case}.json"
     with open(os.path.join(args.out, name), "w") as f:
         json.dump(dict(gpu=torch.cuda.get_device_name(), copy_Bps=bw, rows=rows), f, indent=1)

@@ -19,6 +19,8 @@ all segments, the carry in registers. Forward passes only (no reverse, no varlen
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import _host
@@ -32,8 +34,9 @@ try:
 except ImportError:  # a Triton without Gluon: the Triton kernels serve every case
     gluon = None
 
-BLOCK_Q, VEC, SLICE_K, NUM_WARPS = 32, 4, 8, 4
-"""The tile: 32 channels of 8 bytes per thread (bfloat16), 16 rows of 8 steps on 4 warps."""
+TILE = (32, 4, 8, 4)
+"""(BLOCK_Q, VEC, SLICE_K, num_warps): 32 channels of 8 bytes per thread (bfloat16), 16 rows of 8
+steps on 4 warps."""
 WIDE = (64, 8, 8, 4)
 """The tile when the chains of 64 channels fill ``WIDE_PROGRAMS_PER_SM`` programs per SM: 16-byte
 vectors (H100, 16×2048×2048 bf16 forward 0.82 → 0.89 of the copy floor; at 8×4096×1536, 192 such
@@ -41,14 +44,13 @@ chains, it loses: 0.83 → 0.76; scan-tune-gluon-ea299d3.log)."""
 WIDE_PROGRAMS_PER_SM = 2
 
 
-def use_gluon_walk(dtype: torch.dtype, device: torch.device, sliced: bool, lookback: bool, backward: bool,
-                   scan_rev: bool, varlen: bool, has_dfinal: bool) -> bool:
-    """Whether a pass runs through ``walk_fwd_launch``: a 16-bit forward-direction forward pass
-    over contiguous channels, one program per chain, no packed sequences, on a CUDA device with
-    Gluon."""
+def use_gluon_walk(dtype: torch.dtype, device: torch.device, contiguous_channels: bool, lookback: bool,
+                   scan_rev: bool, backward: bool, varlen: bool) -> bool:
+    """Whether a pass runs through ``walk_fwd_launch``: a 16-bit forward-direction forward pass over
+    channels of unit stride, one program per chain, no packed sequences, on a CUDA device with Gluon."""
     return (
         gluon is not None and ENABLED and device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
-        and sliced and not lookback and not backward and not scan_rev and not varlen and not has_dfinal
+        and contiguous_channels and not lookback and not scan_rev and not backward and not varlen
     )
 
 
@@ -138,18 +140,27 @@ if gluon is not None:
     _WALK = LeanKernel(_walk_fwd_kernel)
 
 
-def walk_fwd_launch(gates: Tensor, tokens: Tensor, out: Tensor, P: int, T: int, Q: int, s_p: int, s_t: int,
-                    initial_state: Tensor | None, state_out: Tensor | None) -> object:
-    """Launch the Gluon forward walk on (P, T, Q) views with unit channel stride (gates, tokens and
-    out alike); states are contiguous (P, Q), the final state in tokens' dtype. Returns the
-    compiled kernel."""
-    tile = (BLOCK_Q, VEC, SLICE_K, NUM_WARPS)
-    if WIDE and P * _host.cdiv(Q, WIDE[0]) >= WIDE_PROGRAMS_PER_SM * _host.sm_count(tokens.device):
-        tile = WIDE
+@functools.lru_cache(maxsize=1024)
+def _launch_shape(P: int, T: int, Q: int, sm_count: int, tile: tuple[int, int, int, int] | None) -> tuple:
+    """(tile, n_qblk, n_seg) of a launch (``tile`` None: ``TILE``, or ``WIDE`` when its chains fill
+    ``WIDE_PROGRAMS_PER_SM`` programs per SM)."""
+    if tile is None:
+        wide = WIDE and P * _host.cdiv(Q, WIDE[0]) >= WIDE_PROGRAMS_PER_SM * sm_count
+        tile = WIDE if wide else TILE
     block_q, vec, slice_k, num_warps = tile
-    n_qblk = _host.cdiv(Q, block_q)
     rows = 32 // (block_q // vec) * num_warps
-    n_seg = _host.cdiv(T, rows * slice_k)
+    return tile, _host.cdiv(Q, block_q), _host.cdiv(T, rows * slice_k)
+
+
+def walk_fwd_launch(gates: Tensor, tokens: Tensor, out: Tensor, P: int, T: int, Q: int, s_p: int, s_t: int,
+                    initial_state: Tensor | None, state_out: Tensor | None,
+                    tile: tuple[int, int, int, int] | None = None) -> object:
+    """Launch the Gluon forward walk on (P, T, Q) views with unit channel stride (gates, tokens and
+    out alike); states are contiguous (P, Q), the final state in tokens' dtype. ``tile``
+    (BLOCK_Q, VEC, SLICE_K, num_warps), for tuning; None: the default rule. Returns the compiled
+    kernel."""
+    tile, n_qblk, n_seg = _launch_shape(P, T, Q, _host.sm_count(tokens.device), tile)
+    block_q, vec, slice_k, num_warps = tile
     has_h0, has_hout = initial_state is not None, state_out is not None
     return _WALK(
         (P * n_qblk, 1, 1), (tokens.dtype, None if initial_state is None else initial_state.dtype, has_hout, tile),

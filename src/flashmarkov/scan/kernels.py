@@ -798,8 +798,8 @@ def _plan(
     # pointer dtypes: gates, tokens, out, y, dgates, initial_state, dfinal, state_out, cu_seqlens,
     # flags, records (None-ness and alignment are LeanKernel's own key)
     dtypes = (dtype,) * 5 + (dtype,) * 3 + (torch.int32, torch.int32, acc)
-    use_gluon = gluon and config is None and v.s_q == 1 and gluon_walk.use_gluon_walk(
-        dtype, device, vec == 1, lookback, backward, scan_rev, varlen, has_hin)
+    use_gluon = gluon and config is None and gluon_walk.use_gluon_walk(
+        dtype, device, vec == 1 and v.s_q == 1, lookback, scan_rev, backward, varlen)
     return _Plan(
         (n_tiles if lookback else n_chains, 1, 1), (consts, cfg.num_warps, dtypes),
         (v.T, v.P, v.Q, v.s_p, v.s_t, v.s_q, n_qblk, n_seg, n_seq), consts, cfg.num_warps,
