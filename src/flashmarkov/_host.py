@@ -35,3 +35,19 @@ def sm_count(device: object) -> int:
     import torch
 
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    import torch
+
+    return torch.cuda.get_device_capability(index)
+
+
+def capability(device: object) -> tuple[int, int] | None:
+    """(major, minor) compute capability of a CUDA ``torch.device``; None for any other device."""
+    if getattr(device, "type", None) != "cuda":
+        return None
+    import torch
+
+    return _capability(device.index if device.index is not None else torch.cuda.current_device())

@@ -93,6 +93,42 @@ def test_gpu_rule(Hq, Hkv, Sq, Sk, D, opts, dtype):
     check_rule(dtype, Hq, Hkv, Sq, Sk, D, opts)
 
 
+GLUON_CASES = [
+    # B, Hq, Hkv, Sq, Sk, D, causal, layout
+    (2, 4, 4, 1000, 1537, 128, False, "bhsd"),
+    (1, 8, 2, 129, 129, 64, True, "bhsd"),
+    (2, 6, 3, 1, 300, 128, False, "bshd"),
+    (1, 4, 4, 2049, 2049, 128, True, "bshd"),
+    (3, 2, 1, 4096, 4096, 64, False, "bhsd"),
+    (1, 2, 2, 5000, 77, 64, False, "bhsd"),
+]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="Hopper only")
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("B,Hq,Hkv,Sq,Sk,D,causal,layout", GLUON_CASES)
+def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_alloc, monkeypatch):
+    """The Gluon forward (Hopper, 16-bit, D 64/128, dense, causal or not, GQA, "bshd" views): it is
+    launched; o, dq, dk, dv within FlashAttention's rule; o and lse against the Triton forward
+    (same inputs, same dtype: o to two units of the dtype's rounding in relative norm, lse to 1e-4)."""
+    from flashmarkov.attention import gluon_forward
+
+    calls = []
+    launch = gluon_forward.attention_forward
+    monkeypatch.setattr(gluon_forward, "attention_forward", lambda *a: calls.append(1) or launch(*a))
+    monkeypatch.setattr(gluon_forward, "MIN_WORK", 0)  # these sizes would run the Triton forward
+    check_rule(dtype, Hq, Hkv, Sq, Sk, D, dict(causal=causal), B=B, layout=layout)
+    assert calls, "the Gluon forward was not launched"
+    shape = (lambda H, S: (B, H, S, D)) if layout == "bhsd" else (lambda H, S: (B, S, H, D))
+    q, k, v = rand(shape(Hq, Sq), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda")
+    o, lse = flash_attention(q, k, v, causal=causal, layout=layout, return_lse=True)
+    monkeypatch.setattr(gluon_forward, "ENABLED", False)
+    o_t, lse_t = flash_attention(q, k, v, causal=causal, layout=layout, return_lse=True)
+    assert torch.isfinite(o).all() and torch.isfinite(lse).all()
+    assert (lse - lse_t).abs().max().item() < 1e-4
+    assert rel_err(o, o_t) <= 2 * torch.finfo(dtype).eps
+
+
 @pytest.mark.parametrize("D", [16, 40, 64, 72, 80, 96, 128, 192, 256])
 def test_gpu_head_dims(D, nan_alloc):
     check_rule(torch.bfloat16, 4, 2, 1000, 1000, D, dict(causal=True), B=2)

@@ -25,6 +25,7 @@ import triton.language as tl
 
 from .. import _host, _runtime
 from .._launch import LeanKernel
+from . import gluon_forward
 
 Tensor = torch.Tensor
 
@@ -393,7 +394,11 @@ def _attn_fwd_kernel(
 
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob: Problem) -> None:
-    """Launch the forward: writes o (like q) and lse (float32) for canonical tensors."""
+    """Launch the forward: writes o (like q) and lse (float32) for canonical tensors. The Gluon
+    forward (``gluon_forward``, Hopper) takes the cases it supports, the Triton kernel the rest."""
+    if gluon_forward.supported(q, k, v, o, prob):
+        gluon_forward.attention_forward(q, k, v, o, lse, prob)
+        return
     head_dim, varlen, cfg = prob.head_dim, prob.cu_q is not None, pick_config("fwd", prob.head_dim, prob.has_left or prob.has_right, q.element_size())
     has_left, has_right, softcap = prob.has_left, prob.has_right, prob.softcap > 0
     large = large_offsets(q, k, v)  # o is new, like q: its storage is no larger than q's

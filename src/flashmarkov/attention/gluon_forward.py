@@ -1,0 +1,316 @@
+"""Gluon forward of softmax attention for Hopper (sm_90): warp-specialised, TMA-fed, wgmma.
+
+The Triton forward (``forward.py``) waits on every QKᵀ product before its softmax and loads K/V
+with the same warps that compute; on an H100 it reaches ~490 TFLOP/s at (2, 16, 8192, 128) bf16
+against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 structure in Gluon:
+
+- a program owns BLOCK_M = 128 query rows of one (sequence, query head), split between two
+  consumer warpgroups of 64 rows each (the default partition and one worker partition), which
+  share the K/V tiles and run independently, so one warpgroup's softmax overlaps the other's
+  matrix products (the warp schedulers interleave them);
+- a one-warp producer partition loads q once and streams K/V tiles of BLOCK_N keys through a
+  ring of STAGES shared-memory slots with TMA, each slot with ready / empty mbarriers (empty
+  counts two arrivals: both consumers release a slot);
+- inside a consumer, S_{j+1} = Q·K_{j+1}ᵀ is issued (async wgmma) before the softmax of S_j, and
+  O += P_j·V_j is left in flight while S_{j+1} is awaited: the tensor cores work during the
+  exponentials. P goes from the S accumulator to the A operand in registers.
+- masks only on the last tile: the causal diagonal (BLOCK_N = BLOCK_M, Sq = Sk) or the end of
+  the keys. TMA zero-fills rows past each head's end (4-D descriptors over (B, H, S, D) with the
+  tensors' own strides: "bshd" views need no copy) and clips the o store there.
+
+Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64 or 128,
+dense (B, H, S, D) with unit head-dim stride and 16-byte aligned strides and bases, no sliding
+window, no softcap, positive scale, causal only with Sq = Sk. Everything else runs the Triton
+forward. Online softmax in base 2, as ``forward.py``; o and lse (natural log) alike.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .. import _host
+
+Tensor = torch.Tensor
+
+try:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_init,
+        warpgroup_mma_wait,
+    )
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+except ImportError:  # a Triton without Gluon: the Triton forward serves every case
+    gluon = None
+
+ENABLED = True
+"""False: every forward runs the Triton kernel (for measuring one against the other)."""
+
+WG_M = 64  # rows per consumer warpgroup (one wgmma M)
+NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim (the kernel derives the same from HEAD_DIM)
+BLOCK_N = 128  # keys per K/V tile
+STAGES = {64: 3, 128: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB)
+MAXNREG = {64: 128, 128: 168}
+MIN_WORK = 1 << 33
+"""B·Hq·Sq·Sk·D (halved under the causal mask) below which the Triton forward runs: there the
+Gluon launch's host time (four TMA descriptors, the JIT's binding: ~35 µs) exceeds the kernel's
+and the Triton forward is as fast or faster (H100: 16×8×512×64 34 vs 37 µs, 32×8×128×64 14 vs 18;
+4×8×2048×64, 2^33, 88 vs 91)."""  # registers per thread at launch (warpgroups × MAXNREG = the 512 per thread an SM has)
+LOG2E = 1.4426950408889634
+
+
+def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
+    """Whether ``prob`` (a ``forward.Problem``) on these canonical tensors runs the Gluon forward."""
+    if gluon is None or not ENABLED or q.device.type != "cuda":
+        return False
+    if q.dtype not in (torch.float16, torch.bfloat16) or prob.head_dim not in STAGES:
+        return False
+    if prob.varlen or prob.has_left or prob.softcap > 0 or not prob.scale > 0:
+        return False
+    if prob.has_right and (prob.wr != 0 or prob.max_sq != prob.max_sk):
+        return False
+    work = q.shape[0] * prob.hq * prob.max_sq * prob.max_sk * prob.head_dim >> prob.has_right
+    if work < MIN_WORK or _host.capability(q.device) != (9, 0):
+        return False
+    for x in (q, k, v, o):
+        s = x.stride()
+        if s[3] != 1 or x.data_ptr() % 16 or any(st * x.element_size() % 16 for st in s[:3]):
+            return False
+    return True
+
+
+@functools.cache
+def _smem_layout(head_dim: int, rows: int, dtype: torch.dtype):
+    gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gdt)
+
+
+def _descriptor(x: Tensor, rows: int) -> TensorDescriptor:
+    """A TMA descriptor over canonical (B, H, S, D) ``x`` with blocks of ``rows`` positions."""
+    d = x.shape[3]
+    return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, rows, d], _smem_layout(d, rows, x.dtype))
+
+
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob) -> None:
+    """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32)."""
+    b, hq, sq, d = q.shape
+    causal = prob.has_right
+    n_mblk = _host.cdiv(sq, WG_M * NUM_WG[d])
+    _attn_fwd_ws_kernel[(n_mblk, hq, b)](
+        _descriptor(q, WG_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N), _descriptor(o, WG_M),
+        lse, lse.stride(0), lse.stride(1),
+        sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * LOG2E,
+        HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d],
+        num_warps=4, maxnreg=MAXNREG[d],
+    )
+
+
+if gluon is not None:
+
+    @gluon.jit
+    def _block(sk, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr):
+        """(first query row, K/V tiles to visit) of this program; causal programs in reverse order
+        (longest rows first)."""
+        i_m = gl.program_id(0)
+        n_tiles = gl.cdiv(sk, BN)
+        if CAUSAL:
+            i_m = gl.num_programs(0) - 1 - i_m
+            n_tiles = gl.minimum(n_tiles, gl.cdiv((i_m + 1) * BLOCK_M, BN))
+        return i_m * BLOCK_M, n_tiles
+
+    @gluon.jit
+    def _masked(j, n_tiles, row0, BN: gl.constexpr, CAUSAL: gl.constexpr):
+        """Whether tile j needs a mask for the warpgroup whose rows start at row0: under the causal
+        mask, tiles reaching past row0; else the last tile (the end of the keys)."""
+        if CAUSAL:
+            return j * BN + BN - 1 > row0
+        else:
+            return j == n_tiles - 1
+
+    @gluon.jit
+    def _mask(s, row0, col0, sk, CAUSAL: gl.constexpr):
+        """Scores of one tile with the invisible entries at -inf: the causal diagonal (Sq = Sk) or
+        the keys past the end."""
+        s_layout: gl.constexpr = s.type.layout
+        o_r = row0 + gl.arange(0, s.shape[0], layout=gl.SliceLayout(1, s_layout))
+        o_c = col0 + gl.arange(0, s.shape[1], layout=gl.SliceLayout(0, s_layout))
+        if CAUSAL:
+            seen = o_c[None, :] <= o_r[:, None]
+        else:
+            seen = (o_c < sk)[None, :]
+        return gl.where(seen, s, float("-inf"))
+
+    @gluon.jit
+    def _softmax(s, m_i, l_i, qk_scale, dtype: gl.constexpr, p_layout: gl.constexpr, o_layout: gl.constexpr):
+        """One tile's online-softmax step in base 2. s: [64, BLOCK_N] raw scores (wgmma layout);
+        m_i, l_i: running max (scaled) and sum per row. Returns (P in ``dtype`` as the A operand
+        of P·V, m_new, l_new, alpha: the factor for o, in o's row layout)."""
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
+        alpha = gl.exp2(m_i - m_new)
+        p = gl.exp2(s * qk_scale - m_new[:, None])
+        l_new = l_i * alpha + gl.sum(p, axis=1)
+        p16 = gl.convert_layout(p.to(dtype), p_layout)
+        return p16, m_new, l_new, gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))
+
+    @gluon.jit
+    def _consumer(q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
+                  k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale,
+                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
+        """One consumer warpgroup: rows m0 + WG·64 … + 63 of the program's block.
+
+        Step j issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, then runs the softmax of S_j
+        while P_{j-1}·V_{j-1} (and the other warpgroup's products) run. The two warpgroups take
+        turns to issue (``turn``: an mbarrier each, FlashAttention-3's ping-pong), so one's
+        products run during the other's softmax."""
+        BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
+        BN: gl.constexpr = k_desc.block_type.shape[2]
+        dtype: gl.constexpr = q_desc.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+
+        NUM_WG: gl.constexpr = q_bufs.type.shape[0]
+        i_h, i_b = gl.program_id(1), gl.program_id(2)
+        m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
+        row0 = m0 + WG * BM
+        my_turn = turn.index(WG)
+        next_turn = turn.index((WG + 1) % NUM_WG)
+        first: gl.constexpr = 1 if WG == 0 else 0  # warpgroup 0 opens every round of turns
+
+        q_s = q_bufs.index(WG).reshape([BM, HEAD_DIM])
+        s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
+        m_i = gl.full([BM], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+        l_i = gl.zeros([BM], gl.float32, gl.SliceLayout(1, s_layout))
+        o = gl.zeros([BM, HEAD_DIM], gl.float32, o_layout)
+
+        # step 0: S_0 alone
+        mbarrier.wait(q_bar, 0)
+        mbarrier.wait(k_ready.index(0), 0)
+        mbarrier.wait(my_turn, first)
+        s_tok = warpgroup_mma(q_s, k_bufs.index(0).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
+                              use_acc=False, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        s = warpgroup_mma_wait(0, deps=(s_tok,))
+        mbarrier.arrive(k_empty.index(0), count=1)
+        if _masked(0, n_tiles, row0, BN, CAUSAL):
+            s = _mask(s, row0, 0, sk, CAUSAL)
+        p16, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, dtype, p_layout, o_layout)
+
+        for j in range(1, n_tiles):
+            i_k = j % STAGES
+            i_v = (j - 1) % STAGES
+            mbarrier.wait(k_ready.index(i_k), (j // STAGES) & 1)
+            mbarrier.wait(v_ready.index(i_v), ((j - 1) // STAGES) & 1)
+            mbarrier.wait(my_turn, (j & 1) ^ first)
+            s_tok = warpgroup_mma(q_s, k_bufs.index(i_k).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
+                                  use_acc=False, is_async=True)
+            o = o * alpha[:, None]
+            acc = warpgroup_mma(p16, v_bufs.index(i_v).reshape([BN, HEAD_DIM]), o, is_async=True)
+            mbarrier.arrive(next_turn, count=1)
+            s = warpgroup_mma_wait(1, deps=(s_tok,))  # S_j done; P_{j-1}·V_{j-1} may run on
+            mbarrier.arrive(k_empty.index(i_k), count=1)
+            if _masked(j, n_tiles, row0, BN, CAUSAL):
+                s = _mask(s, row0, j * BN, sk, CAUSAL)
+            p16, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, dtype, p_layout, o_layout)
+            o = warpgroup_mma_wait(0, deps=(acc,))
+            mbarrier.arrive(v_empty.index(i_v), count=1)
+
+        # the last P·V
+        j = n_tiles
+        i_v = (j - 1) % STAGES
+        mbarrier.wait(v_ready.index(i_v), ((j - 1) // STAGES) & 1)
+        mbarrier.wait(my_turn, (j & 1) ^ first)
+        o = o * alpha[:, None]
+        acc = warpgroup_mma(p16, v_bufs.index(i_v).reshape([BN, HEAD_DIM]), o, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        o = warpgroup_mma_wait(0, deps=(acc,))
+        mbarrier.arrive(v_empty.index(i_v), count=1)
+
+        # epilogue: o / l through the q slot and a TMA store (clipped at the head's end), lse
+        l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
+        o = o * (1.0 / l_o)[:, None]
+        q_bufs.index(WG).reshape([BM, HEAD_DIM]).store(o.to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [i_b, i_h, row0, 0], q_bufs.index(WG))
+        o_r = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, s_layout))
+        b_lse = (m_i + gl.log2(l_i)) * 0.6931471805599453
+        gl.store(p_lse + i_b.to(gl.int64) * s_lb + i_h.to(gl.int64) * s_lh + o_r, b_lse, mask=o_r < sq)
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _producer(q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
+                  k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale,
+                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
+        """One warp: q once, then K/V tiles through the ring (same signature as ``_consumer``)."""
+        BM: gl.constexpr = q_desc.block_type.shape[2]
+        BN: gl.constexpr = k_desc.block_type.shape[2]
+        NUM_WG: gl.constexpr = q_bufs.type.shape[0]
+        i_h, i_b = gl.program_id(1), gl.program_id(2)
+        m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
+        i_hk = i_h // group
+        mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
+        for w in gl.static_range(NUM_WG):
+            tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, q_bufs.index(w))
+        for j in range(n_tiles):
+            i_s = j % STAGES
+            ph = (j // STAGES) & 1
+            mbarrier.wait(k_empty.index(i_s), ph ^ 1)
+            mbarrier.expect(k_ready.index(i_s), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, j * BN, 0], k_ready.index(i_s), k_bufs.index(i_s))
+            mbarrier.wait(v_empty.index(i_s), ph ^ 1)
+            mbarrier.expect(v_ready.index(i_s), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, j * BN, 0], v_ready.index(i_s), v_bufs.index(i_s))
+
+    @gluon.jit
+    def _attn_fwd_ws_kernel(
+        q_desc, k_desc, v_desc, o_desc,  # TMA descriptors over (B, Hq, Sq, D), (B, Hkv, Sk, D) ×2, o like q
+        p_lse,  # out: lse (B, Hq, Sq) float32, unit position stride
+        s_lb, s_lh,  # lse strides (batch, head)
+        sq, sk, group, qk_scale,  # lengths, Hq // Hkv, softmax scale · log2 e
+        HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+    ):
+        dtype: gl.constexpr = q_desc.dtype
+        NUM_WG: gl.constexpr = 3 if HEAD_DIM <= 64 else 2
+        q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for w in gl.static_range(NUM_WG):
+            mbarrier.init(turn.index(w), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=NUM_WG)
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(v_empty.index(i), count=NUM_WG)
+        if NUM_WG == 3:  # head dim 64: 192 rows, registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
+            gl.warp_specialize([
+                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 0)),
+                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 1)),
+                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 2)),
+                (_producer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 2)),
+            ], [4, 4, 1], [160, 160, 24])
+        else:  # head dim 128: 128 rows, registers 240 / 240 / 24
+            gl.warp_specialize([
+                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 0)),
+                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 1)),
+                (_producer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
+                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 1)),
+            ], [4, 1], [240, 24])
