@@ -4,23 +4,25 @@ The Triton forward (``forward.py``) waits on every QKᵀ product before its soft
 with the same warps that compute; on an H100 it reaches ~490 TFLOP/s at (2, 16, 8192, 128) bf16
 against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 structure in Gluon:
 
-- a program owns BLOCK_M = 128 query rows of one (sequence, query head), split between two
-  consumer warpgroups of 64 rows each (the default partition and one worker partition), which
-  share the K/V tiles and run independently, so one warpgroup's softmax overlaps the other's
-  matrix products (the warp schedulers interleave them);
+- a program owns 64·NUM_WG query rows of one (sequence, query head): NUM_WG consumer warpgroups
+  of 64 rows (2 at D = 128, 3 at D = 64; the default partition and worker partitions), which
+  share the K/V tiles;
 - a one-warp producer partition loads q once and streams K/V tiles of BLOCK_N keys through a
   ring of STAGES shared-memory slots with TMA, each slot with ready / empty mbarriers (empty
-  counts two arrivals: both consumers release a slot);
-- inside a consumer, S_{j+1} = Q·K_{j+1}ᵀ is issued (async wgmma) before the softmax of S_j, and
-  O += P_j·V_j is left in flight while S_{j+1} is awaited: the tensor cores work during the
-  exponentials. P goes from the S accumulator to the A operand in registers.
-- masks only on the last tile: the causal diagonal (BLOCK_N = BLOCK_M, Sq = Sk) or the end of
-  the keys. TMA zero-fills rows past each head's end (4-D descriptors over (B, H, S, D) with the
-  tensors' own strides: "bshd" views need no copy) and clips the o store there.
+  counts one arrival per consumer);
+- a consumer's step j issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, then runs the
+  softmax of S_j while they run; P goes from the S accumulator to the A operand in registers.
+  The consumers issue in turns (an mbarrier each, FlashAttention-3's ping-pong), so one's
+  products run during another's softmax;
+- masks only where needed: the tiles reaching past a warpgroup's first row under the causal
+  mask (Sq = Sk), the last tile otherwise (the end of the keys). TMA zero-fills rows past each
+  head's end (4-D descriptors over (B, H, S, D) with the tensors' own strides: "bshd" views
+  need no copy) and clips the o store there.
 
 Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64 or 128,
 dense (B, H, S, D) with unit head-dim stride and 16-byte aligned strides and bases, no sliding
-window, no softcap, positive scale, causal only with Sq = Sk. Everything else runs the Triton
+window, no softcap, positive scale, causal only with Sq = Sk, and enough work (``MIN_WORK``) at a
+(head dim, causal) pair where it is the faster one (``USE``). Everything else runs the Triton
 forward. Online softmax in base 2, as ``forward.py``; o and lse (natural log) alike.
 """
 
@@ -42,7 +44,6 @@ try:
         mbarrier,
         tma,
         warpgroup_mma,
-        warpgroup_mma_init,
         warpgroup_mma_wait,
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -54,9 +55,13 @@ ENABLED = True
 
 WG_M = 64  # rows per consumer warpgroup (one wgmma M)
 NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim (the kernel derives the same from HEAD_DIM)
-BLOCK_N = 128  # keys per K/V tile
+BLOCK_N = 128  # keys per K/V tile (Gluon tiles are powers of two: FlashAttention-3's 176 is not open)
 STAGES = {64: 3, 128: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB)
 MAXNREG = {64: 128, 128: 168}
+USE = {(64, False): True, (64, True): False, (128, False): True, (128, True): True}
+"""(head dim, causal) -> whether the Gluon forward runs: where it beats the Triton forward on an
+H100 (D = 64 causal: 8×16×2048×64 204.5 vs 204.4 µs, 4×8×2048×64 66 vs 68: no gain; the kernel
+supports it, the GPU tests run it)."""
 MIN_WORK = 1 << 33
 """B·Hq·Sq·Sk·D (halved under the causal mask) below which the Triton forward runs: there the
 Gluon launch's host time (four TMA descriptors, the JIT's binding: ~35 µs) exceeds the kernel's
@@ -72,6 +77,8 @@ def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
     if q.dtype not in (torch.float16, torch.bfloat16) or prob.head_dim not in STAGES:
         return False
     if prob.varlen or prob.has_left or prob.softcap > 0 or not prob.scale > 0:
+        return False
+    if not USE[prob.head_dim, prob.has_right]:
         return False
     if prob.has_right and (prob.wr != 0 or prob.max_sq != prob.max_sk):
         return False
@@ -125,9 +132,17 @@ if gluon is not None:
         return i_m * BLOCK_M, n_tiles
 
     @gluon.jit
+    def _first_masked(n_tiles, row0, BN: gl.constexpr, CAUSAL: gl.constexpr):
+        """The first tile that needs a mask for the warpgroup whose rows start at row0: under the
+        causal mask the first tile reaching past row0; else the last tile (the end of the keys)."""
+        if CAUSAL:
+            return gl.minimum((row0 + 1) // BN, n_tiles - 1)
+        else:
+            return n_tiles - 1
+
+    @gluon.jit
     def _masked(j, n_tiles, row0, BN: gl.constexpr, CAUSAL: gl.constexpr):
-        """Whether tile j needs a mask for the warpgroup whose rows start at row0: under the causal
-        mask, tiles reaching past row0; else the last tile (the end of the keys)."""
+        """Whether tile j needs a mask (``_first_masked`` ≤ j, tested per tile)."""
         if CAUSAL:
             return j * BN + BN - 1 > row0
         else:
@@ -159,15 +174,41 @@ if gluon is not None:
         return p16, m_new, l_new, gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))
 
     @gluon.jit
+    def _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn, s_zero,
+              o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
+              first: gl.constexpr, STAGES: gl.constexpr, MASK, CAUSAL: gl.constexpr):
+        """Step j of a consumer: issue S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in its turn, the softmax
+        of S_j (masked when MASK: a constant, or a run-time flag) while they run. Returns the new (o, p16, m_i, l_i, alpha)."""
+        BN: gl.constexpr = k_bufs.type.shape[3]
+        HEAD_DIM: gl.constexpr = k_bufs.type.shape[4]
+        i_k = j % STAGES
+        i_v = (j - 1) % STAGES
+        mbarrier.wait(k_ready.index(i_k), (j // STAGES) & 1)
+        mbarrier.wait(v_ready.index(i_v), ((j - 1) // STAGES) & 1)
+        mbarrier.wait(my_turn, (j & 1) ^ first)
+        s_tok = warpgroup_mma(q_s, k_bufs.index(i_k).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
+                              use_acc=False, is_async=True)
+        o = o * alpha[:, None]
+        acc = warpgroup_mma(p16, v_bufs.index(i_v).reshape([BN, HEAD_DIM]), o, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        s = warpgroup_mma_wait(1, deps=(s_tok,))  # S_j done; P_{j-1}·V_{j-1} may run on
+        mbarrier.arrive(k_empty.index(i_k), count=1)
+        if MASK:
+            s = _mask(s, row0, j * BN, sk, CAUSAL)
+        dtype: gl.constexpr = p16.dtype
+        p_layout: gl.constexpr = p16.type.layout
+        o_layout: gl.constexpr = o.type.layout
+        p16, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, dtype, p_layout, o_layout)
+        o = warpgroup_mma_wait(0, deps=(acc,))
+        mbarrier.arrive(v_empty.index(i_v), count=1)
+        return o, p16, m_i, l_i, alpha
+
+    @gluon.jit
     def _consumer(q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
                   k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale,
                   HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
-        """One consumer warpgroup: rows m0 + WG·64 … + 63 of the program's block.
-
-        Step j issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, then runs the softmax of S_j
-        while P_{j-1}·V_{j-1} (and the other warpgroup's products) run. The two warpgroups take
-        turns to issue (``turn``: an mbarrier each, FlashAttention-3's ping-pong), so one's
-        products run during the other's softmax."""
+        """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of the program's block (module docstring).
+        Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one after issuing."""
         BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
         BN: gl.constexpr = k_desc.block_type.shape[2]
         dtype: gl.constexpr = q_desc.dtype
@@ -198,28 +239,28 @@ if gluon is not None:
         mbarrier.arrive(next_turn, count=1)
         s = warpgroup_mma_wait(0, deps=(s_tok,))
         mbarrier.arrive(k_empty.index(0), count=1)
-        if _masked(0, n_tiles, row0, BN, CAUSAL):
+        if _first_masked(n_tiles, row0, BN, CAUSAL) == 0:
             s = _mask(s, row0, 0, sk, CAUSAL)
         p16, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, dtype, p_layout, o_layout)
 
-        for j in range(1, n_tiles):
-            i_k = j % STAGES
-            i_v = (j - 1) % STAGES
-            mbarrier.wait(k_ready.index(i_k), (j // STAGES) & 1)
-            mbarrier.wait(v_ready.index(i_v), ((j - 1) // STAGES) & 1)
-            mbarrier.wait(my_turn, (j & 1) ^ first)
-            s_tok = warpgroup_mma(q_s, k_bufs.index(i_k).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
-                                  use_acc=False, is_async=True)
-            o = o * alpha[:, None]
-            acc = warpgroup_mma(p16, v_bufs.index(i_v).reshape([BN, HEAD_DIM]), o, is_async=True)
-            mbarrier.arrive(next_turn, count=1)
-            s = warpgroup_mma_wait(1, deps=(s_tok,))  # S_j done; P_{j-1}·V_{j-1} may run on
-            mbarrier.arrive(k_empty.index(i_k), count=1)
-            if _masked(j, n_tiles, row0, BN, CAUSAL):
-                s = _mask(s, row0, j * BN, sk, CAUSAL)
-            p16, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, dtype, p_layout, o_layout)
-            o = warpgroup_mma_wait(0, deps=(acc,))
-            mbarrier.arrive(v_empty.index(i_v), count=1)
+        # D = 128: unmasked tiles, then the masked ones (a mask tested per tile compiles to selects on
+        # every tile: 64 FSEL + 37 ISETP per thread and tile in SASS). D = 64: one loop testing the
+        # mask per tile (the split loops or a constant mask spill there: 160 registers per thread)
+        j_mask = gl.maximum(_first_masked(n_tiles, row0, BN, CAUSAL), 1)
+        if HEAD_DIM > 64:
+            for j in range(1, j_mask):
+                o, p16, m_i, l_i, alpha = _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
+                                                next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
+                                                first, STAGES, False, CAUSAL)
+            for j in range(j_mask, n_tiles):
+                o, p16, m_i, l_i, alpha = _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
+                                                next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
+                                                first, STAGES, True, CAUSAL)
+        else:
+            for j in range(1, n_tiles):
+                o, p16, m_i, l_i, alpha = _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
+                                                next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
+                                                first, STAGES, _masked(j, n_tiles, row0, BN, CAUSAL), CAUSAL)
 
         # the last P·V
         j = n_tiles
