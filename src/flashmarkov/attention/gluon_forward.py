@@ -76,7 +76,7 @@ def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
         return False
     if q.dtype not in (torch.float16, torch.bfloat16) or prob.head_dim not in STAGES:
         return False
-    if prob.varlen or prob.max_sq > 65535 * WG_M * 2 or prob.has_left or prob.softcap > 0 or not prob.scale > 0:
+    if prob.varlen or prob.has_left or prob.softcap > 0 or not prob.scale > 0:
         return False
     if not USE[prob.head_dim, prob.has_right]:
         return False
@@ -109,9 +109,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     b, hq, sq, d = q.shape
     causal = prob.has_right
     n_mblk = _host.cdiv(sq, WG_M * NUM_WG[d])
-    # (sequence, head) pairs on the fast grid axis: every pair's first (under the causal mask the
-    # longest) block launches before any pair's second
-    _attn_fwd_ws_kernel[(b * hq, n_mblk)](
+    _attn_fwd_ws_kernel[(n_mblk, hq, b)](
         _descriptor(q, WG_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N), _descriptor(o, WG_M),
         lse, lse.stride(0), lse.stride(1),
         sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * LOG2E,
@@ -126,10 +124,10 @@ if gluon is not None:
     def _block(sk, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr):
         """(first query row, K/V tiles to visit) of this program; causal programs in reverse order
         (longest rows first)."""
-        i_m = gl.program_id(1)
+        i_m = gl.program_id(0)
         n_tiles = gl.cdiv(sk, BN)
         if CAUSAL:
-            i_m = gl.num_programs(1) - 1 - i_m
+            i_m = gl.num_programs(0) - 1 - i_m
             n_tiles = gl.minimum(n_tiles, gl.cdiv((i_m + 1) * BLOCK_M, BN))
         return i_m * BLOCK_M, n_tiles
 
@@ -219,7 +217,7 @@ if gluon is not None:
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        i_h, i_b = gl.program_id(0) % q_desc.shape[1], gl.program_id(0) // q_desc.shape[1]
+        i_h, i_b = gl.program_id(1), gl.program_id(2)
         m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
         row0 = m0 + WG * BM
         my_turn = turn.index(WG)
@@ -294,7 +292,7 @@ if gluon is not None:
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        i_h, i_b = gl.program_id(0) % q_desc.shape[1], gl.program_id(0) // q_desc.shape[1]
+        i_h, i_b = gl.program_id(1), gl.program_id(2)
         m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
         i_hk = i_h // group
         mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
