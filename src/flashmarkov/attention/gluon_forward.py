@@ -57,7 +57,7 @@ WG_M = 64  # rows per consumer warpgroup (one wgmma M)
 NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim (the kernel derives the same from HEAD_DIM)
 BLOCK_N = 128  # keys per K/V tile (Gluon tiles are powers of two: FlashAttention-3's 176 is not open)
 STAGES = {64: 3, 128: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB)
-MAXNREG = {64: 128, 128: 168}
+MAXNREG = {64: 128, 128: 168}  # registers per thread at launch: warpgroups × MAXNREG ≤ 512, an SM's file
 USE = {(64, False): True, (64, True): False, (128, False): True, (128, True): True}
 """(head dim, causal) -> whether the Gluon forward runs: where it beats the Triton forward on an
 H100 (D = 64 causal: 8×16×2048×64 204.5 vs 204.4 µs, 4×8×2048×64 66 vs 68: no gain; the kernel
@@ -66,7 +66,7 @@ MIN_WORK = 1 << 33
 """B·Hq·Sq·Sk·D (halved under the causal mask) below which the Triton forward runs: there the
 Gluon launch's host time (four TMA descriptors, the JIT's binding: ~35 µs) exceeds the kernel's
 and the Triton forward is as fast or faster (H100: 16×8×512×64 34 vs 37 µs, 32×8×128×64 14 vs 18;
-4×8×2048×64, 2^33, 88 vs 91)."""  # registers per thread at launch (warpgroups × MAXNREG = the 512 per thread an SM has)
+4×8×2048×64, 2^33, 88 vs 91)."""
 LOG2E = 1.4426950408889634
 
 
