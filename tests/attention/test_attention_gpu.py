@@ -116,8 +116,7 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
     calls = []
     launch = gluon_forward.attention_forward
     monkeypatch.setattr(gluon_forward, "attention_forward", lambda *a: calls.append(1) or launch(*a))
-    monkeypatch.setattr(gluon_forward, "MIN_WORK", 0)  # these sizes would run the Triton forward
-    monkeypatch.setattr(gluon_forward, "USE", dict.fromkeys(gluon_forward.USE, True))
+    monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))  # else the Triton forward
     check_rule(dtype, Hq, Hkv, Sq, Sk, D, dict(causal=causal), B=B, layout=layout)
     assert calls, "the Gluon forward was not launched"
     shape = (lambda H, S: (B, H, S, D)) if layout == "bhsd" else (lambda H, S: (B, S, H, D))

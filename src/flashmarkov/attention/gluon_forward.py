@@ -21,9 +21,8 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
 
 Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64 or 128,
 dense (B, H, S, D) with unit head-dim stride and 16-byte aligned strides and bases, no sliding
-window, no softcap, positive scale, causal only with Sq = Sk, and enough work (``MIN_WORK``) at a
-(head dim, causal) pair where it is the faster one (``USE``). Everything else runs the Triton
-forward. Online softmax in base 2, as ``forward.py``; o and lse (natural log) alike.
+window, no softcap, positive scale, causal only with Sq = Sk, and enough work (``MIN_WORK``) to
+be the faster one. Everything else runs the Triton forward. Online softmax in base 2, as ``forward.py``; o and lse (natural log) alike.
 """
 
 from __future__ import annotations
@@ -54,19 +53,16 @@ ENABLED = True
 """False: every forward runs the Triton kernel (for measuring one against the other)."""
 
 WG_M = 64  # rows per consumer warpgroup (one wgmma M)
-NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim (the kernel derives the same from HEAD_DIM)
+NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim
 BLOCK_N = 128  # keys per K/V tile (Gluon tiles are powers of two: FlashAttention-3's 176 is not open)
 STAGES = {64: 3, 128: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB)
-MAXNREG = {64: 128, 128: 168}  # registers per thread at launch: warpgroups × MAXNREG ≤ 512, an SM's file
-USE = {(64, False): True, (64, True): False, (128, False): True, (128, True): True}
-"""(head dim, causal) -> whether the Gluon forward runs: where it beats the Triton forward on an
-H100 (D = 64 causal: 8×16×2048×64 204.5 vs 204.4 µs, 4×8×2048×64 66 vs 68: no gain; the kernel
-supports it, the GPU tests run it)."""
-MIN_WORK = 1 << 33
-"""B·Hq·Sq·Sk·D (halved under the causal mask) below which the Triton forward runs: there the
-Gluon launch's host time (four TMA descriptors, the JIT's binding: ~35 µs) exceeds the kernel's
-and the Triton forward is as fast or faster (H100: 16×8×512×64 34 vs 37 µs, 32×8×128×64 14 vs 18;
-4×8×2048×64, 2^33, 88 vs 91)."""
+MAXNREG = {3: 128, 2: 168}  # registers per thread at launch per consumer count: warpgroups × MAXNREG ≤ 512
+MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 35, (128, False): 1 << 33, (128, True): 1 << 33}
+"""(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the Gluon forward
+runs; below it the Triton forward (H100, bf16, µs, Gluon vs Triton): the Gluon launch's host time
+(four TMA descriptors, the JIT's binding: ~35–70 µs) exceeds small kernels (16×8×512×64 78 vs 35);
+at 2^33 4×8×2048×64 88 vs 92; D = 64 causal gains only on long rows (8×16×2048×64, 2^34: 207 vs
+210; 2×16×8192×64, 2^36: 614 vs 739)."""
 LOG2E = 1.4426950408889634
 
 
@@ -78,12 +74,10 @@ def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
         return False
     if prob.varlen or prob.has_left or prob.softcap > 0 or not prob.scale > 0:
         return False
-    if not USE[prob.head_dim, prob.has_right]:
-        return False
     if prob.has_right and (prob.wr != 0 or prob.max_sq != prob.max_sk):
         return False
     work = q.shape[0] * prob.hq * prob.max_sq * prob.max_sk * prob.head_dim >> prob.has_right
-    if work < MIN_WORK or _host.capability(q.device) != (9, 0):
+    if work < MIN_WORK[prob.head_dim, prob.has_right] or _host.capability(q.device) != (9, 0):
         return False
     for x in (q, k, v, o):
         s = x.stride()
@@ -108,13 +102,14 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32)."""
     b, hq, sq, d = q.shape
     causal = prob.has_right
-    n_mblk = _host.cdiv(sq, WG_M * NUM_WG[d])
+    n_wg = NUM_WG[d]
+    n_mblk = _host.cdiv(sq, WG_M * n_wg)
     _attn_fwd_ws_kernel[(n_mblk, hq, b)](
         _descriptor(q, WG_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N), _descriptor(o, WG_M),
         lse, lse.stride(0), lse.stride(1),
         sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * LOG2E,
-        HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d],
-        num_warps=4, maxnreg=MAXNREG[d],
+        HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg,
+        num_warps=4, maxnreg=MAXNREG[n_wg],
     )
 
 
@@ -314,10 +309,9 @@ if gluon is not None:
         p_lse,  # out: lse (B, Hq, Sq) float32, unit position stride
         s_lb, s_lh,  # lse strides (batch, head)
         sq, sk, group, qk_scale,  # lengths, Hq // Hkv, softmax scale · log2 e
-        HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr,
+        HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
     ):
         dtype: gl.constexpr = q_desc.dtype
-        NUM_WG: gl.constexpr = 3 if HEAD_DIM <= 64 else 2
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -335,7 +329,7 @@ if gluon is not None:
             mbarrier.init(k_empty.index(i), count=NUM_WG)
             mbarrier.init(v_ready.index(i), count=1)
             mbarrier.init(v_empty.index(i), count=NUM_WG)
-        if NUM_WG == 3:  # head dim 64: 192 rows, registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
+        if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
             gl.warp_specialize([
                 (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
                              k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 0)),
@@ -346,7 +340,7 @@ if gluon is not None:
                 (_producer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
                              k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 2)),
             ], [4, 4, 1], [160, 160, 24])
-        else:  # head dim 128: 128 rows, registers 240 / 240 / 24
+        else:  # 128 rows, registers 240 / 240 / 24
             gl.warp_specialize([
                 (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
                              k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 0)),
