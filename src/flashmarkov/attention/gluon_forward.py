@@ -199,11 +199,14 @@ if gluon is not None:
         return o, p16, m_i, l_i, alpha
 
     @gluon.jit
-    def _consumer(q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-                  k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale,
-                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
+    def _consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
         """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of the program's block (module docstring).
-        Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one after issuing."""
+        Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one after issuing.
+        ``args``: the kernel's descriptors, buffers, barriers and scalars (``_attn_fwd_ws_kernel``)."""
+        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale) = args
+        HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
+        STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
         BN: gl.constexpr = k_desc.block_type.shape[2]
         dtype: gl.constexpr = q_desc.dtype
@@ -280,10 +283,11 @@ if gluon is not None:
         tma.store_wait(0)
 
     @gluon.jit
-    def _producer(q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-                  k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale,
-                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):
+    def _producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
         """One warp: q once, then K/V tiles through the ring (same signature as ``_consumer``)."""
+        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale) = args
+        STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
@@ -329,23 +333,11 @@ if gluon is not None:
             mbarrier.init(k_empty.index(i), count=NUM_WG)
             mbarrier.init(v_ready.index(i), count=1)
             mbarrier.init(v_empty.index(i), count=NUM_WG)
+        args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
+                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale)
         if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
-            gl.warp_specialize([
-                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 0)),
-                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 1)),
-                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 2)),
-                (_producer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 2)),
-            ], [4, 4, 1], [160, 160, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
+                                (_consumer, (args, CAUSAL, 2)), (_producer, (args, CAUSAL, 2))], [4, 4, 1], [160, 160, 24])
         else:  # 128 rows, registers 240 / 240 / 24
-            gl.warp_specialize([
-                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 0)),
-                (_consumer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 1)),
-                (_producer, (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar, k_ready,
-                             k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, HEAD_DIM, CAUSAL, STAGES, 1)),
-            ], [4, 1], [240, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
+                                (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
