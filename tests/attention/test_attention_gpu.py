@@ -129,6 +129,25 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
     assert rel_err(o, o_t) <= 2 * torch.finfo(dtype).eps
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="Hopper only")
+def test_gpu_gluon_forward_broadcast_kv(monkeypatch):
+    """K/V broadcast over the batch (stride 0, which a TMA descriptor cannot take) run the Triton
+    forward, with the Gluon forward otherwise eligible; o matches the same K/V materialised."""
+    from flashmarkov.attention import gluon_forward
+
+    monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))
+    calls = []
+    launch = gluon_forward.attention_forward
+    monkeypatch.setattr(gluon_forward, "attention_forward", lambda *a: calls.append(1) or launch(*a))
+    q = rand((2, 4, 300, 128), torch.bfloat16, "cuda")
+    k, v = (rand((1, 4, 300, 128), torch.bfloat16, "cuda").expand(2, -1, -1, -1) for _ in range(2))
+    o = flash_attention(q, k, v)
+    assert not calls, "a stride-0 tensor reached the Gluon forward"
+    o_dense = flash_attention(q, k.contiguous(), v.contiguous())
+    assert calls, "the Gluon forward did not run on the materialised K/V"
+    assert rel_err(o, o_dense) <= 2 * torch.finfo(torch.bfloat16).eps
+
+
 @pytest.mark.parametrize("D", [16, 40, 64, 72, 80, 96, 128, 192, 256])
 def test_gpu_head_dims(D, nan_alloc):
     check_rule(torch.bfloat16, 4, 2, 1000, 1000, D, dict(causal=True), B=2)

@@ -81,7 +81,8 @@ def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
         return False
     for x in (q, k, v, o):
         s = x.stride()
-        if s[3] != 1 or x.data_ptr() % 16 or any(st * x.element_size() % 16 for st in s[:3]):
+        # TMA: unit head-dim stride, 16-byte aligned base and strides, no zero (broadcast) stride
+        if s[3] != 1 or x.data_ptr() % 16 or any(st <= 0 or st * x.element_size() % 16 for st in s[:3]):
             return False
     return True
 
