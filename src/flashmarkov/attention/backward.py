@@ -9,7 +9,8 @@ nothing and changes nothing):
    dV accumulators resident and loops over the query heads of its GQA group and, for each, over
    the query tiles that see the tile (the band, masked only on its boundary tiles). Works in the
    transposed orientation Sᵀ = K Qᵀ so that no tile is transposed in registers except q and dO.
-3. ``_attn_bwd_dq_kernel``: a program per Q tile loops over the same key band as the forward.
+3. ``_attn_bwd_dq_kernel``: a program per Q tile loops over the same key band as the forward
+   (on Hopper, where the Gluon forward runs, ``gluon_backward``'s dQ kernel instead).
 
 P is recomputed from the saved lse: P = exp2(S·log2 e − lse·log2 e); rows without a visible key
 (lse = −inf) give P = 0.
@@ -22,6 +23,7 @@ import triton
 import triton.language as tl
 
 from .. import _host
+from . import gluon_backward
 from .forward import (
     LOG2E,
     AttnConfig,
@@ -350,6 +352,9 @@ def attention_backward(
         (*s_q, *s_k, *s_v, *s_do, *strides4(dk, varlen), *strides4(dv, varlen), *s_lse, *band), floats,
         lambda cfg=cfg: options(cfg),
     )
+    if gluon_backward.supported(q, k, v, do, dq, prob):
+        gluon_backward.attention_dq(q, k, v, do, dq, lse, delta, prob)
+        return
     cfg = pick_config("dq", head_dim, False, q.element_size())
     _DQ(
         (_host.cdiv(max(max_sq, 1), cfg.block_m), prob.hq, prob.n_seq), (dtype, cfg, head_dim, flags),

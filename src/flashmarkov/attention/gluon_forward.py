@@ -68,6 +68,13 @@ LOG2E = 1.4426950408889634
 
 def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
     """Whether ``prob`` (a ``forward.Problem``) on these canonical tensors runs the Gluon forward."""
+    return eligible(prob, MIN_WORK, (q, k, v, o))
+
+
+def eligible(prob, min_work: dict, tensors: tuple[Tensor, ...]) -> bool:
+    """The Gluon kernels' common scope (module docstring), with ``min_work`` per (head dim, causal)
+    and every tensor in ``tensors`` expressible as a TMA descriptor."""
+    q = tensors[0]
     if gluon is None or not ENABLED or q.device.type != "cuda":
         return False
     if q.dtype not in (torch.float16, torch.bfloat16) or prob.head_dim not in STAGES:
@@ -77,9 +84,9 @@ def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
     if prob.has_right and (prob.wr != 0 or prob.max_sq != prob.max_sk):
         return False
     work = q.shape[0] * prob.hq * prob.max_sq * prob.max_sk * prob.head_dim >> prob.has_right
-    if work < MIN_WORK[prob.head_dim, prob.has_right] or _host.capability(q.device) != (9, 0):
+    if work < min_work[prob.head_dim, prob.has_right] or _host.capability(q.device) != (9, 0):
         return False
-    for x in (q, k, v, o):
+    for x in tensors:
         s = x.stride()
         # TMA: unit head-dim stride, 16-byte aligned base and strides, no zero (broadcast) stride
         if s[3] != 1 or x.data_ptr() % 16 or any(st <= 0 or st * x.element_size() % 16 for st in s[:3]):
@@ -93,7 +100,7 @@ def _smem_layout(head_dim: int, rows: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gdt)
 
 
-def _descriptor(x: Tensor, rows: int) -> TensorDescriptor:
+def descriptor(x: Tensor, rows: int) -> TensorDescriptor:
     """A TMA descriptor over canonical (B, H, S, D) ``x`` with blocks of ``rows`` positions."""
     d = x.shape[3]
     return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, rows, d], _smem_layout(d, rows, x.dtype))
@@ -106,7 +113,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     n_wg = NUM_WG[d]
     n_mblk = _host.cdiv(sq, WG_M * n_wg)
     _attn_fwd_ws_kernel[(n_mblk, hq, b)](
-        _descriptor(q, WG_M), _descriptor(k, BLOCK_N), _descriptor(v, BLOCK_N), _descriptor(o, WG_M),
+        descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M),
         lse, lse.stride(0), lse.stride(1),
         sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * LOG2E,
         HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg,

@@ -1,0 +1,193 @@
+"""Gluon dQ kernel of the attention backward for Hopper (sm_90), built like ``gluon_forward``.
+
+The Triton backward (``backward.py``) runs dK/dV and dQ as two kernels; this replaces the dQ one
+where the Gluon forward runs (same scope, ``gluon_forward.eligible``). A program owns 64·NUM_WG
+query rows of one (sequence, query head): a one-warp producer loads q and dO once and streams
+K/V tiles through the mbarrier ring; each consumer warpgroup (64 rows) keeps dQ in registers.
+Step j takes two turns of the ping-pong between consumers: S_j = Q·K_jᵀ and dP_j = dO·V_jᵀ in
+the first, then dS_j = P_j ∘ (dP_j − Δ) (P_j = exp2(S_j·scale·log2 e − lse·log2 e), lse from the
+forward, Δ from ``backward``'s preprocess) while the other warpgroup's products run, and
+dQ += dS_j·K_j in the second. (Issuing dQ += dS_{j-1}·K_{j-1} with S_j and dP_j, as the forward
+overlaps its products, keeps S, dP, dQ and dS live at once: 224 registers at D = 128, spilled.)
+Masks as in the forward; dQ · scale is stored through the q slot with TMA (clipped at the
+head's end).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _host
+from . import gluon_forward as gf
+
+Tensor = torch.Tensor
+
+NUM_WG = 2
+STAGES = {64: 3, 128: 2}  # K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
+
+
+def supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, prob) -> bool:
+    """Whether the dQ of ``prob`` (a ``forward.Problem``) runs the Gluon kernel: the forward's
+    scope and thresholds (``gluon_forward.MIN_WORK``, read at each call)."""
+    return gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dq))
+
+
+def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: Tensor, delta: Tensor, prob) -> None:
+    """Launch the Gluon dQ kernel (``supported`` must hold): writes dq (like q). ``lse`` and
+    ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
+    b, hq, sq, d = q.shape
+    _attn_bwd_dq_ws_kernel[(_host.cdiv(sq, gf.WG_M * NUM_WG), hq, b)](
+        gf.descriptor(q, gf.WG_M), gf.descriptor(k, gf.BLOCK_N), gf.descriptor(v, gf.BLOCK_N),
+        gf.descriptor(do, gf.WG_M), gf.descriptor(dq, gf.WG_M),
+        lse, delta, lse.stride(0), lse.stride(1),
+        sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * gf.LOG2E, prob.scale,
+        HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=STAGES[d], NUM_WG=NUM_WG,
+        num_warps=4, maxnreg=gf.MAXNREG[NUM_WG],
+    )
+
+
+if gf.gluon is not None:
+    gluon, gl = gf.gluon, gf.gl
+    mbarrier, tma = gf.mbarrier, gf.tma
+    warpgroup_mma, warpgroup_mma_wait, fence_async_shared = gf.warpgroup_mma, gf.warpgroup_mma_wait, gf.fence_async_shared
+
+    @gluon.jit
+    def _ds(s, dp, lse2, delta, qk_scale, row0, col0, sk, MASK, CAUSAL: gl.constexpr, dtype: gl.constexpr,
+            ds_layout: gl.constexpr):
+        """dS = P ∘ (dP − Δ) of one tile, P = exp2(S·c − lse2), in ``dtype`` and the A-operand layout
+        of dS·K; MASK (a run-time flag) applies the tile's mask first."""
+        if MASK:
+            s = gf._mask(s, row0, col0, sk, CAUSAL)
+        p = gl.exp2(s * qk_scale - lse2[:, None])
+        ds = p * (dp - delta[:, None])
+        return gl.convert_layout(ds.to(dtype), ds_layout)
+
+    @gluon.jit
+    def _step(j, q_s, do_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn, s_zero,
+              dq, lse2, delta, qk_scale, row0, sk, first: gl.constexpr, MASK, CAUSAL: gl.constexpr,
+              a_layout: gl.constexpr):
+        """Step j of a consumer, in two turns: S_j and dP_j, then (after dS_j) dQ += dS_j·K_j.
+        Returns dq."""
+        STAGES: gl.constexpr = k_bufs.type.shape[0]
+        BN: gl.constexpr = k_bufs.type.shape[3]
+        HEAD_DIM: gl.constexpr = k_bufs.type.shape[4]
+        dtype: gl.constexpr = q_s.dtype
+        i_k = j % STAGES
+        mbarrier.wait(k_ready.index(i_k), (j // STAGES) & 1)
+        mbarrier.wait(v_ready.index(i_k), (j // STAGES) & 1)
+        mbarrier.wait(my_turn, first)
+        s_tok = warpgroup_mma(q_s, k_bufs.index(i_k).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
+                              use_acc=False, is_async=True)
+        dp_tok = warpgroup_mma(do_s, v_bufs.index(i_k).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
+                               use_acc=False, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        s, dp = warpgroup_mma_wait(0, deps=(s_tok, dp_tok))
+        mbarrier.arrive(v_empty.index(i_k), count=1)
+        ds = _ds(s, dp, lse2, delta, qk_scale, row0, j * BN, sk, MASK, CAUSAL, dtype, a_layout)
+        mbarrier.wait(my_turn, first ^ 1)
+        dq_tok = warpgroup_mma(ds, k_bufs.index(i_k).reshape([BN, HEAD_DIM]), dq, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        dq = warpgroup_mma_wait(0, deps=(dq_tok,))
+        mbarrier.arrive(k_empty.index(i_k), count=1)
+        return dq
+
+    @gluon.jit
+    def _consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """Consumer warpgroup WG: dQ of rows m0 + WG·64 … + 63 (module docstring)."""
+        (q_desc, k_desc, v_desc, do_desc, dq_desc, p_lse, p_delta, s_lb, s_lh, q_bufs, do_bufs, k_bufs, v_bufs,
+         q_bar, k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, scale) = args
+        HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
+        BM: gl.constexpr = q_desc.block_type.shape[2]
+        BN: gl.constexpr = k_desc.block_type.shape[2]
+        NUM_WG: gl.constexpr = q_bufs.type.shape[0]
+        dtype: gl.constexpr = q_desc.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        r_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+
+        i_h, i_b = gl.program_id(1), gl.program_id(2)
+        m0, n_tiles = gf._block(sk, NUM_WG * BM, BN, CAUSAL)
+        row0 = m0 + WG * BM
+        my_turn = turn.index(WG)
+        next_turn = turn.index((WG + 1) % NUM_WG)
+        first: gl.constexpr = 1 if WG == 0 else 0
+
+        q_s = q_bufs.index(WG).reshape([BM, HEAD_DIM])
+        do_s = do_bufs.index(WG).reshape([BM, HEAD_DIM])
+        s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
+        o_r = row0 + gl.arange(0, BM, layout=r_layout)
+        m_r = o_r < sq
+        l_off = i_b.to(gl.int64) * s_lb + i_h.to(gl.int64) * s_lh
+        lse2 = gl.load(p_lse + l_off + o_r, mask=m_r, other=0.0) * 1.4426950408889634
+        delta = gl.load(p_delta + l_off + o_r, mask=m_r, other=0.0)
+        dq = gl.zeros([BM, HEAD_DIM], gl.float32, o_layout)
+
+        mbarrier.wait(q_bar, 0)
+        for j in range(0, n_tiles):
+            dq = _step(j, q_s, do_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
+                       s_zero, dq, lse2, delta, qk_scale, row0, sk, first, gf._masked(j, n_tiles, row0, BN, CAUSAL),
+                       CAUSAL, a_layout)
+
+        q_bufs.index(WG).reshape([BM, HEAD_DIM]).store((dq * scale).to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(dq_desc, [i_b, i_h, row0, 0], q_bufs.index(WG))
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """One warp: q and dO once, then K/V tiles through the ring (same signature as ``_consumer``)."""
+        (q_desc, k_desc, v_desc, do_desc, dq_desc, p_lse, p_delta, s_lb, s_lh, q_bufs, do_bufs, k_bufs, v_bufs,
+         q_bar, k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, scale) = args
+        STAGES: gl.constexpr = k_bufs.type.shape[0]
+        BM: gl.constexpr = q_desc.block_type.shape[2]
+        BN: gl.constexpr = k_desc.block_type.shape[2]
+        NUM_WG: gl.constexpr = q_bufs.type.shape[0]
+        i_h, i_b = gl.program_id(1), gl.program_id(2)
+        m0, n_tiles = gf._block(sk, NUM_WG * BM, BN, CAUSAL)
+        i_hk = i_h // group
+        mbarrier.expect(q_bar, NUM_WG * (q_desc.block_type.nbytes + do_desc.block_type.nbytes))
+        for w in gl.static_range(NUM_WG):
+            tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, q_bufs.index(w))
+            tma.async_copy_global_to_shared(do_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, do_bufs.index(w))
+        for j in range(n_tiles):
+            i_s = j % STAGES
+            ph = (j // STAGES) & 1
+            mbarrier.wait(k_empty.index(i_s), ph ^ 1)
+            mbarrier.expect(k_ready.index(i_s), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, j * BN, 0], k_ready.index(i_s), k_bufs.index(i_s))
+            mbarrier.wait(v_empty.index(i_s), ph ^ 1)
+            mbarrier.expect(v_ready.index(i_s), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, j * BN, 0], v_ready.index(i_s), v_bufs.index(i_s))
+
+    @gluon.jit
+    def _attn_bwd_dq_ws_kernel(
+        q_desc, k_desc, v_desc, do_desc, dq_desc,  # TMA descriptors: q, dO, dq (B, Hq, Sq, D); k, v (B, Hkv, Sk, D)
+        p_lse, p_delta,  # (B, Hq, Sq) float32: the forward's lse (natural log), the preprocess's Δ
+        s_lb, s_lh,  # their strides (batch, head), shared
+        sq, sk, group, qk_scale, scale,  # lengths, Hq // Hkv, scale · log2 e, scale
+        HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
+    ):
+        dtype: gl.constexpr = q_desc.dtype
+        q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
+        do_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + do_desc.block_type.shape, do_desc.layout)
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for w in gl.static_range(NUM_WG):
+            mbarrier.init(turn.index(w), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=NUM_WG)
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(v_empty.index(i), count=NUM_WG)
+        args = (q_desc, k_desc, v_desc, do_desc, dq_desc, p_lse, p_delta, s_lb, s_lh, q_bufs, do_bufs, k_bufs, v_bufs,
+                q_bar, k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, scale)
+        gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
+                            (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
