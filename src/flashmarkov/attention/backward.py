@@ -9,8 +9,10 @@ nothing and changes nothing):
    dV accumulators resident and loops over the query heads of its GQA group and, for each, over
    the query tiles that see the tile (the band, masked only on its boundary tiles). Works in the
    transposed orientation Sᵀ = K Qᵀ so that no tile is transposed in registers except q and dO.
-3. ``_attn_bwd_dq_kernel``: a program per Q tile loops over the same key band as the forward
-   (on Hopper, where the Gluon forward runs, ``gluon_backward``'s dQ kernel instead).
+3. ``_attn_bwd_dq_kernel``: a program per Q tile loops over the same key band as the forward.
+
+On Hopper, at the head dims and in the scope of ``gluon_backward``, its Gluon dK/dV and dQ
+kernels replace 2 and 3 (also deterministic: no atomics).
 
 P is recomputed from the saved lse: P = exp2(S·log2 e − lse·log2 e); rows without a visible key
 (lse = −inf) give P = 0.
@@ -345,13 +347,16 @@ def attention_backward(
             num_warps=pre.num_warps,
         ),
     )
-    cfg = pick_config("dkdv", head_dim, False, q.element_size())
-    _DKDV(
-        (_host.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq), (dtype, cfg, head_dim, flags),
-        (q, k, v, do, dk, dv, lse, delta, prob.cu_q, prob.cu_k),
-        (*s_q, *s_k, *s_v, *s_do, *strides4(dk, varlen), *strides4(dv, varlen), *s_lse, *band), floats,
-        lambda cfg=cfg: options(cfg),
-    )
+    if gluon_backward.dkdv_supported(q, k, v, do, dk, dv, prob):
+        gluon_backward.attention_dkdv(q, k, v, do, dk, dv, lse, delta, prob)
+    else:
+        cfg = pick_config("dkdv", head_dim, False, q.element_size())
+        _DKDV(
+            (_host.cdiv(max(prob.max_sk, 1), cfg.block_n), prob.hkv, prob.n_seq), (dtype, cfg, head_dim, flags),
+            (q, k, v, do, dk, dv, lse, delta, prob.cu_q, prob.cu_k),
+            (*s_q, *s_k, *s_v, *s_do, *strides4(dk, varlen), *strides4(dv, varlen), *s_lse, *band), floats,
+            lambda cfg=cfg: options(cfg),
+        )
     if gluon_backward.supported(q, k, v, do, dq, prob):
         gluon_backward.attention_dq(q, k, v, do, dq, lse, delta, prob)
         return

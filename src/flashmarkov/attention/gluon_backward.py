@@ -36,6 +36,28 @@ def supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, prob) -> 
     return prob.head_dim in HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dq))
 
 
+KV_STAGES = 3  # (q, dO) ring depth of the dK/dV kernel (shared memory at D = 128: K, V 64 KB + 3·32 KB)
+
+
+def dkdv_supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, prob) -> bool:
+    """Whether dK/dV of ``prob`` run the Gluon kernel (the scope of ``supported``)."""
+    return prob.head_dim in HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dk, dv))
+
+
+def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, lse: Tensor, delta: Tensor,
+                   prob) -> None:
+    """Launch the Gluon dK/dV kernel (``dkdv_supported`` must hold): writes dk, dv (like k, v)."""
+    b, hkv, sk, d = k.shape
+    _attn_bwd_dkdv_ws_kernel[(_host.cdiv(sk, gf.WG_M * NUM_WG), hkv, b)](
+        gf.descriptor(q, gf.WG_M), gf.descriptor(k, gf.WG_M), gf.descriptor(v, gf.WG_M),
+        gf.descriptor(do, gf.WG_M), gf.descriptor(dk, gf.WG_M), gf.descriptor(dv, gf.WG_M),
+        lse, delta, lse.stride(0), lse.stride(1),
+        prob.max_sq, prob.hq // prob.hkv, prob.scale * gf.LOG2E, prob.scale,
+        HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES, NUM_WG=NUM_WG,
+        num_warps=4, maxnreg=gf.MAXNREG[NUM_WG],
+    )
+
+
 def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: Tensor, delta: Tensor, prob) -> None:
     """Launch the Gluon dQ kernel (``supported`` must hold): writes dq (like q). ``lse`` and
     ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
@@ -195,3 +217,153 @@ if gf.gluon is not None:
                 q_bar, k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, scale)
         gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
                             (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
+
+    @gluon.jit
+    def _kv_step(t, i_g, m0, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty, my_turn, next_turn, st_zero,
+                 dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0, qk_scale,
+                 first: gl.constexpr, MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr):
+        """Step t (ring position) of a dK/dV consumer: the query tile at row m0 of query head i_g of
+        the group. First turn: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ; then Pᵀ, dSᵀ (causal mask when MASK);
+        second turn: dV += Pᵀ·dO and dK += dSᵀ·Q. Returns (dk, dv)."""
+        STAGES: gl.constexpr = q_bufs.type.shape[0]
+        BQ: gl.constexpr = q_bufs.type.shape[3]
+        HEAD_DIM: gl.constexpr = q_bufs.type.shape[4]
+        dtype: gl.constexpr = k_s.dtype
+        i_s = t % STAGES
+        o_q = m0 + gl.arange(0, BQ, layout=gl.SliceLayout(0, st_layout))
+        m_q = o_q < sq
+        l_off = l_off0 + i_g.to(gl.int64) * s_lh
+        lse2 = gl.load(p_lse + l_off + o_q, mask=m_q, other=0.0) * 1.4426950408889634
+        delta = gl.load(p_delta + l_off + o_q, mask=m_q, other=0.0)
+        q_t = q_bufs.index(i_s).reshape([BQ, HEAD_DIM])
+        do_t = do_bufs.index(i_s).reshape([BQ, HEAD_DIM])
+        mbarrier.wait(q_ready.index(i_s), (t // STAGES) & 1)
+        mbarrier.wait(my_turn, first)
+        st_tok = warpgroup_mma(k_s, q_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+        dpt_tok = warpgroup_mma(v_s, do_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        st, dpt = warpgroup_mma_wait(0, deps=(st_tok, dpt_tok))
+        if MASK:  # causal: keys key0 … key0 + 63 against rows m0 … m0 + 63, a row sees keys ≤ it
+            o_k = key0 + gl.arange(0, st.shape[0], layout=gl.SliceLayout(1, st_layout))
+            st = gl.where(o_q[None, :] >= o_k[:, None], st, float("-inf"))
+        pt = gl.exp2(st * qk_scale - lse2[None, :])
+        dst = pt * (dpt - delta[None, :])
+        pt16 = gl.convert_layout(pt.to(dtype), a_layout)
+        dst16 = gl.convert_layout(dst.to(dtype), a_layout)
+        mbarrier.wait(my_turn, first ^ 1)
+        dv_tok = warpgroup_mma(pt16, do_t, dv, is_async=True)
+        dk_tok = warpgroup_mma(dst16, q_t, dk, is_async=True)
+        mbarrier.arrive(next_turn, count=1)
+        dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
+        mbarrier.arrive(q_empty.index(i_s), count=1)
+        return dk, dv
+
+    @gluon.jit
+    def _kv_range(sq, BQ: gl.constexpr, BK: gl.constexpr, CAUSAL: gl.constexpr):
+        """(first key of the program, first query tile, query tiles per head) that see its keys."""
+        n0 = gl.program_id(0) * BK
+        q0 = 0
+        if CAUSAL:
+            q0 = n0 // BQ  # rows ≥ the first key (Sq = Sk)
+        return n0, q0, gl.cdiv(sq, BQ) - q0
+
+    @gluon.jit
+    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """dK/dV consumer warpgroup WG: keys n0 + WG·64 … + 63 of the program's block."""
+        (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
+         do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale) = args
+        BK: gl.constexpr = k_desc.block_type.shape[2]  # 64 keys per warpgroup
+        BQ: gl.constexpr = q_desc.block_type.shape[2]
+        HEAD_DIM: gl.constexpr = k_desc.block_type.shape[3]
+        NUM_WG: gl.constexpr = k_bufs.type.shape[0]
+        dtype: gl.constexpr = k_desc.dtype
+        st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BQ, 16])
+        d_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+        a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=d_layout, k_width=2)
+        i_hk, i_b = gl.program_id(1), gl.program_id(2)
+        n0, q0_tile, n_q = _kv_range(sq, BQ, NUM_WG * BK, CAUSAL)
+        key0 = n0 + WG * BK
+        my_turn = turn.index(WG)
+        next_turn = turn.index((WG + 1) % NUM_WG)
+        first: gl.constexpr = 1 if WG == 0 else 0
+        k_s = k_bufs.index(WG).reshape([BK, HEAD_DIM])
+        v_s = v_bufs.index(WG).reshape([BK, HEAD_DIM])
+        st_zero = gl.zeros([BK, BQ], gl.float32, st_layout)
+        dk = gl.zeros([BK, HEAD_DIM], gl.float32, d_layout)
+        dv = gl.zeros([BK, HEAD_DIM], gl.float32, d_layout)
+        l_off0 = i_b.to(gl.int64) * s_lb + (i_hk * group).to(gl.int64) * s_lh
+        mbarrier.wait(kv_bar, 0)
+        # per query head of the group: the tiles on the causal diagonal (masked), then the rest
+        n_m = 0
+        if CAUSAL:
+            n_m = gl.minimum(gl.cdiv(key0 + BK - 1 - q0_tile * BQ, BQ), n_q)
+        for i_g in range(group):
+            t0 = i_g * n_q
+            for j in range(n_m):
+                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty,
+                                  my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
+                                  qk_scale, first, True, st_layout, a_layout)
+            for j in range(n_m, n_q):
+                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty,
+                                  my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
+                                  qk_scale, first, False, st_layout, a_layout)
+        # dK·scale and dV through the K and V slots, TMA stores clipped at the head's end
+        k_bufs.index(WG).reshape([BK, HEAD_DIM]).store((dk * scale).to(dtype))
+        v_bufs.index(WG).reshape([BK, HEAD_DIM]).store(dv.to(dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(dk_desc, [i_b, i_hk, key0, 0], k_bufs.index(WG))
+        tma.async_copy_shared_to_global(dv_desc, [i_b, i_hk, key0, 0], v_bufs.index(WG))
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """One warp: the program's K and V once, then (q, dO) tiles of every query head of the group
+        through the ring (same signature as ``_kv_consumer``)."""
+        (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
+         do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale) = args
+        BK: gl.constexpr = k_desc.block_type.shape[2]
+        BQ: gl.constexpr = q_desc.block_type.shape[2]
+        NUM_WG: gl.constexpr = k_bufs.type.shape[0]
+        STAGES: gl.constexpr = q_bufs.type.shape[0]
+        i_hk, i_b = gl.program_id(1), gl.program_id(2)
+        n0, q0_tile, n_q = _kv_range(sq, BQ, NUM_WG * BK, CAUSAL)
+        mbarrier.expect(kv_bar, NUM_WG * (k_desc.block_type.nbytes + v_desc.block_type.nbytes))
+        for w in gl.static_range(NUM_WG):
+            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, n0 + w * BK, 0], kv_bar, k_bufs.index(w))
+            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, n0 + w * BK, 0], kv_bar, v_bufs.index(w))
+        for t in range(group * n_q):
+            i_s = t % STAGES
+            i_h = i_hk * group + t // n_q
+            m0 = (q0_tile + t % n_q) * BQ
+            mbarrier.wait(q_empty.index(i_s), ((t // STAGES) & 1) ^ 1)
+            mbarrier.expect(q_ready.index(i_s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0, 0], q_ready.index(i_s), q_bufs.index(i_s))
+            tma.async_copy_global_to_shared(do_desc, [i_b, i_h, m0, 0], q_ready.index(i_s), do_bufs.index(i_s))
+
+    @gluon.jit
+    def _attn_bwd_dkdv_ws_kernel(
+        q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc,  # TMA descriptors: q, dO (B, Hq, Sq, D); k, v, dk, dv (B, Hkv, Sk, D)
+        p_lse, p_delta,  # (B, Hq, Sq) float32: the forward's lse (natural log), the preprocess's Δ
+        s_lb, s_lh,  # their strides (batch, head), shared
+        sq, group, qk_scale, scale,  # query length, Hq // Hkv, scale · log2 e, scale
+        HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
+    ):
+        dtype: gl.constexpr = q_desc.dtype
+        k_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + k_desc.block_type.shape, k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + v_desc.block_type.shape, v_desc.layout)
+        q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+        do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
+        kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(kv_bar, count=1)
+        for w in gl.static_range(NUM_WG):
+            mbarrier.init(turn.index(w), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(q_ready.index(i), count=1)
+            mbarrier.init(q_empty.index(i), count=NUM_WG)
+        args = (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
+                do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale)
+        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0)), (_kv_consumer, (args, CAUSAL, 1)),
+                            (_kv_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
