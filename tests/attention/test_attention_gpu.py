@@ -109,7 +109,7 @@ GLUON_CASES = [
 @pytest.mark.parametrize("B,Hq,Hkv,Sq,Sk,D,causal,layout", GLUON_CASES)
 def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_alloc, monkeypatch):
     """The Gluon forward, dQ and dK/dV kernels (Hopper, 16-bit, D 64/128, dense, causal or not, GQA,
-    "bshd" views): all launched (the backward ones at gluon_backward.HEAD_DIMS); o, dq, dk, dv within FlashAttention's rule; o and lse against the Triton forward
+    "bshd" views): all launched (the backward ones at gluon_backward.DQ_HEAD_DIMS / DKDV_HEAD_DIMS); o, dq, dk, dv within FlashAttention's rule; o and lse against the Triton forward
     (same inputs, same dtype: o to two units of the dtype's rounding in relative norm, lse to 1e-4)."""
     from flashmarkov.attention import gluon_backward, gluon_forward
 
@@ -121,8 +121,8 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
     monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))  # else the Triton kernels
     check_rule(dtype, Hq, Hkv, Sq, Sk, D, dict(causal=causal), B=B, layout=layout)
     assert calls, "the Gluon forward was not launched"
-    assert bool(dq_calls) == (D in gluon_backward.HEAD_DIMS), "the Gluon dQ kernel launched (or not) against HEAD_DIMS"
-    assert bool(dkdv_calls) == (D in gluon_backward.HEAD_DIMS), "the Gluon dK/dV kernel launched (or not) against HEAD_DIMS"
+    assert bool(dq_calls) == (D in gluon_backward.DQ_HEAD_DIMS), "the Gluon dQ kernel launched (or not) against DQ_HEAD_DIMS"
+    assert bool(dkdv_calls) == (D in gluon_backward.DKDV_HEAD_DIMS), "the Gluon dK/dV launched (or not) against DKDV_HEAD_DIMS"
     shape = (lambda H, S: (B, H, S, D)) if layout == "bhsd" else (lambda H, S: (B, S, H, D))
     q, k, v = rand(shape(Hq, Sq), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda")
     o, lse = flash_attention(q, k, v, causal=causal, layout=layout, return_lse=True)

@@ -23,17 +23,19 @@ from . import gluon_forward as gf
 Tensor = torch.Tensor
 
 NUM_WG = 2
-HEAD_DIMS = (128,)
+DQ_HEAD_DIMS = (128,)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
 vs 1646, 1×32×16384×128 9317 vs 14391)."""
+DKDV_HEAD_DIMS = (64, 128)
+"""Head dims whose dK/dV run here (D = 128: 2×16×8192×128 3381 vs 4114 µs, causal 1904 vs 2823)."""
 STAGES = {64: 3, 128: 2}  # K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
 
 
 def supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, prob) -> bool:
     """Whether the dQ of ``prob`` (a ``forward.Problem``) runs the Gluon kernel: the forward's
     scope and thresholds (``gluon_forward.MIN_WORK``, read at each call)."""
-    return prob.head_dim in HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dq))
+    return prob.head_dim in DQ_HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dq))
 
 
 KV_STAGES = 3  # (q, dO) ring depth of the dK/dV kernel (shared memory at D = 128: K, V 64 KB + 3·32 KB)
@@ -41,7 +43,7 @@ KV_STAGES = 3  # (q, dO) ring depth of the dK/dV kernel (shared memory at D = 12
 
 def dkdv_supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, prob) -> bool:
     """Whether dK/dV of ``prob`` run the Gluon kernel (the scope of ``supported``)."""
-    return prob.head_dim in HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dk, dv))
+    return prob.head_dim in DKDV_HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dk, dv))
 
 
 def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, lse: Tensor, delta: Tensor,
