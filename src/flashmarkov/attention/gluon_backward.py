@@ -28,7 +28,8 @@ DQ_HEAD_DIMS = (128,)
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
 vs 1646, 1×32×16384×128 9317 vs 14391)."""
 DKDV_HEAD_DIMS = (64, 128)
-"""Head dims whose dK/dV run here (D = 128: 2×16×8192×128 3381 vs 4114 µs, causal 1904 vs 2823)."""
+"""Head dims whose dK/dV run here (H100, Gluon vs Triton: 2×16×8192×128 3381 vs 4114 µs, causal 1904
+vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash)."""
 STAGES = {64: 3, 128: 2}  # K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
 
 
