@@ -81,10 +81,10 @@ if gf.gluon is not None:
     warpgroup_mma, warpgroup_mma_wait, fence_async_shared = gf.warpgroup_mma, gf.warpgroup_mma_wait, gf.fence_async_shared
 
     @gluon.jit
-    def _ds(s, dp, lse2, delta, qk_scale, row0, col0, sk, MASK: gl.constexpr, CAUSAL: gl.constexpr, dtype: gl.constexpr,
+    def _ds(s, dp, lse2, delta, qk_scale, row0, col0, sk, MASK, CAUSAL: gl.constexpr, dtype: gl.constexpr,
             ds_layout: gl.constexpr):
         """dS = P ∘ (dP − Δ) of one tile, P = exp2(S·c − lse2), in ``dtype`` and the A-operand layout
-        of dS·K; MASK applies the tile's mask first."""
+        of dS·K; MASK (a run-time flag) applies the tile's mask first."""
         if MASK:
             s = gf._mask(s, row0, col0, sk, CAUSAL)
         p = gl.exp2(s * qk_scale - lse2[:, None])
@@ -93,7 +93,7 @@ if gf.gluon is not None:
 
     @gluon.jit
     def _step(j, q_s, do_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn, s_zero,
-              dq, lse2, delta, qk_scale, row0, sk, first: gl.constexpr, MASK: gl.constexpr, CAUSAL: gl.constexpr,
+              dq, lse2, delta, qk_scale, row0, sk, first: gl.constexpr, MASK, CAUSAL: gl.constexpr,
               a_layout: gl.constexpr):
         """Step j of a consumer, in two turns: S_j and dP_j, then (after dS_j) dQ += dS_j·K_j.
         Returns dq."""
@@ -153,14 +153,10 @@ if gf.gluon is not None:
         dq = gl.zeros([BM, HEAD_DIM], gl.float32, o_layout)
 
         mbarrier.wait(q_bar, 0)
-        # unmasked tiles, then the masked ones (a per-tile test compiles to selects on every tile)
-        j_mask = gf._first_masked(n_tiles, row0, BN, CAUSAL)
-        for j in range(0, j_mask):
+        for j in range(0, n_tiles):
             dq = _step(j, q_s, do_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
-                       s_zero, dq, lse2, delta, qk_scale, row0, sk, first, False, CAUSAL, a_layout)
-        for j in range(j_mask, n_tiles):
-            dq = _step(j, q_s, do_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
-                       s_zero, dq, lse2, delta, qk_scale, row0, sk, first, True, CAUSAL, a_layout)
+                       s_zero, dq, lse2, delta, qk_scale, row0, sk, first, gf._masked(j, n_tiles, row0, BN, CAUSAL),
+                       CAUSAL, a_layout)
 
         q_bufs.index(WG).reshape([BM, HEAD_DIM]).store((dq * scale).to(dtype))
         fence_async_shared()
