@@ -49,8 +49,9 @@ def _hooks_idle() -> bool:
 
 
 class LeanKernel:
-    """A Triton kernel whose parameters are, in order: pointers (tensors or None), integers,
-    floats, then constexprs. ``lean(grid, static, ptrs, ints, floats, options)`` launches it;
+    """A Triton (or Gluon) kernel whose parameters are, in order: pointers (tensors, TMA tensor
+    descriptors or None), integers, floats, then constexprs. ``lean(grid, static, ptrs, ints,
+    floats, options)`` launches it;
     ``options()`` gives the keyword arguments of ``kernel[grid](...)``: every constexpr, and
     num_warps / num_stages; it is called only when the key is not bound yet. ``static`` must
     determine everything ``options()`` returns and the dtype of every tensor in ``ptrs``.
@@ -69,8 +70,10 @@ class LeanKernel:
         if self.compiled and _hooks_idle():
             drv = driver.active
             device = drv.get_current_device()
-            addrs = [None if p is None else p.data_ptr() for p in ptrs]
-            key = (static, ints, tuple([None if a is None else a & 15 == 0 for a in addrs]), device)
+            # tensors go as addresses; TMA descriptors (Gluon kernels) as themselves: the launcher
+            # encodes them, and ``static`` must fix their block shape and layout
+            addrs = [p if p is None or not hasattr(p, "data_ptr") else p.data_ptr() for p in ptrs]
+            key = (static, ints, tuple([None if a is None else a & 15 == 0 if isinstance(a, int) else 0 for a in addrs]), device)
             kernel = self.bound.get(key)
             if kernel is not None:
                 kernel.run(

@@ -276,15 +276,23 @@ def test_gpu_long_sequence_int64_offsets():
     assert rel_err(dk[:, -T:], dk_t[:, -T:]) < 1e-2 and rel_err(dv[:, -T:], dv_t[:, -T:]) < 1e-2
 
 
+@pytest.mark.parametrize("gluon", [False, True])
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
-def test_gpu_lean_launch_matches_jit_launch(aligned, causal, monkeypatch):
+def test_gpu_lean_launch_matches_jit_launch(aligned, causal, gluon, monkeypatch):
     """The bound launchers (flashmarkov._launch.LeanKernel) write exactly what ``kernel[grid](...)`` writes:
     o, lse, dq, dk, dv bitwise, on the call that binds, on calls that reuse the binding, and
-    with tensors that are not 16-byte aligned (another specialisation)."""
+    with tensors that are not 16-byte aligned (another specialisation). ``gluon``: D = 128 with the
+    Gluon kernels' thresholds at 0 (on Hopper they take the aligned calls: TMA descriptors)."""
     from flashmarkov import _launch
+    from flashmarkov.attention import gluon_forward
 
-    shapes = [(2, 4, 300, 64), (2, 2, 257, 64), (2, 2, 257, 64), (2, 4, 300, 64)]
+    if gluon:
+        if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
+            pytest.skip("Hopper only")
+        monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))
+    d = 128 if gluon else 64
+    shapes = [(2, 4, 300, d), (2, 2, 257, d), (2, 2, 257, d), (2, 4, 300, d)]
     base = [rand(s, torch.bfloat16, "cuda") for s in shapes]
 
     def leaf(x):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .. import _host
+from .._launch import LeanKernel
 from . import gluon_forward as gf
 
 Tensor = torch.Tensor
@@ -51,13 +52,14 @@ def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: 
                    prob) -> None:
     """Launch the Gluon dK/dV kernel (``dkdv_supported`` must hold): writes dk, dv (like k, v)."""
     b, hkv, sk, d = k.shape
-    _attn_bwd_dkdv_ws_kernel[(_host.cdiv(sk, gf.WG_M * NUM_WG), hkv, b)](
-        gf.descriptor(q, gf.WG_M), gf.descriptor(k, gf.WG_M), gf.descriptor(v, gf.WG_M),
-        gf.descriptor(do, gf.WG_M), gf.descriptor(dk, gf.WG_M), gf.descriptor(dv, gf.WG_M),
-        lse, delta, lse.stride(0), lse.stride(1),
-        prob.max_sq, prob.hq // prob.hkv, prob.scale * gf.LOG2E, prob.scale,
-        HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES, NUM_WG=NUM_WG,
-        num_warps=4, maxnreg=gf.MAXNREG[NUM_WG],
+    m = gf.WG_M
+    _DKDV(
+        (_host.cdiv(sk, m * NUM_WG), hkv, b), (q.dtype, d, prob.has_right),
+        (gf.descriptor(q, m), gf.descriptor(k, m), gf.descriptor(v, m), gf.descriptor(do, m), gf.descriptor(dk, m),
+         gf.descriptor(dv, m), lse, delta),
+        (lse.stride(0), lse.stride(1), prob.max_sq, prob.hq // prob.hkv), (prob.scale * gf.LOG2E, prob.scale),
+        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES, NUM_WG=NUM_WG, num_warps=4,
+                     maxnreg=gf.MAXNREG[NUM_WG]),
     )
 
 
@@ -65,13 +67,14 @@ def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: T
     """Launch the Gluon dQ kernel (``supported`` must hold): writes dq (like q). ``lse`` and
     ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
     b, hq, sq, d = q.shape
-    _attn_bwd_dq_ws_kernel[(_host.cdiv(sq, gf.WG_M * NUM_WG), hq, b)](
-        gf.descriptor(q, gf.WG_M), gf.descriptor(k, gf.BLOCK_N), gf.descriptor(v, gf.BLOCK_N),
-        gf.descriptor(do, gf.WG_M), gf.descriptor(dq, gf.WG_M),
-        lse, delta, lse.stride(0), lse.stride(1),
-        sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * gf.LOG2E, prob.scale,
-        HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=STAGES[d], NUM_WG=NUM_WG,
-        num_warps=4, maxnreg=gf.MAXNREG[NUM_WG],
+    m, n = gf.WG_M, gf.BLOCK_N
+    _DQ(
+        (_host.cdiv(sq, m * NUM_WG), hq, b), (q.dtype, d, prob.has_right),
+        (gf.descriptor(q, m), gf.descriptor(k, n), gf.descriptor(v, n), gf.descriptor(do, m), gf.descriptor(dq, m),
+         lse, delta),
+        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv), (prob.scale * gf.LOG2E, prob.scale),
+        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=STAGES[d], NUM_WG=NUM_WG, num_warps=4,
+                     maxnreg=gf.MAXNREG[NUM_WG]),
     )
 
 
@@ -370,3 +373,6 @@ if gf.gluon is not None:
                 do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale)
         gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0)), (_kv_consumer, (args, CAUSAL, 1)),
                             (_kv_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
+
+    _DQ = LeanKernel(_attn_bwd_dq_ws_kernel)
+    _DKDV = LeanKernel(_attn_bwd_dkdv_ws_kernel)

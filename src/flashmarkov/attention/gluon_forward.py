@@ -32,6 +32,7 @@ import functools
 import torch
 
 from .. import _host
+from .._launch import LeanKernel
 
 Tensor = torch.Tensor
 
@@ -109,15 +110,12 @@ def descriptor(x: Tensor, rows: int) -> TensorDescriptor:
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob) -> None:
     """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32)."""
     b, hq, sq, d = q.shape
-    causal = prob.has_right
-    n_wg = NUM_WG[d]
-    n_mblk = _host.cdiv(sq, WG_M * n_wg)
-    _attn_fwd_ws_kernel[(n_mblk, hq, b)](
-        descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M),
-        lse, lse.stride(0), lse.stride(1),
-        sq, prob.max_sk, prob.hq // prob.hkv, prob.scale * LOG2E,
-        HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg,
-        num_warps=4, maxnreg=MAXNREG[n_wg],
+    causal, n_wg = prob.has_right, NUM_WG[d]
+    _FWD(
+        (_host.cdiv(sq, WG_M * n_wg), hq, b), (q.dtype, d, causal),
+        (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse),
+        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv), (prob.scale * LOG2E,),
+        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, num_warps=4, maxnreg=MAXNREG[n_wg]),
     )
 
 
@@ -349,3 +347,5 @@ if gluon is not None:
         else:  # 128 rows, registers 240 / 240 / 24
             gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
                                 (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
+
+    _FWD = LeanKernel(_attn_fwd_ws_kernel)
