@@ -119,6 +119,7 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
     monkeypatch.setattr(gluon_backward, "attention_dq", lambda *a: dq_calls.append(1) or launch_dq(*a))
     monkeypatch.setattr(gluon_backward, "attention_dkdv", lambda *a: dkdv_calls.append(1) or launch_dkdv(*a))
     monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))  # else the Triton kernels
+    monkeypatch.setattr(gluon_backward, "MIN_WORK", dict.fromkeys(gluon_backward.MIN_WORK, 0))
     check_rule(dtype, Hq, Hkv, Sq, Sk, D, dict(causal=causal), B=B, layout=layout)
     assert calls, "the Gluon forward was not launched"
     assert bool(dq_calls) == (D in gluon_backward.DQ_HEAD_DIMS), "the Gluon dQ kernel launched (or not) against DQ_HEAD_DIMS"
@@ -285,12 +286,13 @@ def test_gpu_lean_launch_matches_jit_launch(aligned, causal, gluon, monkeypatch)
     with tensors that are not 16-byte aligned (another specialisation). ``gluon``: D = 128 with the
     Gluon kernels' thresholds at 0 (on Hopper they take the aligned calls: TMA descriptors)."""
     from flashmarkov import _launch
-    from flashmarkov.attention import gluon_forward
+    from flashmarkov.attention import gluon_backward, gluon_forward
 
     if gluon:
         if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
             pytest.skip("Hopper only")
         monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))
+        monkeypatch.setattr(gluon_backward, "MIN_WORK", dict.fromkeys(gluon_backward.MIN_WORK, 0))
     d = 128 if gluon else 64
     shapes = [(2, 4, 300, d), (2, 2, 257, d), (2, 2, 257, d), (2, 4, 300, d)]
     base = [rand(s, torch.bfloat16, "cuda") for s in shapes]

@@ -34,10 +34,19 @@ vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 
 STAGES = {64: 3, 128: 2}  # K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
 
 
+MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 36, (128, False): 1 << 36, (128, True): 1 << 36}
+"""(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
+kernels run here. Each launch encodes its TMA descriptors on the host (~25–30 µs each: 11 for the
+two kernels), which outweighs the kernels' gain on mid-size problems (H100, public fwd+bwd:
+4×8×2048×128, 2^34, 1.11 ms against 0.64 with the Triton backward, whose kernels are slower: 507
+vs 393 µs; 8×16×2048×64, 2^35, a wash; 2×16×8192×64, 2^37 / 2^36 causal, 4.59 vs 4.76 and 2.53 vs
+2.76 ms)."""
+
+
 def supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, prob) -> bool:
     """Whether the dQ of ``prob`` (a ``forward.Problem``) runs the Gluon kernel: the forward's
-    scope and thresholds (``gluon_forward.MIN_WORK``, read at each call)."""
-    return prob.head_dim in DQ_HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dq))
+    scope and ``MIN_WORK``."""
+    return prob.head_dim in DQ_HEAD_DIMS and gf.eligible(prob, MIN_WORK, (q, k, v, do, dq))
 
 
 KV_STAGES = 3  # (q, dO) ring depth of the dK/dV kernel (shared memory at D = 128: K, V 64 KB + 3·32 KB)
@@ -45,7 +54,7 @@ KV_STAGES = 3  # (q, dO) ring depth of the dK/dV kernel (shared memory at D = 12
 
 def dkdv_supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, prob) -> bool:
     """Whether dK/dV of ``prob`` run the Gluon kernel (the scope of ``supported``)."""
-    return prob.head_dim in DKDV_HEAD_DIMS and gf.eligible(prob, gf.MIN_WORK, (q, k, v, do, dk, dv))
+    return prob.head_dim in DKDV_HEAD_DIMS and gf.eligible(prob, MIN_WORK, (q, k, v, do, dk, dv))
 
 
 def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, lse: Tensor, delta: Tensor,
