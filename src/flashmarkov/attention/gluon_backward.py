@@ -180,7 +180,6 @@ if gf.gluon is not None:
         """One warp: q and dO once, then K/V tiles through the ring (same signature as ``_consumer``)."""
         (q_desc, k_desc, v_desc, do_desc, dq_desc, p_lse, p_delta, s_lb, s_lh, q_bufs, do_bufs, k_bufs, v_bufs,
          q_bar, k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, scale) = args
-        STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
@@ -191,15 +190,7 @@ if gf.gluon is not None:
         for w in gl.static_range(NUM_WG):
             tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, q_bufs.index(w))
             tma.async_copy_global_to_shared(do_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, do_bufs.index(w))
-        for j in range(n_tiles):
-            i_s = j % STAGES
-            ph = (j // STAGES) & 1
-            mbarrier.wait(k_empty.index(i_s), ph ^ 1)
-            mbarrier.expect(k_ready.index(i_s), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, j * BN, 0], k_ready.index(i_s), k_bufs.index(i_s))
-            mbarrier.wait(v_empty.index(i_s), ph ^ 1)
-            mbarrier.expect(v_ready.index(i_s), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, j * BN, 0], v_ready.index(i_s), v_bufs.index(i_s))
+        gf.stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles)
 
     @gluon.jit
     def _attn_bwd_dq_ws_kernel(
@@ -212,22 +203,7 @@ if gf.gluon is not None:
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
         do_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + do_desc.block_type.shape, do_desc.layout)
-        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
-        for w in gl.static_range(NUM_WG):
-            mbarrier.init(turn.index(w), count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)
-            mbarrier.init(k_empty.index(i), count=NUM_WG)
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(v_empty.index(i), count=NUM_WG)
+        k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = gf.kv_ring(k_desc, v_desc, STAGES, NUM_WG)
         args = (q_desc, k_desc, v_desc, do_desc, dq_desc, p_lse, p_delta, s_lb, s_lh, q_bufs, do_bufs, k_bufs, v_bufs,
                 q_bar, k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale, scale)
         gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),

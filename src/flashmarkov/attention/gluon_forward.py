@@ -122,6 +122,46 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
 if gluon is not None:
 
     @gluon.jit
+    def kv_ring(k_desc, v_desc, STAGES: gl.constexpr, NUM_WG: gl.constexpr):
+        """The K/V ring shared by the forward and the dQ kernel: STAGES slots of K and V tiles with
+        ready (one arrival: the TMA's bytes) and empty (one arrival per consumer) mbarriers, the
+        resident tiles' mbarrier and the consumers' turn mbarriers (allocated after the caller's
+        resident q / dO buffers)."""
+        dtype: gl.constexpr = k_desc.dtype
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for w in gl.static_range(NUM_WG):
+            mbarrier.init(turn.index(w), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_ready.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=NUM_WG)
+            mbarrier.init(v_ready.index(i), count=1)
+            mbarrier.init(v_empty.index(i), count=NUM_WG)
+        return k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn
+
+    @gluon.jit
+    def stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles):
+        """The producer's loop over the ring: K and V tiles 0 … n_tiles − 1 of key/value head i_hk."""
+        STAGES: gl.constexpr = k_bufs.type.shape[0]
+        BN: gl.constexpr = k_desc.block_type.shape[2]
+        for j in range(n_tiles):
+            i_s = j % STAGES
+            ph = (j // STAGES) & 1
+            mbarrier.wait(k_empty.index(i_s), ph ^ 1)
+            mbarrier.expect(k_ready.index(i_s), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, j * BN, 0], k_ready.index(i_s), k_bufs.index(i_s))
+            mbarrier.wait(v_empty.index(i_s), ph ^ 1)
+            mbarrier.expect(v_ready.index(i_s), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, j * BN, 0], v_ready.index(i_s), v_bufs.index(i_s))
+
+    @gluon.jit
     def _block(sk, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr):
         """(first query row, K/V tiles to visit) of this program; causal programs in reverse order
         (longest rows first)."""
@@ -293,7 +333,6 @@ if gluon is not None:
         """One warp: q once, then K/V tiles through the ring (same signature as ``_consumer``)."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
          k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale) = args
-        STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
@@ -303,15 +342,7 @@ if gluon is not None:
         mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
         for w in gl.static_range(NUM_WG):
             tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, q_bufs.index(w))
-        for j in range(n_tiles):
-            i_s = j % STAGES
-            ph = (j // STAGES) & 1
-            mbarrier.wait(k_empty.index(i_s), ph ^ 1)
-            mbarrier.expect(k_ready.index(i_s), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, j * BN, 0], k_ready.index(i_s), k_bufs.index(i_s))
-            mbarrier.wait(v_empty.index(i_s), ph ^ 1)
-            mbarrier.expect(v_ready.index(i_s), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, j * BN, 0], v_ready.index(i_s), v_bufs.index(i_s))
+        stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles)
 
     @gluon.jit
     def _attn_fwd_ws_kernel(
@@ -323,22 +354,7 @@ if gluon is not None:
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
-        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
-        for w in gl.static_range(NUM_WG):
-            mbarrier.init(turn.index(w), count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_ready.index(i), count=1)
-            mbarrier.init(k_empty.index(i), count=NUM_WG)
-            mbarrier.init(v_ready.index(i), count=1)
-            mbarrier.init(v_empty.index(i), count=NUM_WG)
+        k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = kv_ring(k_desc, v_desc, STAGES, NUM_WG)
         args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
                 k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale)
         if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
