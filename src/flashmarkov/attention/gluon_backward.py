@@ -1,16 +1,24 @@
-"""Gluon dQ kernel of the attention backward for Hopper (sm_90), built like ``gluon_forward``.
+"""Gluon backward kernels of attention for Hopper (sm_90): dK/dV and dQ, built like ``gluon_forward``.
 
-The Triton backward (``backward.py``) runs dK/dV and dQ as two kernels; this replaces the dQ one
-where the Gluon forward runs (same scope, ``gluon_forward.eligible``). A program owns 64·NUM_WG
-query rows of one (sequence, query head): a one-warp producer loads q and dO once and streams
-K/V tiles through the mbarrier ring; each consumer warpgroup (64 rows) keeps dQ in registers.
-Step j takes two turns of the ping-pong between consumers: S_j = Q·K_jᵀ and dP_j = dO·V_jᵀ in
-the first, then dS_j = P_j ∘ (dP_j − Δ) (P_j = exp2(S_j·scale·log2 e − lse·log2 e), lse from the
-forward, Δ from ``backward``'s preprocess) while the other warpgroup's products run, and
-dQ += dS_j·K_j in the second. (Issuing dQ += dS_{j-1}·K_{j-1} with S_j and dP_j, as the forward
-overlaps its products, keeps S, dP, dQ and dS live at once: 224 registers at D = 128, spilled.)
-Masks as in the forward; dQ · scale is stored through the q slot with TMA (clipped at the
-head's end).
+The Triton backward (``backward.py``) runs dK/dV and dQ as two kernels; these replace them in the
+Gluon forward's scope (``gluon_forward.eligible``) from ``MIN_WORK``, dK/dV at ``DKDV_HEAD_DIMS`` and
+dQ at ``DQ_HEAD_DIMS``. Both are deterministic (no atomics). Each has a one-warp TMA producer and two
+consumer warpgroups of 64 rows (240 registers) that take two ping-pong turns per tile.
+
+dQ: a program owns 128 query rows of one (sequence, query head); q and dO are resident, K/V tiles
+stream through the forward's ring (``kv_ring`` / ``stream_kv``). Per K tile: S_j = Q·K_jᵀ and
+dP_j = dO·V_jᵀ in the first turn, then dS_j = P_j ∘ (dP_j − Δ) (P_j = exp2(S_j·scale·log2 e −
+lse·log2 e), lse from the forward, Δ from ``backward``'s preprocess) while the other warpgroup's
+products run, and dQ += dS_j·K_j in the second. (Issuing dQ += dS_{j-1}·K_{j-1} with S_j and dP_j,
+as the forward overlaps its products, keeps S, dP, dQ and dS live at once: 224 registers at
+D = 128, spilled.) dQ · scale leaves through the q slot with TMA.
+
+dK/dV: a program owns 128 keys of one (sequence, key/value head); K and V are resident, (q, dO)
+tiles of 64 rows of every query head of the GQA group stream through a ring. Per tile, transposed
+as the Triton kernel: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ in the first turn, Pᵀ and dSᵀ, then dV += Pᵀ·dO and
+dK += dSᵀ·Q in the second. Non-causal needs no mask (padding rows are zero-filled with lse and Δ
+read as 0: they contribute nothing); under the causal mask the diagonal tiles run in their own
+loop. dK · scale and dV leave through the K and V slots with TMA (clipped at the head's end).
 """
 
 from __future__ import annotations
