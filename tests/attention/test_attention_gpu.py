@@ -23,6 +23,9 @@ from .helpers import check_attention, check_varlen, rand
 
 pytestmark = pytest.mark.gpu
 
+HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+GLUON_ONLY = "the Gluon kernels run on sm_90 (Hopper) only; elsewhere the Triton kernels run (the other tests)"
+requires_hopper = pytest.mark.skipif(not HOPPER, reason=GLUON_ONLY)
 HALF = [torch.bfloat16, torch.float16]
 RULE = 2.0
 FLOOR = {torch.bfloat16: 1e-4, torch.float16: 1e-5}  # absolute slack for errors near zero
@@ -104,7 +107,7 @@ GLUON_CASES = [
 ]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="Hopper only")
+@requires_hopper
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("B,Hq,Hkv,Sq,Sk,D,causal,layout", GLUON_CASES)
 def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_alloc, monkeypatch):
@@ -134,7 +137,7 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
     assert rel_err(o, o_t) <= 2 * torch.finfo(dtype).eps
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0), reason="Hopper only")
+@requires_hopper
 def test_gpu_gluon_forward_broadcast_kv(monkeypatch):
     """K/V broadcast over the batch (stride 0, which a TMA descriptor cannot take) run the Triton
     forward, with the Gluon forward otherwise eligible; o matches the same K/V materialised."""
@@ -289,8 +292,8 @@ def test_gpu_lean_launch_matches_jit_launch(aligned, causal, gluon, monkeypatch)
     from flashmarkov.attention import gluon_backward, gluon_forward
 
     if gluon:
-        if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
-            pytest.skip("Hopper only")
+        if not HOPPER:
+            pytest.skip(GLUON_ONLY)
         monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))
         monkeypatch.setattr(gluon_backward, "MIN_WORK", dict.fromkeys(gluon_backward.MIN_WORK, 0))
     d = 128 if gluon else 64

@@ -347,7 +347,8 @@ def attention_backward(
             num_warps=pre.num_warps,
         ),
     )
-    if gluon_backward.dkdv_supported(q, k, v, do, dk, dv, prob):
+    gluon_dkdv, gluon_dq = gluon_backward.plan(q, k, v, do, dq, dk, dv, prob)
+    if gluon_dkdv:
         gluon_backward.attention_dkdv(q, k, v, do, dk, dv, lse, delta, prob)
     else:
         cfg = pick_config("dkdv", head_dim, False, q.element_size())
@@ -357,7 +358,7 @@ def attention_backward(
             (*s_q, *s_k, *s_v, *s_do, *strides4(dk, varlen), *strides4(dv, varlen), *s_lse, *band), floats,
             lambda cfg=cfg: options(cfg),
         )
-    if gluon_backward.supported(q, k, v, do, dq, prob):
+    if gluon_dq:
         gluon_backward.attention_dq(q, k, v, do, dq, lse, delta, prob)
         return
     cfg = pick_config("dq", head_dim, False, q.element_size())

@@ -31,7 +31,9 @@ from . import gluon_forward as gf
 
 Tensor = torch.Tensor
 
-NUM_WG = 2
+NUM_WG = 2  # consumer warpgroups of 64 rows (queries for dQ, keys for dK/dV)
+STAGES = {64: 3, 128: 2}  # dQ: K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
+KV_STAGES = 3  # dK/dV: (q, dO) ring depth (shared memory at D = 128: K, V 64 KB + 3·32 KB)
 DQ_HEAD_DIMS = (128,)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
@@ -39,9 +41,6 @@ vs 1646, 1×32×16384×128 9317 vs 14391)."""
 DKDV_HEAD_DIMS = (64, 128)
 """Head dims whose dK/dV run here (H100, Gluon vs Triton: 2×16×8192×128 3381 vs 4114 µs, causal 1904
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash)."""
-STAGES = {64: 3, 128: 2}  # K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
-
-
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 36, (128, False): 1 << 36, (128, True): 1 << 36}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
 kernels run here. Each launch encodes its TMA descriptors on the host (~25–30 µs each: 11 for the
@@ -51,23 +50,18 @@ vs 393 µs; 8×16×2048×64, 2^35, a wash; 2×16×8192×64, 2^37 / 2^36 causal, 
 2.76 ms)."""
 
 
-def supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, prob) -> bool:
-    """Whether the dQ of ``prob`` (a ``forward.Problem``) runs the Gluon kernel: the forward's
-    scope and ``MIN_WORK``."""
-    return prob.head_dim in DQ_HEAD_DIMS and gf.eligible(prob, MIN_WORK, (q, k, v, do, dq))
-
-
-KV_STAGES = 3  # (q, dO) ring depth of the dK/dV kernel (shared memory at D = 128: K, V 64 KB + 3·32 KB)
-
-
-def dkdv_supported(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, prob) -> bool:
-    """Whether dK/dV of ``prob`` run the Gluon kernel (the scope of ``supported``)."""
-    return prob.head_dim in DKDV_HEAD_DIMS and gf.eligible(prob, MIN_WORK, (q, k, v, do, dk, dv))
+def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, prob) -> tuple[bool, bool]:
+    """(dK/dV, dQ): which of ``prob``'s (a ``forward.Problem``) backward kernels run here — the Gluon
+    forward's scope (``gluon_forward.eligible``, checked once for all seven tensors), ``MIN_WORK``
+    and the head-dim tables."""
+    if not gf.eligible(prob, MIN_WORK, (q, k, v, do, dq, dk, dv)):
+        return False, False
+    return prob.head_dim in DKDV_HEAD_DIMS, prob.head_dim in DQ_HEAD_DIMS
 
 
 def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, lse: Tensor, delta: Tensor,
                    prob) -> None:
-    """Launch the Gluon dK/dV kernel (``dkdv_supported`` must hold): writes dk, dv (like k, v)."""
+    """Launch the Gluon dK/dV kernel (``plan``'s first flag must hold): writes dk, dv (like k, v)."""
     b, hkv, sk, d = k.shape
     m = gf.WG_M
     _DKDV(
@@ -81,7 +75,7 @@ def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: 
 
 
 def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: Tensor, delta: Tensor, prob) -> None:
-    """Launch the Gluon dQ kernel (``supported`` must hold): writes dq (like q). ``lse`` and
+    """Launch the Gluon dQ kernel (``plan``'s second flag must hold): writes dq (like q). ``lse`` and
     ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
     b, hq, sq, d = q.shape
     m, n = gf.WG_M, gf.BLOCK_N
