@@ -47,6 +47,11 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # a test that forces the Triton kernels runs them compiled on a GPU: scripts/gpu.sh selects it
+    # with the gpu tests (marker "triton")
+    for item in items:
+        if "triton_backend" in item.fixturenames:
+            item.add_marker(pytest.mark.triton)
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -784,11 +784,17 @@ def _plan(
     n_chains = v.P * n_qblk
     n_tiles = n_chains * n_seg
     acc = torch.float64 if dtype == torch.float64 else torch.float32
+    stages = 1 if lookback else cfg.stages
+    if varlen and (has_h0 or has_hin) and config is None:
+        # packed sequences with states: the pipeliner stages each slice's state gather too, which at
+        # 3 stages overflows shared memory (float32 128 x 32 backward: 311 KB, sm_90a; 2 stages: see
+        # notes/scan.md, session 11)
+        stages = min(stages, 2)
     consts = (
         acc, cfg.block_t, cfg.block_q, vec, slice_k,
         bool(cfg.slice_keep and vec == 1),  # SLICE_KEEP
         bool(cfg.prefetch and vec == 1 and not lookback),  # PREFETCH
-        1 if lookback else cfg.stages,  # STAGES
+        stages,  # STAGES
         math.ceil(math.log2(n_seq)) if n_seq > 1 else 0,  # SEARCH_STEPS
         reverse, backward, scan_rev, varlen, lookback,
         lookback and cfg.window(backward),  # LB_WINDOW
