@@ -154,11 +154,26 @@ def test_kernels_attention_tall_tiles(case, triton_backend, nan_alloc, monkeypat
 def test_kernels_attention_dkdv_transposed(case, triton_backend, nan_alloc, monkeypatch):
     """The dkdv kernel's transposed form (dKᵀ = Σ Qᵀ dS, dVᵀ = Σ dOᵀ P: the GPU default for 16-bit
     D, Dv ≤ 64, which the interpreter cannot run in bf16) in float32, with tall tiles, GQA,
-    Dv ≠ D and masked edge tiles; the forward on 4 warps and the backward on 8 as by default."""
+    Dv ≠ D and masked edge tiles; the forward on 4 warps and the backward on 8 as by default
+    (64 × 32 tiles: the smallest tall tile that 8 warps support, see the next test)."""
     from flashmarkov.diffmax import attention
 
-    monkeypatch.setattr(attention, "pick_config", lambda d, itemsize: attention.AttnConfig(32, 16, 4, 2, 0, 8, True))
+    monkeypatch.setattr(attention, "pick_config", lambda d, itemsize: attention.AttnConfig(64, 32, 4, 2, 0, 8, True))
     _check_attention(dtype=torch.float32, device=triton_backend, **ATTN_CASES[case])
+
+
+def test_kernels_attention_refuse_tiles_too_small_for_their_warps():
+    """A score tile of fewer than 4 elements per thread (32 × 16 on the backward's 8 warps: a wrong
+    dq on the H100) is refused before any launch, on every device."""
+    from flashmarkov.diffmax import attention
+
+    q, k, v = _inputs(1, 1, 1, 40, 40, 16, 16, torch.float32, "cpu")
+    tau, rn = torch.zeros(1, 1, 40), torch.ones(1, 1, 40)
+    states = torch.ones(1, 1, 2, 3, dtype=torch.int8)
+    with pytest.raises(ValueError, match="4 scores per thread"):
+        attention.attention_bwd_launch(q, k, v, q, tau, rn, states, 0.5, False, 0.25, (-1, -1), attention.AttnConfig(32, 16, 4, 2, 0, 8))
+    with pytest.raises(ValueError, match="4 scores per thread"):
+        attention.attention_fwd_launch(q, k, v, 0.5, False, 0.25, (-1, -1), 50, attention.AttnConfig(16, 16, 4))
 
 
 def test_kernels_skip_zero_tiles(triton_backend, small_tiles):

@@ -39,12 +39,12 @@ def test_flash_diffusion_dense(same, with_h, alpha, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_flash_diffusion_triton_kernels(dtype, triton_backend):
-    """The primitive through the Triton kernels (interpreted on CPU), Q ≠ K with h."""
+    """The primitive through the Triton kernels (interpreted on CPU, compiled on a GPU), Q ≠ K with h."""
     K, Q = points(45, 3, dtype), points(17, 3, dtype, shift=3.5)
     V = torch.randn(45, 5, generator=GEN, dtype=torch.float64).to(dtype)
     h = (0.5 + torch.rand(45, generator=GEN, dtype=torch.float64)).to(dtype)
-    out = FlashDiffusion(Q, K, V, beta=0.7, alpha=0.5, h=h)
-    assert_close(out, dense.flash_diffusion(Q, K, V, 0.7, 0.5, h), dtype, "FlashDiffusion on Triton kernels")
+    out = FlashDiffusion(*(t.to(triton_backend) for t in (Q, K, V)), beta=0.7, alpha=0.5, h=h.to(triton_backend))
+    assert_close(out.cpu(), dense.flash_diffusion(Q, K, V, 0.7, 0.5, h), dtype, "FlashDiffusion on Triton kernels")
 
 
 def test_flash_diffusion_is_P_and_Ph():
@@ -153,17 +153,18 @@ def test_symmetric_operator_float32_products():
 @pytest.mark.parametrize("with_sigma", [False, True])
 def test_symmetric_operator_plain_product(with_sigma, dtype, triton_backend, monkeypatch):
     """operator.SYMMETRIC_PRODUCT = False: M·V by the plain kernel (every tile) agrees with the
-    dense matrix as the symmetric kernel does (Triton kernels, interpreted on CPU)."""
+    dense matrix as the symmetric kernel does (Triton kernels, interpreted on CPU, compiled on a GPU)."""
     from flashmarkov.diffusion import operator
 
     X = points(70, 3)
     sigma = (0.5 + torch.rand(70, generator=GEN, dtype=torch.float64)) if with_sigma else None
-    op = SymmetricMarkov(X.to(dtype), 0.8, 1.0, sigma=None if sigma is None else sigma.to(dtype))
+    dev = triton_backend
+    op = SymmetricMarkov(X.to(dev, dtype), 0.8, 1.0, sigma=None if sigma is None else sigma.to(dev, dtype))
     V = torch.randn(70, 5, generator=GEN, dtype=torch.float64)
     expected = dense.normalise(X, 0.8, 1.0, sigma)["M"] @ V
     for symmetric in (True, False):
         monkeypatch.setattr(operator, "SYMMETRIC_PRODUCT", symmetric)
-        assert_close(op.matmat(V.to(dtype)), expected, dtype, f"M V symmetric={symmetric}")
+        assert_close(op.matmat(V.to(dev, dtype)).cpu(), expected, dtype, f"M V symmetric={symmetric}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

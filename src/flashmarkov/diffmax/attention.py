@@ -667,6 +667,14 @@ def _common_settings(
 ) -> dict:
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     cfg = config or pick(D, dtype.itemsize)
+    for warps in (cfg.num_warps, cfg.bwd_warps):
+        if cfg.block_m * cfg.block_n < 4 * 32 * warps:
+            # found on the H100 (Triton 3.6): 32 x 16 tiles with the backward on 8 warps gave a dq
+            # off by ~90 % (the forward, dk and dv right; 32 x 32 on 8 warps right)
+            raise ValueError(
+                f"diffmax attention {cfg}: a {cfg.block_m} x {cfg.block_n} score tile on {warps} warps holds fewer "
+                "than 4 scores per thread, which the kernels do not support: use larger tiles or fewer warps"
+            )
     wl, wr = window
     tol = 2e-6 if dtype.itemsize == 2 else 4.0 * torch.finfo(acc).eps
     # made once per key (``torch.tensor`` on a GPU is a blocking copy from pageable memory: the
