@@ -18,6 +18,13 @@ integers. Float arguments are never specialised (Triton passes Python floats as 
 are not part of the key. Under the interpreter, with launch hooks installed (profilers) or
 when a launch returned no compiled kernel, every launch goes through ``kernel[grid](...)``.
 
+Gluon kernels take TMA descriptors as ``TmaArg`` (tensor, block shape, shared layout). Triton's
+launcher encodes every descriptor again on every launch (``cuTensorMapEncodeTiled`` and a
+Python ``TensorDescriptor``: tens of µs each on the H100's host); on a bound launch LeanKernel
+instead reuses the encoding it made for the same position, address, shape and strides (an encoded
+descriptor holds nothing else: block shape, layout and dtype are fixed by ``static``) and calls the
+compiled launcher underneath Triton's descriptor wrapper.
+
 Shared by the attention kernels, the diffmax attention kernels and the scan
 (``flashmarkov.scan.kernels``). A call returns the kernel it launched: the ``CompiledKernel``
 (registers and spills are on it) on the compiled path, whatever ``kernel[grid](...)`` returned
@@ -27,6 +34,7 @@ otherwise (None under the interpreter).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from triton import knobs
@@ -36,6 +44,69 @@ from triton.runtime.jit import JITFunction
 Tensor = torch.Tensor
 
 MAX_BOUND = 256  # distinct (static, integers, alignment, device) keys kept per kernel
+MAX_ENCODED = 1024  # encoded TMA descriptors kept per bound kernel
+
+
+class TmaArg(NamedTuple):
+    """A TMA descriptor argument of a Gluon kernel: ``tensor`` (16-byte aligned, unit last stride)
+    read or written in blocks of ``block_shape``, laid out in shared memory as ``layout`` (an
+    ``NVMMASharedLayout``). Cheap to make; ``build`` makes the Gluon ``TensorDescriptor``."""
+
+    tensor: Tensor
+    block_shape: tuple[int, ...]
+    layout: object
+
+    def build(self) -> object:
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+        t = self.tensor
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), list(self.block_shape), self.layout)
+
+
+class _Encoded:
+    """A bound kernel's lean path for TMA arguments: the compiled launcher beneath Triton's descriptor
+    wrapper, the kernel's descriptor metadata (one per TmaArg, in order) and the encodings made."""
+
+    def __init__(self, raw: Callable, kernel: object, metas: list) -> None:
+        self.raw, self.metas, self.cache = raw, metas, {}
+        self.coop, self.pdl = kernel.run.launch_cooperative_grid, kernel.run.launch_pdl
+
+    @staticmethod
+    def of(kernel: object, n_tma: int) -> _Encoded | None:
+        """The lean path of a compiled kernel with ``n_tma`` descriptors, or None where Triton's
+        launcher is not as this module knows it (Triton 3.6: ``wrap_handle_tensordesc``'s closure
+        over the compiled ``launcher``), the kernel needs scratch memory or was lowered without
+        descriptor metadata: its launches then go through ``kernel.run`` with built descriptors."""
+        run = kernel.run
+        launch = getattr(run, "launch", None)
+        code, cells = getattr(launch, "__code__", None), getattr(launch, "__closure__", None) or ()
+        free = dict(zip(code.co_freevars, cells)) if code is not None else {}
+        metas = getattr(kernel.metadata, "tensordesc_meta", None)
+        if ("launcher" not in free or getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1)
+                or not metas or len(metas) != n_tma or any(m is None for m in metas)):
+            return None
+        return _Encoded(free["launcher"].cell_contents, kernel, list(metas))
+
+    def args(self, ptrs: Sequence[object]) -> list:
+        """The launcher's arguments for ``ptrs``: each TmaArg as its encoded descriptor, shape and
+        strides (encoded once per position, address, shape and strides)."""
+        from triton.backends.nvidia.driver import make_tensordesc_arg
+
+        out, j = [], 0
+        for p in ptrs:
+            if isinstance(p, TmaArg):
+                t = p.tensor
+                key = (j, t.data_ptr(), t.shape, t.stride())
+                enc = self.cache.get(key)
+                if enc is None:
+                    if len(self.cache) >= MAX_ENCODED:
+                        self.cache.clear()
+                    enc = self.cache[key] = make_tensordesc_arg(p.build(), self.metas[j])
+                out.extend(enc)
+                j += 1
+            else:
+                out.append(p)
+        return out
 
 
 def _hooks_idle() -> bool:
@@ -64,27 +135,43 @@ class LeanKernel:
         self.bound: dict[tuple, object] = {}
 
     def __call__(
-        self, grid: tuple[int, int, int], static: object, ptrs: Sequence[Tensor | None], ints: tuple[int, ...],
+        self, grid: tuple[int, int, int], static: object, ptrs: Sequence[Tensor | TmaArg | None], ints: tuple[int, ...],
         floats: tuple[float, ...], options: Callable[[], dict],
     ) -> object:
         if self.compiled and _hooks_idle():
             drv = driver.active
             device = drv.get_current_device()
-            # tensors go as addresses; TMA descriptors (Gluon kernels) as themselves: the launcher
-            # encodes them, and ``static`` must fix their block shape and layout
-            addrs = [p if p is None or not hasattr(p, "data_ptr") else p.data_ptr() for p in ptrs]
+            # tensors go as addresses, TMA arguments as themselves (``static`` fixes their block
+            # shape, layout and dtype: only their tensors' addresses, shapes and strides vary)
+            addrs = [p if p is None or isinstance(p, TmaArg) else p.data_ptr() for p in ptrs]
             key = (static, ints, tuple([None if a is None else a & 15 == 0 if isinstance(a, int) else 0 for a in addrs]), device)
-            kernel = self.bound.get(key)
-            if kernel is not None:
-                kernel.run(
-                    grid[0], grid[1], grid[2], drv.get_current_stream(device), kernel.function, kernel.packed_metadata,
-                    None, None, None, *addrs, *ints, *floats, *(None,) * self.n_constexprs,
-                )
+            entry = self.bound.get(key)
+            if entry is not None:
+                kernel, encoded = entry
+                stream = drv.get_current_stream(device)
+                if encoded is not None:
+                    encoded.raw(
+                        grid[0], grid[1], grid[2], stream, kernel.function, encoded.coop, encoded.pdl, None, None,
+                        kernel.packed_metadata, None, None, None, *encoded.args(addrs), *ints, *floats,
+                        *(None,) * self.n_constexprs,
+                    )
+                else:
+                    kernel.run(
+                        grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None, None, None,
+                        *[a.build() if isinstance(a, TmaArg) else a for a in addrs], *ints, *floats,
+                        *(None,) * self.n_constexprs,
+                    )
                 return kernel
-            kernel = self.fn[grid](*ptrs, *ints, *floats, **options())
+            n_tma = sum(isinstance(p, TmaArg) for p in ptrs)
+            kernel = self.fn[grid](*_built(ptrs), *ints, *floats, **options())
             if getattr(kernel, "function", None) is not None:
                 if len(self.bound) >= MAX_BOUND:
                     self.bound.clear()
-                self.bound[key] = kernel
+                self.bound[key] = (kernel, _Encoded.of(kernel, n_tma) if n_tma else None)
             return kernel
-        return self.fn[grid](*ptrs, *ints, *floats, **options())
+        return self.fn[grid](*_built(ptrs), *ints, *floats, **options())
+
+
+def _built(ptrs: Sequence[Tensor | TmaArg | None]) -> list:
+    """``ptrs`` with each TmaArg built into its TensorDescriptor (a JIT launch)."""
+    return [p.build() if isinstance(p, TmaArg) else p for p in ptrs]

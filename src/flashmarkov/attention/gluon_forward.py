@@ -32,7 +32,7 @@ import functools
 import torch
 
 from .. import _host
-from .._launch import LeanKernel
+from .._launch import LeanKernel, TmaArg
 
 Tensor = torch.Tensor
 
@@ -46,7 +46,6 @@ try:
         warpgroup_mma,
         warpgroup_mma_wait,
     )
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # a Triton without Gluon: the Triton forward serves every case
     gluon = None
 
@@ -101,10 +100,11 @@ def _smem_layout(head_dim: int, rows: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gdt)
 
 
-def descriptor(x: Tensor, rows: int) -> TensorDescriptor:
-    """A TMA descriptor over canonical (B, H, S, D) ``x`` with blocks of ``rows`` positions."""
+def descriptor(x: Tensor, rows: int) -> TmaArg:
+    """A TMA descriptor argument over canonical (B, H, S, D) ``x`` with blocks of ``rows`` positions
+    (LeanKernel encodes it once per address, shape and strides)."""
     d = x.shape[3]
-    return TensorDescriptor(x, list(x.shape), list(x.stride()), [1, 1, rows, d], _smem_layout(d, rows, x.dtype))
+    return TmaArg(x, (1, 1, rows, d), _smem_layout(d, rows, x.dtype))
 
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob) -> None:
