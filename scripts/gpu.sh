@@ -35,7 +35,7 @@ for step in $steps; do
         .whl/pytest_xdist-*.whl .whl/execnet-*.whl 2>/dev/null || workers=""
       # gpu: GPU-only tests; triton: the tests that force the Triton kernels (interpreted on CPU, compiled here).
       # tests marked bigmem (tens of GiB each) run after, one at a time: in parallel they exhaust the GPU's memory
-      timeout "${TEST_TIMEOUT:-480}" python3 -m pytest ${TEST_PATHS:-tests} -m "(gpu or triton) and not bigmem" -q --maxfail=5 -p no:cacheprovider \
+      timeout "${TEST_TIMEOUT:-560}" python3 -m pytest ${TEST_PATHS:-tests} -m "(gpu or triton) and not bigmem" -q --maxfail=5 -p no:cacheprovider \
         $workers 2>&1 | tee "$OUT/gpu-tests.log" | tail -4
       status=$((status | PIPESTATUS[0]))
       timeout 200 python3 -m pytest ${TEST_PATHS:-tests} -m "gpu and bigmem" -q -p no:cacheprovider 2>&1 | tee -a "$OUT/gpu-tests.log" | tail -2
