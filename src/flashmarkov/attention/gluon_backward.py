@@ -43,11 +43,12 @@ DKDV_HEAD_DIMS = (64, 128)
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash)."""
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 36, (128, False): 1 << 36, (128, True): 1 << 36}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
-kernels run here. Each launch encodes its TMA descriptors on the host (~25–30 µs each: 11 for the
-two kernels), which outweighs the kernels' gain on mid-size problems (H100, public fwd+bwd:
-4×8×2048×128, 2^34, 1.11 ms against 0.64 with the Triton backward, whose kernels are slower: 507
-vs 393 µs; 8×16×2048×64, 2^35, a wash; 2×16×8192×64, 2^37 / 2^36 causal, 4.59 vs 4.76 and 2.53 vs
-2.76 ms)."""
+kernels run here. Below it the public fwd+bwd is host-bound on the H100 and the Gluon path's host
+work costs more than its kernels save, even with the descriptors' encodings reused (session 11,
+4×8×2048×128, 2^34: kernels 523 vs 636 µs per fwd+bwd; wall 685 vs 649 µs with autograd's device
+thread, 538 vs 647 with ``torch.autograd.set_multithreading_enabled(False)``; before the reuse
+1.11 vs 0.64 ms). 8×16×2048×64, 2^35, a wash; 2×16×8192×64, 2^37 / 2^36 causal, 4.59 vs 4.76 and
+2.53 vs 2.76 ms."""
 
 
 def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, prob) -> tuple[bool, bool]:

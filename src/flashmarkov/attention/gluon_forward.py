@@ -57,12 +57,14 @@ NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim
 BLOCK_N = 128  # keys per K/V tile (Gluon tiles are powers of two: FlashAttention-3's 176 is not open)
 STAGES = {64: 3, 128: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB)
 MAXNREG = {3: 128, 2: 168}  # registers per thread at launch per consumer count: warpgroups × MAXNREG ≤ 512
-MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 35, (128, False): 1 << 33, (128, True): 1 << 33}
+MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 35, (128, False): 1 << 30, (128, True): 1 << 30}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the Gluon forward
-runs; below it the Triton forward (H100, bf16, µs, Gluon vs Triton): the Gluon launch's host time
-(four TMA descriptors, the JIT's binding: ~35–70 µs) exceeds small kernels (16×8×512×64 78 vs 35);
-at 2^33 4×8×2048×64 88 vs 92; D = 64 causal gains only on long rows (8×16×2048×64, 2^34: 207 vs
-210; 2×16×8192×64, 2^36: 614 vs 739)."""
+runs; below it the Triton forward. H100, bf16, kernel µs Gluon vs Triton, with the descriptors'
+encodings reused (LeanKernel.TmaArg; session 11, probe-small-gluon log): D = 128 gains from 2^30
+(8×8×512×128 30.4 vs 35.6, causal 28.7 vs 31.1; 16×8×512×128 50.5 vs 65.8); D = 64 loses on small
+grids (16×8×512×64 37.5 vs 35.3, 32×8×128×64 18.8 vs 15.0), is level at 2^33 (4×8×2048×64 87.4 vs
+89.8) and gains causal only on long rows (8×16×2048×64, 2^34: 207 vs 210; 2×16×8192×64, 2^36: 614
+vs 739)."""
 LOG2E = 1.4426950408889634
 
 
