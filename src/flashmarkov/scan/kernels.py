@@ -785,10 +785,11 @@ def _plan(
     n_tiles = n_chains * n_seg
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     stages = 1 if lookback else cfg.stages
-    if varlen and (has_h0 or has_hin) and config is None:
-        # packed sequences with states: the pipeliner stages each slice's state gather too, which at
-        # 3 stages overflows shared memory (float32 128 x 32 backward: 311 KB, sm_90a; 2 stages: see
-        # notes/scan.md, session 11)
+    if varlen and config is None:
+        # packed sequences: the pipeliner also stages each slice's edge data (and state gathers), so
+        # 3 stages hold one program per SM and run slower than 2 (H100, float32 forward 4×8192×2048
+        # 0.64 vs 0.87 of the floor), or overflow shared memory with states (float32 128 × 32
+        # backward: 311 KB, sm_90a; notes/scan.md, session 11)
         stages = min(stages, 2)
     consts = (
         acc, cfg.block_t, cfg.block_q, vec, slice_k,
