@@ -785,11 +785,12 @@ def _plan(
     n_tiles = n_chains * n_seg
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     stages = 1 if lookback else cfg.stages
-    if varlen and config is None:
-        # packed sequences: the pipeliner also stages each slice's edge data (and state gathers), so
-        # 3 stages hold one program per SM and run slower than 2 (H100, float32 forward 4×8192×2048
-        # 0.64 vs 0.87 of the floor), or overflow shared memory with states (float32 128 × 32
-        # backward: 311 KB, sm_90a; notes/scan.md, session 11)
+    if varlen and itemsize == 4 and config is None:
+        # float32 over packed sequences: the pipeliner also stages each slice's edge data (and state
+        # gathers) in shared memory, so 3 stages hold one program per SM and run slower than 2 (H100,
+        # 4×8192×2048 forward 0.64 vs 0.87 of the floor, backward 0.78 vs 0.89), or overflow it with
+        # states (128 × 32 backward: 311 KB, sm_90a). 16-bit tiles stage little there and keep 3
+        # (bfloat16 backward 8×2048×2048: 0.82 vs 0.73 with 2). notes/scan.md, session 11.
         stages = min(stages, 2)
     consts = (
         acc, cfg.block_t, cfg.block_q, vec, slice_k,
