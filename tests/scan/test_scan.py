@@ -101,6 +101,26 @@ def test_sliced_config_rejected():
                             cu_seqlens=None, config=kernels.ScanConfig(12, 4, 1, slice_k=4))
 
 
+@pytest.mark.parametrize("backward", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_packed_sequence_plans_fit_shared_memory(dtype, backward):
+    """The (B, T, D) chain walk over packed sequences with states: float32 pipelines at most 2 stages
+    (3 needed 311 KB of shared memory in the backward, over sm_90's 227: OutOfResources on the
+    H100, notes/scan.md session 11); 16-bit tiles stage little and keep their depth. The plan only
+    (no launch): the depth the compiled kernel gets on a GPU."""
+    view = kernels.View(2, 700, 40, 700 * 40, 40, 1)
+    stages = kernels.CONSTEXPRS.index("STAGES")
+    for varlen in (False, True):
+        plan = kernels._plan(view, dtype, torch.device("cuda"), True, backward, 4 if varlen else 1,
+                             (True, backward, True, varlen), None, kernels.pick_config, lambda *args: False, False)
+        assert not plan.lookback_tiles and not plan.gluon
+        tile = kernels.pick_config(view.T, view.Q, dtype.itemsize, False, False, "bwd" if backward else "fwd")
+        want = min(tile.stages, 2) if varlen and dtype == torch.float32 else tile.stages
+        assert plan.consts[stages] == want, (varlen, plan.consts[stages], want)
+        if varlen and dtype == torch.float32:
+            assert plan.consts[stages] <= 2
+
+
 @pytest.mark.parametrize("shape,dim", [((5, 3, 2, 19), 2), ((19,), 0), ((2, 19, 1), 1), ((1, 1, 19), -1)])
 def test_kernels_any_rank(shape, dim, triton_backend, nan_alloc, small_tiles):
     check_scan(shape, dim, torch.float64, triton_backend, reverse=True, with_initial=True, with_final=True)
