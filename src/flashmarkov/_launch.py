@@ -68,7 +68,9 @@ class _Encoded:
     wrapper, the kernel's descriptor metadata (one per TmaArg, in order) and the encodings made."""
 
     def __init__(self, raw: Callable, kernel: object, metas: list) -> None:
-        self.raw, self.metas, self.cache = raw, metas, {}
+        from triton.backends.nvidia.driver import make_tensordesc_arg  # CUDA only: imported once per binding
+
+        self.raw, self.metas, self.cache, self.encode = raw, metas, {}, make_tensordesc_arg
         self.coop, self.pdl = kernel.run.launch_cooperative_grid, kernel.run.launch_pdl
 
     @staticmethod
@@ -90,8 +92,6 @@ class _Encoded:
     def args(self, ptrs: Sequence[object]) -> list:
         """The launcher's arguments for ``ptrs``: each TmaArg as its encoded descriptor, shape and
         strides (encoded once per position, address, shape and strides)."""
-        from triton.backends.nvidia.driver import make_tensordesc_arg
-
         out, j = [], 0
         for p in ptrs:
             if isinstance(p, TmaArg):
@@ -101,7 +101,7 @@ class _Encoded:
                 if enc is None:
                     if len(self.cache) >= MAX_ENCODED:
                         self.cache.clear()
-                    enc = self.cache[key] = make_tensordesc_arg(p.build(), self.metas[j])
+                    enc = self.cache[key] = self.encode(p.build(), self.metas[j])
                 out.extend(enc)
                 j += 1
             else:
