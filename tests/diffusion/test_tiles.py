@@ -100,6 +100,23 @@ def test_same_points_key_splits(offset, sigma, min_tiles, dtype, backend, nan_al
     assert_close(tiles.gaussian_rowsum(X, X, beta, sigma_q=s, sigma_k=s), G.sum(1), dtype, "rowsum key splits")
 
 
+@pytest.mark.parametrize("beta", [1e-7, 0.4, 300.0, 3e4])
+def test_fold_scales(beta, backend, nan_alloc):
+    """float32, Q is K (FOLD) across the operand scales: G = 1 with tiny operands (beta 1e-7: every
+    entry ~1, float16 subnormals in the operands), G = 1 (0.4), G > 1 (300: c·D·top² ~ 2^15, the
+    loop multiplies by G) and G >> 1 (3e4: only the diagonal survives). A loop that skipped or
+    misapplied the multiply computes exp2(s / G) or exp2(G·s): O(1) errors at every G != 1.
+    Local kernels carry the norm expansion's exponent error, ~2^−22·beta·R² (R the cloud's
+    radius; notes/diffusion-tiles.md), which sets the bound where it exceeds float32's."""
+    X, V, r = points(150, 3, torch.float32), points(150, 4, torch.float32), positive(150, torch.float32)
+    radius2 = ((X.double() - X.double().mean(0)) ** 2).sum(1).max().item()
+    bound = max(TOLERANCE[torch.float32], 2.0**-22 * beta * radius2)
+    G = torch.exp(-beta * dense_d2(X, X))
+    out = tiles.gaussian_matmat(X, X, V, beta, row_scale=r, col_scale=r)
+    assert rel_err(out, r.double()[:, None] * (G @ (r.double()[:, None] * V.double()))) <= bound
+    assert rel_err(tiles.gaussian_rowsum(X, X, beta), G.sum(1)) <= bound
+
+
 def test_key_splits_plan():
     """Splits fill SPLIT_PROGRAMS_PER_SM programs per SM and keep SPLIT_MIN_TILES tiles each."""
     cpu = torch.device("cpu")  # planned as for a 132-SM GPU

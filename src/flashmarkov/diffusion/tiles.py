@@ -373,8 +373,12 @@ def _pow2_factor(top, TOP: tl.constexpr):
 
 @_jit
 def _fold_scale(top, c, D: tl.constexpr):
-    """G = 2^e with c·D·top² / G in [2^13, 2^14): the folded operands hold s / G (FOLD)."""
-    return _pow2_factor(c * D * top * top, 13)
+    """G = 2^e with c·D·top² / G in [2^13, 2^14), or 1 where that G would be < 1: the folded
+    operands hold s / G (FOLD). G > 1 keeps large exponents inside float16's range; below
+    that the operands hold s itself and the loop needs no multiply per pair. (Scaling small
+    operands up to G < 1 bought nothing: an exponent's error matters in absolute terms, and
+    float16's subnormal spacing 2^−24 bounds what the smaller operands lose.)"""
+    return tl.maximum(_pow2_factor(c * D * top * top, 13), 1.0)
 
 
 @_jit
@@ -508,7 +512,8 @@ def _scores(
 ):
     """[BLOCK_M, BLOCK_N]: g · q̃_i·k̃_j + kt_j (one FMA per pair; the caller adds the row term),
     q̃ and k̃ as float16 hi + lo parts (SPLIT) or float64; FOLD: g · (folded dot) = s, the
-    whole exponent (one multiply per pair). With one feature chunk ``b_qh``/``b_ql`` are the
+    whole exponent (one multiply per pair; none when ``g`` is None, i.e. G = 1). With one
+    feature chunk ``b_qh``/``b_ql`` are the
     preloaded query tiles; otherwise the features are walked in chunks of BLOCK_D and they
     are unused."""
     D: tl.constexpr = BLOCK_D * D_CHUNKS
@@ -534,8 +539,11 @@ def _scores(
         else:
             b_dot = tl.dot(b_qh, b_kh, acc=b_dot, input_precision="ieee", out_dtype=b_dot.dtype)
     if FOLD:
-        return b_dot * g
-    return b_dot * g + tl.load(kt_ptr + o_n)[None, :]
+        if g != 1.0:  # uniform branch: G = 1 needs no multiply
+            b_dot = b_dot * g
+    else:
+        b_dot = b_dot * g + tl.load(kt_ptr + o_n)[None, :]
+    return b_dot
 
 
 @_jit
@@ -550,7 +558,10 @@ def _exp(x, EXP2: tl.constexpr):
 @_jit
 def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr):
     """b_acc + P·W; with SPLIT, P (float32 in [0, 1]) is split into float16 hi + lo against W's
-    float16 hi + lo parts: lo·hi + hi·lo + hi·hi into a fresh float32 tile, then one
+    float16 hi + lo parts: hi is P cut to float16's 11 significant bits by a mask of its
+    float32 bits (exact in float16 from 2^−14 up), lo the exact rest rounded to float16 (rest
+    < 2^−10·P, so P is held to ~2^−21; one LOP and one FADD per entry, against converting a
+    rounded hi back to float32); lo·hi + hi·lo + hi·hi into a fresh float32 tile, then one
     round-to-nearest add into ``b_acc``. Tensor-core float32 accumulation truncates toward zero,
     so accumulating a whole row of N keys inside the MMAs loses ~0.5 ulp per 16 keys, always
     toward zero: a relative error ~N · 2^−25 (1e-4 at N = 20 000, measured on an H200 and
@@ -558,8 +569,9 @@ def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr):
     folded back into the MMA: Triton folds add(dot(a, b, 0), c) only when the dot starts at 0,
     and the last dot here starts at the partial tile.)"""
     if SPLIT:
-        b_ph = b_p.to(tl.float16)
-        b_pl = (b_p - b_ph.to(tl.float32)).to(tl.float16)
+        b_pt = (b_p.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+        b_ph = b_pt.to(tl.float16)
+        b_pl = (b_p - b_pt).to(tl.float16)
         b_t = tl.dot(b_pl, b_wh, out_dtype=tl.float32)
         b_t = tl.dot(b_ph, b_wl, acc=b_t, out_dtype=tl.float32)
         b_t = tl.dot(b_ph, b_wh, acc=b_t, out_dtype=tl.float32)
@@ -958,6 +970,7 @@ class TileConfig:
     block_n: int
     num_warps: int
     num_stages: int = 2
+    maxnreg: int | None = None  # register cap per thread (None: the compiler's choice)
 
 
 def _pow2_at_least(n: int, floor: int = 16) -> int:
@@ -986,8 +999,10 @@ def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bo
         return TileConfig(128, 128, 8) if narrow else TileConfig(64, 64, 4, 1)
     if not narrow:
         return TileConfig(64, 32, 4, 1)
-    if job in ("matmat", "rowsum"):  # 64 pairs per thread with FOLD (127 registers), 32 without
-        return TileConfig(128, 64, 4, 3) if fold else TileConfig(64, 64, 4, 3)
+    if job in ("matmat", "rowsum"):  # 64 pairs per thread with FOLD, 32 without
+        # FOLD: 128 registers keep 4 programs per SM (uncapped, the masked P split takes 135–137
+        # and 3 programs fit; ptxas fits 128 without spills at d <= 20)
+        return TileConfig(128, 64, 4, 3, 128) if fold else TileConfig(64, 64, 4, 3)
     return TileConfig(128, 64, 8)
 
 
@@ -1100,6 +1115,7 @@ def _gaussian_launch(
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
         SPLIT=split, EXP2=exp2, FOLD=fold, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        maxnreg=cfg.maxnreg,
     )
     return (out[0] if splits == 1 else out.sum(0)), lse
 
