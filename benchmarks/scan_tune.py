@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--configs", default=None, help="BT,BQ,W[,K[,KEEP[,LOOKBACK[,PREFETCH[,WINDOW[,STAGES]]]]]];... instead of the built-in lists")
     ap.add_argument("--layout", choices=["bdt", "btd"], default=None, help="only this layout")
     ap.add_argument("--shapes", default=None, help="comma-separated indices into CASES")
+    ap.add_argument("--sizes", default=None, help="B,D,T;... shapes of one's own instead of CASES (--case and --shapes index CASES)")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--default-only", action="store_true", help="time pick_config's tile only")
     ap.add_argument("--gluon", default=None,
@@ -66,10 +67,11 @@ def main() -> None:
     bw = copy_bandwidth()
     print(f"{torch.cuda.get_device_name()}: copy bandwidth {bw / 1e12:.3f} TB/s", flush=True)
     rows = []
-    cases = [(c, d, l) for c in CASES for d in (torch.float32, torch.bfloat16) for l in ("bdt", "btd")]
+    sizes = [tuple(int(v) for v in t.split(",")) for t in args.sizes.split(";")] if args.sizes else CASES
+    cases = [(c, d, l) for c in sizes for d in (torch.float32, torch.bfloat16) for l in ("bdt", "btd")]
     if args.case is not None:
         cases = [cases[args.case]]
-    shapes = [CASES[int(i)] for i in args.shapes.split(",")] if args.shapes else CASES
+    shapes = [CASES[int(i)] for i in args.shapes.split(",")] if args.shapes else sizes
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
     cases = [(c, d, l) for c, d, l in cases if c in shapes and d in dtypes and l == (args.layout or l)]
     for (B, D, T), dtype, layout in cases:

@@ -121,6 +121,23 @@ def test_packed_sequence_plans_fit_shared_memory(dtype, backward):
             assert plan.consts[stages] <= 2
 
 
+def test_lookback_rule_16bit_backward():
+    """(B, T, D) chains, T = 8192, D = 2048, planned for a 132-SM GPU: the 16-bit backward (64-channel
+    tiles) walks 128 chains in one program each (B = 4: 0.86 of the floor against the look-back's
+    0.70 on the H100) and splits 96 (B = 3: 0.68 against 0.66); the forward (32-channel tiles) and
+    float32 keep the rule of 4096 elements per SM (B = 2: 128 chains of 4096-element tiles split)."""
+    def plan(batch, dtype, backward):
+        view = kernels.View(batch, 8192, 2048, 8192 * 2048, 2048, 1)
+        return kernels._plan(view, dtype, torch.device("cpu"), False, backward, 1, (False, False, False, False), None,
+                             kernels.pick_config, kernels.use_lookback, False)
+
+    assert not plan(4, torch.bfloat16, True).lookback_tiles
+    assert plan(3, torch.bfloat16, True).lookback_tiles
+    assert plan(2, torch.bfloat16, False).lookback_tiles
+    assert plan(2, torch.float32, True).lookback_tiles
+    assert not plan(4, torch.float32, True).lookback_tiles
+
+
 @pytest.mark.parametrize("shape,dim", [((5, 3, 2, 19), 2), ((19,), 0), ((2, 19, 1), 1), ((1, 1, 19), -1)])
 def test_kernels_any_rank(shape, dim, triton_backend, nan_alloc, small_tiles):
     check_scan(shape, dim, torch.float64, triton_backend, reverse=True, with_initial=True, with_final=True)

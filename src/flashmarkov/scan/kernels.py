@@ -770,7 +770,11 @@ def _plan(
     if cfg.block_t % slice_k or rows & (rows - 1):
         raise ValueError(f"config {cfg}: block_t must be slice_k times a power of two")
     n_qblk, n_seg = -(-v.Q // cfg.block_q), -(-v.T // cfg.block_t)
-    lookback = split(v.P * n_qblk, n_seg, cfg.block_t * cfg.block_q, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
+    # 16-bit backward walks over contiguous channels (3-stage pipelined tiles) count a third more
+    # elements in flight: at 128 chains of 64 channels the walk reaches 0.86 of the floor against
+    # the look-back's 0.70, at 96 chains 0.66 against 0.68 (H100, notes/scan.md session 12)
+    in_flight = cfg.block_t * cfg.block_q * (4 if backward and itemsize == 2 and vec == 1 else 3) // 3
+    lookback = split(v.P * n_qblk, n_seg, in_flight, device) if cfg.lookback is None else cfg.lookback and n_seg > 1
     if lookback and config is None and vec == 1:
         # chains split over programs take the look-back's own tile
         cfg = pick(v.T, v.Q, itemsize, False, False, "lookback-bwd" if backward else "lookback")
