@@ -50,7 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # a test that forces the Triton kernels runs them compiled on a GPU: scripts/gpu.sh selects it
     # with the gpu tests (marker "triton")
     for item in items:
-        if "triton_backend" in item.fixturenames:
+        callspec = getattr(item, "callspec", None)
+        if "triton_backend" in item.fixturenames or (callspec is not None and callspec.params.get("backend") == "triton"):
             item.add_marker(pytest.mark.triton)
     if HAS_CUDA:
         return

@@ -423,8 +423,8 @@ def test_compile(monkeypatch: pytest.MonkeyPatch):
 
 def _bad_calls():
     Q, K, V = points(5, 2, torch.float32), points(6, 2, torch.float32), points(6, 3, torch.float32)
-    ok = torch.ones(6)
-    eps = torch.tensor([1.0])
+    ok = torch.ones(6, device=DEVICE)  # on the points' device: each case's own check answers, not the device check
+    eps = torch.tensor([1.0], device=DEVICE)
     return [
         ("dtype", TypeError, "Q has dtype", lambda: tiles.gaussian_matmat(Q.half(), K, V, 1.0)),
         ("bf16", TypeError, "X has dtype", lambda: tiles.gaussian_matmat_sym(K.bfloat16(), V, 1.0)),
@@ -457,10 +457,10 @@ def _bad_calls():
         ("exclude_self", ValueError, "exclude_self=True needs", lambda: tiles.knn(Q, K, 2, exclude_self=True)),
         ("exclude flag", TypeError, "exclude_self must be a bool", lambda: tiles.knn(Q, K, 2, exclude_self=1)),
         ("eps 2-D", ValueError, "eps must be 1-D", lambda: tiles.bgh_sums(K, eps[None])),
-        ("eps many", ValueError, "eps must be 1-D with 1 to 64", lambda: tiles.bgh_sums(K, torch.ones(65))),
-        ("eps <= 0", ValueError, "eps must be finite and > 0, got -1.0", lambda: tiles.bgh_sums(K, torch.tensor([1.0, -1.0]))),
-        ("eps inf", ValueError, "eps must be finite", lambda: tiles.bgh_sums(K, torch.tensor([math.inf]))),
-        ("eps int", TypeError, "eps has dtype", lambda: tiles.bgh_sums(K, torch.tensor([1]))),
+        ("eps many", ValueError, "eps must be 1-D with 1 to 64", lambda: tiles.bgh_sums(K, torch.ones(65, device=DEVICE))),
+        ("eps <= 0", ValueError, "eps must be finite and > 0, got -1.0", lambda: tiles.bgh_sums(K, torch.tensor([1.0, -1.0], device=DEVICE))),
+        ("eps inf", ValueError, "eps must be finite", lambda: tiles.bgh_sums(K, torch.tensor([math.inf], device=DEVICE))),
+        ("eps int", TypeError, "eps has dtype", lambda: tiles.bgh_sums(K, torch.tensor([1], device=DEVICE))),
     ]
 
 
