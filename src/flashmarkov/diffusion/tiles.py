@@ -512,7 +512,7 @@ def _scores(
 ):
     """[BLOCK_M, BLOCK_N]: g · q̃_i·k̃_j + kt_j (one FMA per pair; the caller adds the row term),
     q̃ and k̃ as float16 hi + lo parts (SPLIT) or float64; FOLD: g · (folded dot) = s, the
-    whole exponent (one multiply per pair; none when ``g`` is None, i.e. G = 1). With one
+    whole exponent (one multiply per pair, skipped by a uniform branch when G = 1). With one
     feature chunk ``b_qh``/``b_ql`` are the
     preloaded query tiles; otherwise the features are walked in chunks of BLOCK_D and they
     are unused."""
@@ -556,12 +556,13 @@ def _exp(x, EXP2: tl.constexpr):
 
 
 @_jit
-def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr):
+def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr, MASK_SPLIT: tl.constexpr):
     """b_acc + P·W; with SPLIT, P (float32 in [0, 1]) is split into float16 hi + lo against W's
-    float16 hi + lo parts: hi is P cut to float16's 11 significant bits by a mask of its
-    float32 bits (exact in float16 from 2^−14 up), lo the exact rest rounded to float16 (rest
-    < 2^−10·P, so P is held to ~2^−21; one LOP and one FADD per entry, against converting a
-    rounded hi back to float32); lo·hi + hi·lo + hi·hi into a fresh float32 tile, then one
+    float16 hi + lo parts: hi = P rounded to float16 and lo = the rest rounded to float16, or
+    (MASK_SPLIT) hi = P cut to float16's 11 significant bits by a mask of its float32 bits (exact
+    in float16 from 2^−14 up) and lo = the exact rest rounded (rest < 2^−10·P, so P is held to
+    ~2^−21): one LOP and one FADD per entry instead of converting the rounded hi back to float32
+    (HADD2.F32, PRMT), but ~10 more registers; lo·hi + hi·lo + hi·hi into a fresh float32 tile, then one
     round-to-nearest add into ``b_acc``. Tensor-core float32 accumulation truncates toward zero,
     so accumulating a whole row of N keys inside the MMAs loses ~0.5 ulp per 16 keys, always
     toward zero: a relative error ~N · 2^−25 (1e-4 at N = 20 000, measured on an H200 and
@@ -569,9 +570,13 @@ def _pv(b_acc, b_p, b_wh, b_wl, SPLIT: tl.constexpr):
     folded back into the MMA: Triton folds add(dot(a, b, 0), c) only when the dot starts at 0,
     and the last dot here starts at the partial tile.)"""
     if SPLIT:
-        b_pt = (b_p.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
-        b_ph = b_pt.to(tl.float16)
-        b_pl = (b_p - b_pt).to(tl.float16)
+        if MASK_SPLIT:
+            b_pt = (b_p.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+            b_ph = b_pt.to(tl.float16)
+            b_pl = (b_p - b_pt).to(tl.float16)
+        else:
+            b_ph = b_p.to(tl.float16)
+            b_pl = (b_p - b_ph.to(tl.float32)).to(tl.float16)
         b_t = tl.dot(b_pl, b_wh, out_dtype=tl.float32)
         b_t = tl.dot(b_ph, b_wl, acc=b_t, out_dtype=tl.float32)
         b_t = tl.dot(b_ph, b_wh, acc=b_t, out_dtype=tl.float32)
@@ -588,6 +593,7 @@ def _gaussian_tile(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
     SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
+    MASK_SPLIT: tl.constexpr,
 ):
     """One key tile [start_n, start_n + BLOCK_N) of ``_gaussian_tiles_kernel``: returns the updated
     (accumulator, running max, running sum); the symmetric side goes out by atomic adds. DIAG:
@@ -622,11 +628,11 @@ def _gaussian_tile(
             b_sum = b_sum * b_decay + tl.sum(b_p, 1)
         b_acc = b_acc * b_decay[:, None]
         b_max = b_new
-    b_acc = _pv(b_acc, b_p, b_wh, b_wl, SPLIT)
+    b_acc = _pv(b_acc, b_p, b_wh, b_wl, SPLIT, MASK_SPLIT)
     if SYMMETRIC:
         if not DIAG:
             # [BLOCK_N, BLOCK_V]: the transposed tile applied to the row block's own values
-            b_t = _pv(tl.zeros([BLOCK_N, b_acc.shape[1]], dtype=b_acc.dtype), tl.trans(b_p), b_wih, b_wil, SPLIT)
+            b_t = _pv(tl.zeros([BLOCK_N, b_acc.shape[1]], dtype=b_acc.dtype), tl.trans(b_p), b_wih, b_wil, SPLIT, MASK_SPLIT)
             if ROW_SCALE:
                 b_t = b_t * tl.load(rs_ptr + o_n, mask=o_n < n_k, other=0.0)[:, None]
             if SPLIT:
@@ -643,7 +649,7 @@ def _gaussian_range(
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr, SYMMETRIC: tl.constexpr,
     SAME: tl.constexpr, DIAG: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    MASK_SPLIT: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """Key tiles start, start + BLOCK_N, … below stop (``_gaussian_tile`` each); INTERPRET: a
     while loop (the interpreter cannot take a runtime range bound), else a pipelined for loop."""
@@ -653,7 +659,7 @@ def _gaussian_range(
             b_acc, b_max, b_sum = _gaussian_tile(
                 b_acc, b_max, b_sum, start_n, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
                 qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2, FOLD,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2, FOLD, MASK_SPLIT,
             )
             start_n += BLOCK_N
     else:
@@ -661,7 +667,7 @@ def _gaussian_range(
             b_acc, b_max, b_sum = _gaussian_tile(
                 b_acc, b_max, b_sum, start_n, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
                 qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2, FOLD,
+                BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, DIAG, SPLIT, EXP2, FOLD, MASK_SPLIT,
             )
     return b_acc, b_max, b_sum
 
@@ -689,7 +695,7 @@ def _gaussian_tiles_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr,
     BLOCK_V: tl.constexpr, ROW_SCALE: tl.constexpr, SIGMA: tl.constexpr, SOFTMAX: tl.constexpr,
     SYMMETRIC: tl.constexpr, SAME: tl.constexpr, SPLIT: tl.constexpr, EXP2: tl.constexpr, FOLD: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    MASK_SPLIT: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     """out = diag(rs) · G · W for G_ij = exp(s_ij · isq_i · isk_j), one (row block, value column
     block) per program; with SOFTMAX, softmax_j(s_ij) · W and its log-sum-exp.
@@ -758,12 +764,12 @@ def _gaussian_tiles_kernel(
         b_acc, b_max, b_sum = _gaussian_range(
             b_acc, b_max, b_sum, i_m * BLOCK_M, k_lo, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
             qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-            BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, True, SPLIT, EXP2, FOLD, INTERPRET,
+            BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, True, SPLIT, EXP2, FOLD, MASK_SPLIT, INTERPRET,
         )
     b_acc, b_max, b_sum = _gaussian_range(
         b_acc, b_max, b_sum, k_lo, k_hi, g, b_qh, b_ql, b_qt, b_isq, b_wih, b_wil, o_m, o_v, m_v,
         qh_ptr, ql_ptr, kh_ptr, kl_ptr, wh_ptr, wl_ptr, out_ptr, kt_ptr, rs_ptr, isk_ptr, b_vs, n_k, m, ldw,
-        BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, False, SPLIT, EXP2, FOLD, INTERPRET,
+        BLOCK_N, BLOCK_D, D_CHUNKS, ROW_SCALE, SIGMA, SOFTMAX, SYMMETRIC, SAME, False, SPLIT, EXP2, FOLD, MASK_SPLIT, INTERPRET,
     )
     # the rows' maximal exponents, with the row term (in s already with SIGMA)
     b_top = b_max
@@ -977,6 +983,15 @@ def _pow2_at_least(n: int, floor: int = 16) -> int:
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def _mask_split(width: int, block_v: int) -> bool:
+    """Whether a FOLD product splits P by the mantissa mask (``_pv``): with 16-column value blocks and
+    the 16- or 64-wide folded operand (d <= 4 or 10 <= d <= 20), where it was measured faster with
+    a 128-register cap (H100, notes/diffusion-tiles.md session 12). The 32-wide operand and 32-column
+    blocks need more registers with it (163–205 against 153–168; a 128 cap spills 240–440 B), so they
+    keep the rounded split."""
+    return block_v <= 16 and width != 32
+
+
 def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bool = False) -> TileConfig:
     """Tile shape per job ("matmat", "rowsum", "sym", "softmax", "knn", "bgh"), dtype, padded
     feature width, value block and FOLD; tl.dot needs every tile side >= 16 and the symmetric
@@ -1000,9 +1015,11 @@ def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bo
     if not narrow:
         return TileConfig(64, 32, 4, 1)
     if job in ("matmat", "rowsum"):  # 64 pairs per thread with FOLD, 32 without
-        # FOLD: 128 registers keep 4 programs per SM (uncapped, the masked P split takes 135–137
-        # and 3 programs fit; ptxas fits 128 without spills at d <= 20)
-        return TileConfig(128, 64, 4, 3, 128) if fold else TileConfig(64, 64, 4, 3)
+        if fold and _mask_split(width, block_v):
+            # 128 registers keep 4 programs per SM (uncapped, the masked P split takes 134–137 and
+            # 3 fit); ptxas fits 128 without spills there (sm_90a, d = 1 … 4 and 10 … 20)
+            return TileConfig(128, 64, 4, 3, 128)
+        return TileConfig(128, 64, 4, 3) if fold else TileConfig(64, 64, 4, 3)
     return TileConfig(128, 64, 8)
 
 
@@ -1114,8 +1131,8 @@ def _gaussian_launch(
         qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw, keys_per_split,
         BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
         ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
-        SPLIT=split, EXP2=exp2, FOLD=fold, INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        maxnreg=cfg.maxnreg,
+        SPLIT=split, EXP2=exp2, FOLD=fold, MASK_SPLIT=fold and _mask_split(block_d * d_chunks, block_v),
+        INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
     )
     return (out[0] if splits == 1 else out.sum(0)), lse
 
