@@ -513,9 +513,8 @@ def _scores(
     """[BLOCK_M, BLOCK_N]: g · q̃_i·k̃_j + kt_j (one FMA per pair; the caller adds the row term),
     q̃ and k̃ as float16 hi + lo parts (SPLIT) or float64; FOLD: g · (folded dot) = s, the
     whole exponent (one multiply per pair, skipped by a uniform branch when G = 1). With one
-    feature chunk ``b_qh``/``b_ql`` are the
-    preloaded query tiles; otherwise the features are walked in chunks of BLOCK_D and they
-    are unused."""
+    feature chunk ``b_qh``/``b_ql`` are the preloaded query tiles; otherwise the features are
+    walked in chunks of BLOCK_D and they are unused."""
     D: tl.constexpr = BLOCK_D * D_CHUNKS
     o_d = tl.arange(0, BLOCK_D)
     b_dot = tl.zeros([o_m.shape[0], o_n.shape[0]], dtype=kt_ptr.dtype.element_ty)

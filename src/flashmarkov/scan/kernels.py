@@ -676,13 +676,15 @@ def pick_config(T: int, Q: int, itemsize: int, time_contiguous: bool, tile3: boo
     return ScanConfig(block_t, block_q, num_warps, slice_k=slice_k, slice_keep=keep, prefetch=prefetch, stages=stages)
 
 
-def use_lookback(n_chains: int, n_seg: int, tile_elems: int, device: torch.device) -> bool:
+def use_lookback(n_chains: int, n_seg: int, in_flight: int, device: torch.device) -> bool:
     """Split chains over programs with the look-back only when a chain has several segments and
     one program per chain would hold fewer than 4096 elements per SM in flight (the H200 runs of
-    notes/scan.md, version 6: 512 chains of 4096-step tiles reach 0.89 of the floor that way)."""
+    notes/scan.md, version 6: 512 chains of 4096-step tiles reach 0.89 of the floor that way).
+    ``in_flight``: the elements one walking program keeps in flight (``_plan``: its tile, a third
+    more for the pipelined 16-bit backward tiles)."""
     if n_seg == 1:
         return False
-    return n_chains * tile_elems < 4096 * _host.sm_count(device)
+    return n_chains * in_flight < 4096 * _host.sm_count(device)
 
 
 @dataclass(frozen=True)
