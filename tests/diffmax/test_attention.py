@@ -151,14 +151,15 @@ def test_kernels_attention_tall_tiles(case, triton_backend, nan_alloc, monkeypat
 
 
 @pytest.mark.parametrize("case", ["gqa-causal-sq<sk", "causal-sq>sk-window", "band-alpha0.3"])
-def test_kernels_attention_dkdv_transposed(case, triton_backend, nan_alloc, monkeypatch):
-    """The dkdv kernel's transposed form (dKᵀ = Σ Qᵀ dS, dVᵀ = Σ dOᵀ P: the GPU default for 16-bit
-    D, Dv ≤ 64, which the interpreter cannot run in bf16) in float32, with tall tiles, GQA,
-    Dv ≠ D and masked edge tiles; the forward on 4 warps and the backward on 8 as by default
-    (64 × 32 tiles: the smallest tall tile that 8 warps support, see the next test)."""
+def test_kernels_attention_backward_steps(case, triton_backend, nan_alloc, monkeypatch):
+    """The backward kernels on parts of the forward's query tiles (``bwd_block_m`` < ``block_m``),
+    as the GPU default for 16-bit D ≤ 64 has them (which the interpreter cannot run in bf16), in
+    float32: the dq kernel's programs on 32 of a tile's 64 queries, the dkdv kernel walking each
+    listed query tile in 16-query steps (``dkdv_block_m``); tall tiles, GQA, Dv ≠ D and masked
+    edge tiles (a part wholly past Sq too)."""
     from flashmarkov.diffmax import attention
 
-    monkeypatch.setattr(attention, "pick_config", lambda d, itemsize: attention.AttnConfig(64, 32, 4, 2, 0, 8, True))
+    monkeypatch.setattr(attention, "pick_config", lambda d, itemsize: attention.AttnConfig(64, 32, 4, 2, 0, 4, bwd_block_m=32, dkdv_block_m=16))
     _check_attention(dtype=torch.float32, device=triton_backend, **ATTN_CASES[case])
 
 
@@ -174,6 +175,10 @@ def test_kernels_attention_refuse_tiles_too_small_for_their_warps():
         attention.attention_bwd_launch(q, k, v, q, tau, rn, states, 0.5, False, 0.25, (-1, -1), attention.AttnConfig(32, 16, 4, 2, 0, 8))
     with pytest.raises(ValueError, match="4 scores per thread"):
         attention.attention_fwd_launch(q, k, v, 0.5, False, 0.25, (-1, -1), 50, attention.AttnConfig(16, 16, 4))
+    with pytest.raises(ValueError, match="4 scores per thread"):  # the backward's 16 x 16 parts
+        attention.attention_bwd_launch(q, k, v, q, tau, rn, states, 0.5, False, 0.25, (-1, -1), attention.AttnConfig(32, 16, 4, 2, 0, 4, bwd_block_m=16))
+    with pytest.raises(ValueError, match="must divide"):
+        attention.attention_bwd_launch(q, k, v, q, tau, rn, states, 0.5, False, 0.25, (-1, -1), attention.AttnConfig(32, 16, 1, 2, bwd_block_m=24))
 
 
 def test_kernels_skip_zero_tiles(triton_backend, small_tiles):

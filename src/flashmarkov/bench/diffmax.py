@@ -369,13 +369,13 @@ PROFILE_SHAPES = (((1, 16, 4096, 64), False), ((1, 16, 4096, 64), True), ((1, 8,
 
 
 def profile_attention(
-    configs: tuple[tuple, ...] = ((128, 64, 4, 3, 0, 8), (128, 64, 4, 3, 0, 8, None, 128, 2), (128, 64, 8, 3, 128, 8)),
+    configs: tuple[tuple, ...] = ((128, 64, 4, 3, 0, 4, 64), (128, 64, 4, 3, 0, 8, 128), (128, 64, 8, 3, 128, 4, 64)),
     shapes: tuple = PROFILE_SHAPES,
 ) -> None:
     """Where the fused attention's time goes, bf16 α = 0.5 (not a benchmark record): per shape
     and tile config (``AttnConfig`` fields: block_m, block_n, num_warps, num_stages, fwd_maxnreg,
-    bwd_warps, dkdv_trans, dkdv_maxnreg, dkdv_stages; the first is the default, the second its
-    dkdv kernel at 128 registers and 2 stages (2 programs per SM); configs that differ only in forward or only
+    bwd_warps, bwd_block_m, dkdv_maxnreg, dkdv_stages; the first is the default, the second its backward
+    on 8 warps over whole query tiles, the third the forward on 8 warps at 128 registers); configs that differ only in forward or only
     in backward fields recompile only those kernels): the forward; the forward at ``n_iter`` = 0,
     1, 2 (max pass + 1, 2, 3 Newton passes + output pass; rows still stop early once converged)
     and the differences (one Newton pass each); the backward, and its dq and dkdv kernels alone

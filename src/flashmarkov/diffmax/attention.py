@@ -64,7 +64,9 @@ class AttnConfig:
     num_stages: int = 1
     fwd_maxnreg: int = 0  # register cap of the forward kernel (0: ptxas decides)
     bwd_warps: int = 0  # warps of the backward kernels (0: num_warps)
-    dkdv_trans: bool | None = None  # dkdv accumulates dKᵀ, dVᵀ (None: for 16-bit D, Dv ≤ 64)
+    bwd_block_m: int = 0  # queries per dq program and per dkdv step, dividing block_m (0: block_m)
+    dkdv_warps: int = 0  # warps of the dkdv kernel (0: as the dq kernel)
+    dkdv_block_m: int = 0  # queries per dkdv step, dividing block_m (0: as the dq kernel)
     dkdv_maxnreg: int = 0  # register cap of the dkdv kernel (0: ptxas decides)
     dkdv_stages: int = 0  # pipeline depth of the dkdv kernel (0: num_stages)
 
@@ -88,16 +90,22 @@ def pick_config(head_dim: int, itemsize: int) -> AttnConfig:
     inputs 128 × 64 tiles, 3 stages (64 × 32, 2 stages, for D > 128). D ≤ 64: forward on 4
     warps without a register cap (232 registers, 2 programs per SM; measured on an H100 at
     1×16×4096: fwd 0.71 ms non-causal, 0.46 causal, vs 0.88 / 0.60 on 8 warps capped at 128
-    registers), backward on 8 warps (on 4 the dq kernel spills 748 bytes; bwd 1.65 vs 1.17 ms);
-    larger D 8 warps throughout. Float32 and float64 (no tensor-core path at their precision)
-    32 × 32 on 4 warps, 2 stages."""
+    registers); backward on 4 warps in 64-query parts of each tile (dq programs of 64 queries,
+    243 registers; the key-major dkdv in 64-query steps, 235 registers; H100, 1×16×4096: dkdv
+    0.379 ms against 0.448 for whole tiles on 8 warps in the transposed form it replaced, 0.445
+    for 32-query steps, 0.94 on 8 warps; dq 0.264 / 0.141 causal against 0.262 / 0.151 for
+    128-query programs on 8 warps); D ≤ 128 forward and dq on 8 warps, the dkdv kernel on 4 in
+    32-query steps (1×16×4096×128: 0.761 / 0.397 ms causal against 0.767 / 0.406 for the
+    transposed form; whole tiles on 8 warps 1.26 / 0.65: every wgmma serialised, C7515); larger D
+    8 warps throughout (not measured since the key-major dkdv). Float32 and float64 (no
+    tensor-core path at their precision) 32 × 32 on 4 warps, 2 stages."""
     if itemsize >= 4:
         return AttnConfig(32, 32, 4, 2)
     if head_dim > 128:
         return AttnConfig(64, 32, 8, 2)
     if head_dim <= 64:
-        return AttnConfig(128, 64, 4, 3, 0, 8)
-    return AttnConfig(128, 64, 8, 3)
+        return AttnConfig(128, 64, 4, 3, 0, 4, 64)
+    return AttnConfig(128, 64, 8, 3, dkdv_warps=4, dkdv_block_m=32)
 
 
 @triton.jit
@@ -121,17 +129,17 @@ def _band(i_m, Sq, Sk, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_W
 
 
 @triton.jit
-def _visible(o_m, o_n, Sq, Sk, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
-    """[BLOCK_M, BLOCK_N] key j visible to query i (../math.md §2)."""
-    i = o_m[:, None] + (Sk - Sq)
-    j = o_n[None, :]
-    vis = (o_m[:, None] < Sq) & (j < Sk)
+def _visible(i_q, j_k, Sq, Sk, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr):
+    """Key j visible to query i (../math.md §2) for query indices ``i_q`` and key indices ``j_k``
+    that broadcast to the tile ([M, 1] and [1, N], or [1, M] and [N, 1] for a key-major tile)."""
+    i = i_q + (Sk - Sq)
+    vis = (i_q < Sq) & (j_k < Sk)
     if CAUSAL:
-        vis &= j <= i
+        vis &= j_k <= i
     if HAS_WL:
-        vis &= j >= i - wl
+        vis &= j_k >= i - wl
     if HAS_WR:
-        vis &= j <= i + wr
+        vis &= j_k <= i + wr
     return vis
 
 
@@ -153,12 +161,16 @@ def _load_k(p_kb, n0, o_bn, o_d, s_kn, Sk, D):
 @triton.jit
 def _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr,
             CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr, ACC: tl.constexpr,
-            PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+            PREC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, KEY_MAJOR: tl.constexpr = False):
     """[BLOCK_M, BLOCK_N] q kᵀ of the tile with first query m0 (o_m = m0 + arange) and first key
     n0 (o_n), −inf where not visible (the mask is applied only to tiles that are not entirely
     visible: boundary, diagonal and band-edge tiles; decided on scalars). Unscaled: X' = c · it,
-    and c enters ``_excess``'s FMA (or scales a row max), saving a multiply per score."""
-    b_x = tl.dot(b_q, tl.trans(b_k), out_dtype=ACC, input_precision=PREC)
+    and c enters ``_excess``'s FMA (or scales a row max), saving a multiply per score.
+    KEY_MAJOR: the transposed tile [BLOCK_N, BLOCK_M] = k qᵀ (keys as rows)."""
+    if KEY_MAJOR:
+        b_x = tl.dot(b_k, tl.trans(b_q), out_dtype=ACC, input_precision=PREC)
+    else:
+        b_x = tl.dot(b_q, tl.trans(b_k), out_dtype=ACC, input_precision=PREC)
     i_first = m0 + (Sk - Sq)
     i_last = i_first + BLOCK_M - 1
     j_last = n0 + BLOCK_N - 1
@@ -170,7 +182,11 @@ def _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr,
     if HAS_WR:
         inside = inside & (j_last <= i_first + wr)
     if not inside:
-        b_x = tl.where(_visible(o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR), b_x, float("-inf"))
+        if KEY_MAJOR:
+            b_vis = _visible(o_m[None, :], o_n[:, None], Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+        else:
+            b_vis = _visible(o_m[:, None], o_n[None, :], Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR)
+        b_x = tl.where(b_vis, b_x, float("-inf"))
     return b_x
 
 
@@ -190,11 +206,12 @@ def _excess(b_x, c, b_tau, AXIS: tl.constexpr):
 
 @triton.jit
 def _scaled_excess(b_x, b_cr, b_tr):
-    """Backward: y' = y · S^(−1/k) = [c_r · score − τ_r]_+ per row, with c_r = c · S^(−1/k) and
-    τ_r = τ · S^(−1/k) (``_row_scale``): then P = y'^k and s = P^α = y'^(k−1) exactly (α = 1 − 1/k),
-    so neither needs a per-score multiply by S^−1 or S^−α. As in ``_excess``, one FFMA.SAT: y' ≤ 1
-    because S ≥ 1 at every τ ≤ τ* (Newton from below; up to rounding)."""
-    return tl.minimum(tl.maximum(tl.fma(b_x, b_cr[:, None], -b_tr[:, None]), 0.0), 1.0)
+    """Backward: y' = y · S^(−1/k) = [c_r · score − τ_r]_+ per query, with c_r = c · S^(−1/k) and
+    τ_r = τ · S^(−1/k) (``_row_scale``; given broadcastable to ``b_x``: [M, 1], or [1, M] for a
+    key-major tile): then P = y'^k and s = P^α = y'^(k−1) exactly (α = 1 − 1/k), so neither needs
+    a per-score multiply by S^−1 or S^−α. As in ``_excess``, one FFMA.SAT: y' ≤ 1 because S ≥ 1
+    at every τ ≤ τ* (Newton from below; up to rounding)."""
+    return tl.minimum(tl.maximum(tl.fma(b_x, b_cr, -b_tr), 0.0), 1.0)
 
 
 @triton.jit
@@ -501,15 +518,18 @@ def _attn_bwd_dq_kernel(
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     LIST_STAGES: tl.constexpr,
+    STEP_M: tl.constexpr,  # queries per program (divides BLOCK_M, the tile of the lists)
 ):
+    """dQ (and Δ, c_r, τ_r) of STEP_M queries of one query tile, over the tile's live key tiles."""
     i_bh = tl.program_id(0).to(tl.int64)
-    i_m = n_m - 1 - tl.program_id(1)  # longest causal bands first
+    STEPS: tl.constexpr = BLOCK_M // STEP_M
+    i_m = n_m - 1 - tl.program_id(1) // STEPS  # longest causal bands first
     i_b = i_bh // Hq
     i_h = i_bh % Hq
     i_kh = i_h // G
     c, k, scale = tl.load(p_cst), tl.load(p_cst + 1), tl.load(p_cst + 3)
-    m0 = i_m * BLOCK_M
-    o_m = m0 + tl.arange(0, BLOCK_M)
+    m0 = i_m * BLOCK_M + (tl.program_id(1) % STEPS) * STEP_M
+    o_m = m0 + tl.arange(0, STEP_M)
     o_d = tl.arange(0, BLOCK_D)
     o_dv = tl.arange(0, BLOCK_DV)
     o_bn = tl.arange(0, BLOCK_N)
@@ -519,7 +539,7 @@ def _attn_bwd_dq_kernel(
     n_list = tl.load(p_cn + i_bh * n_m + i_m)
     m_m = o_m < Sq
     b_q = tl.load(p_q + i_b * sq_b + i_h * sq_h + o_m[:, None].to(tl.int64) * sq_s + o_d[None, :], mask=m_m[:, None] & (o_d[None, :] < D), other=0.0)
-    # [BLOCK_M, BLOCK_DV]
+    # [STEP_M, BLOCK_DV]
     b_do = tl.load(p_do + i_b * sg_b + i_h * sg_h + o_m[:, None].to(tl.int64) * sg_s + o_dv[None, :], mask=m_m[:, None] & (o_dv[None, :] < DV), other=0.0)
     o_row = i_bh * Sq + o_m
     b_tau = tl.load(p_tau + o_row, mask=m_m, other=0.0)
@@ -527,21 +547,21 @@ def _attn_bwd_dq_kernel(
     b_cr, b_tr = _row_scale(b_tau, b_rn, c, k)  # s = y'^(k−1) (``_scaled_excess``)
     # one pass: dQ = scale Σ_j s_ij (dP_ij − Δ_i) k_j = scale (Σ_j (s ⊙ dP)_ij k_j − Δ_i Σ_j s_ij k_j)
     # with Δ_i = Σ_j s_ij dP_ij / C_i known only at the end
-    b_a = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j (s ⊙ dP)_ij k_j
-    b_sk = tl.zeros([BLOCK_M, BLOCK_D], ACC)  # Σ_j s_ij k_j
-    b_sdp = tl.zeros([BLOCK_M, 4], ACC)  # Σ_j s_ij dP_ij, partial (``_row_parts``)
-    b_c = tl.zeros([BLOCK_M, 4], ACC)  # C_i = Σ_j s_ij, partial
+    b_a = tl.zeros([STEP_M, BLOCK_D], ACC)  # Σ_j (s ⊙ dP)_ij k_j
+    b_sk = tl.zeros([STEP_M, BLOCK_D], ACC)  # Σ_j s_ij k_j
+    b_sdp = tl.zeros([STEP_M, 4], ACC)  # Σ_j s_ij dP_ij, partial (``_row_parts``)
+    b_c = tl.zeros([STEP_M, 4], ACC)  # C_i = Σ_j s_ij, partial
     for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
         n0 = tl.load(p_lsb + i_j) * BLOCK_N
         o_n = n0 + o_bn
         b_k = _load_k(p_kb, n0, o_bn, o_d, sk_s, Sk, D)
-        b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
-        b_sw, _ = _powers(_scaled_excess(b_x, b_cr, b_tr), k, POW)
+        b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, STEP_M, BLOCK_N)
+        b_sw, _ = _powers(_scaled_excess(b_x, b_cr[:, None], b_tr[:, None]), k, POW)
         # [BLOCK_DV, BLOCK_N]
         b_vt = tl.load((p_vb + n0.to(tl.int64) * sv_s) + (o_bn[None, :].to(tl.int64) * sv_s + o_dv[:, None]), mask=(o_n[None, :] < Sk) & (o_dv[:, None] < DV), other=0.0)
         b_sdpt = b_sw * tl.dot(b_do, b_vt, out_dtype=ACC, input_precision=PREC)
-        b_sdp += _row_parts(b_sdpt, BLOCK_M, BLOCK_N)
-        b_c += _row_parts(b_sw, BLOCK_M, BLOCK_N)
+        b_sdp += _row_parts(b_sdpt, STEP_M, BLOCK_N)
+        b_c += _row_parts(b_sw, STEP_M, BLOCK_N)
         b_a += tl.dot(b_sdpt.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
         b_sk += tl.dot(b_sw.to(b_k.dtype), b_k, out_dtype=ACC, input_precision=PREC)
     b_sdp = tl.sum(b_sdp, 1)
@@ -568,9 +588,13 @@ def _attn_bwd_dkdv_kernel(
     CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
     LIST_STAGES: tl.constexpr,
-    TRANS: tl.constexpr,  # accumulate dKᵀ = Σ Qᵀ dS and dVᵀ = Σ dOᵀ P (see below)
+    STEP_M: tl.constexpr,  # queries per step (divides BLOCK_M, the tile of the lists)
     LIST_SHIFT: tl.constexpr,  # list entries i_g · 2^LIST_SHIFT + i_m
 ):
+    """dK, dV of one key tile. Key-major: every product of a step keeps the keys as rows, Sᵀ = K Qᵀ
+    and dPᵀ = V dOᵀ [BLOCK_N, STEP_M], so Pᵀ and dSᵀ are the A operands of dV += Pᵀ dO and
+    dK += dSᵀ Q straight from the accumulator's registers (no transpose through shared memory);
+    each listed query tile is walked in BLOCK_M / STEP_M steps."""
     i_bkh = tl.program_id(0).to(tl.int64)
     i_n = tl.program_id(1)
     i_b = i_bkh // Hkv
@@ -580,53 +604,38 @@ def _attn_bwd_dkdv_kernel(
     o_n = n0 + tl.arange(0, BLOCK_N)
     o_d = tl.arange(0, BLOCK_D)
     o_dv = tl.arange(0, BLOCK_DV)
-    o_bm = tl.arange(0, BLOCK_M)
+    o_bm = tl.arange(0, STEP_M)
     m_n = o_n < Sk
     p_kb = p_k + i_b * sk_b + i_kh * sk_h
     p_lsb = p_ls + (i_bkh * n_n + i_n) * (G * n_m)
     n_list = tl.load(p_cn + i_bkh * n_n + i_n)
+    STEPS: tl.constexpr = BLOCK_M // STEP_M
     # [BLOCK_N, BLOCK_D], [BLOCK_N, BLOCK_DV]
     b_k = _load_k(p_kb, n0, tl.arange(0, BLOCK_N), o_d, sk_s, Sk, D)
     b_v = tl.load(p_v + i_b * sv_b + i_kh * sv_h + o_n[:, None].to(tl.int64) * sv_s + o_dv[None, :], mask=m_n[:, None] & (o_dv[None, :] < DV), other=0.0)
-    # TRANS: dKᵀ, dVᵀ, so both operands of their matmuls stay in shared memory (Qᵀ, dOᵀ are
-    # views of the staged tiles, dS and P are staged as B operands). Pᵀ dO with a register Pᵀ
-    # goes through a shared-memory transpose and back (ldmatrix per k-step), which makes ptxas
-    # serialise every wgmma of the kernel for D = Dv = 64 (C7515: each HGMMA waits for the one
-    # before). Float32/64 (no tensor cores) spill more in this form.
-    if TRANS:
-        b_dk = tl.zeros([BLOCK_D, BLOCK_N], ACC)
-        b_dv = tl.zeros([BLOCK_DV, BLOCK_N], ACC)
-    else:
-        b_dk = tl.zeros([BLOCK_N, BLOCK_D], ACC)
-        b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
-    for i_j in tl.range(0, n_list, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
-        e = tl.load(p_lsb + i_j)
+    b_dk = tl.zeros([BLOCK_N, BLOCK_D], ACC)
+    b_dv = tl.zeros([BLOCK_N, BLOCK_DV], ACC)
+    for i_j in tl.range(0, n_list * STEPS, num_stages=LIST_STAGES):  # indirect loads: see _newton_pass
+        e = tl.load(p_lsb + i_j // STEPS)
         i_h = i_kh * G + (e >> LIST_SHIFT)
         i_bh = i_b * Hq + i_h
-        m0 = (e & ((1 << LIST_SHIFT) - 1)) * BLOCK_M
+        m0 = (e & ((1 << LIST_SHIFT) - 1)) * BLOCK_M + (i_j % STEPS) * STEP_M
         o_m = m0 + o_bm
         m_m = o_m < Sq
+        # [STEP_M, BLOCK_D], [STEP_M, BLOCK_DV]
         b_q = _load_rows(p_q + i_b * sq_b + i_h * sq_h, m0, o_bm, o_d, sq_s, Sq, D)
         b_do = _load_rows(p_do + i_b * sg_b + i_h * sg_h, m0, o_bm, o_dv, sg_s, Sq, DV)
         o_row = i_bh * Sq + o_m
         b_delta = tl.load(p_delta + o_row, mask=m_m, other=0.0)
         b_cr = tl.load(p_cr + o_row, mask=m_m, other=1.0)
         b_tr = tl.load(p_tr + o_row, mask=m_m, other=float("inf"))
-        b_x = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, BLOCK_M, BLOCK_N)
-        b_sw, b_p = _powers(_scaled_excess(b_x, b_cr, b_tr), k, POW)  # s = y'^(k−1), P = y'^k
-        if TRANS:  # [BLOCK_DV, BLOCK_N] += dOᵀ P
-            b_dv += tl.dot(tl.trans(b_do), b_p.to(b_do.dtype), out_dtype=ACC, input_precision=PREC)
-        else:  # [BLOCK_N, BLOCK_DV] += Pᵀ dO
-            b_dv += tl.dot(tl.trans(b_p).to(b_do.dtype), b_do, out_dtype=ACC, input_precision=PREC)
-        b_dp = tl.dot(b_do, tl.trans(b_v), out_dtype=ACC, input_precision=PREC)
-        b_ds = b_sw * (b_dp - b_delta[:, None])
-        if TRANS:  # [BLOCK_D, BLOCK_N] += Qᵀ dS
-            b_dk += tl.dot(tl.trans(b_q), b_ds.to(b_q.dtype), out_dtype=ACC, input_precision=PREC)
-        else:
-            b_dk += tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, out_dtype=ACC, input_precision=PREC)
-    if TRANS:
-        b_dk = tl.trans(b_dk)
-        b_dv = tl.trans(b_dv)
+        # [BLOCK_N, STEP_M]
+        b_xt = _scores(b_q, b_k, m0, n0, o_m, o_n, Sq, Sk, wl, wr, CAUSAL, HAS_WL, HAS_WR, ACC, PREC, STEP_M, BLOCK_N, True)
+        b_swt, b_pt = _powers(_scaled_excess(b_xt, b_cr[None, :], b_tr[None, :]), k, POW)  # sᵀ = y'^(k−1), Pᵀ = y'^k
+        b_dv += tl.dot(b_pt.to(b_do.dtype), b_do, out_dtype=ACC, input_precision=PREC)
+        b_dpt = tl.dot(b_v, tl.trans(b_do), out_dtype=ACC, input_precision=PREC)
+        b_dst = b_swt * (b_dpt - b_delta[None, :])
+        b_dk += tl.dot(b_dst.to(b_q.dtype), b_q, out_dtype=ACC, input_precision=PREC)
     tl.store(p_dk + i_b * sdk_b + i_kh * sdk_h + o_n[:, None].to(tl.int64) * sdk_s + o_d[None, :], (b_dk * scale).to(p_dk.dtype.element_ty), mask=m_n[:, None] & (o_d[None, :] < D))
     tl.store(p_dv + i_b * sdv_b + i_kh * sdv_h + o_n[:, None].to(tl.int64) * sdv_s + o_dv[None, :], b_dv.to(p_dv.dtype.element_ty), mask=m_n[:, None] & (o_dv[None, :] < DV))
 
@@ -667,12 +676,16 @@ def _common_settings(
 ) -> dict:
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     cfg = config or pick(D, dtype.itemsize)
-    for warps in (cfg.num_warps, cfg.bwd_warps):
-        if cfg.block_m * cfg.block_n < 4 * 32 * warps:
+    dq_m = cfg.bwd_block_m or cfg.block_m
+    dkdv_m, bwd_warps = cfg.dkdv_block_m or dq_m, cfg.bwd_warps or cfg.num_warps
+    if cfg.block_m % dq_m or cfg.block_m % dkdv_m:
+        raise ValueError(f"diffmax attention {cfg}: bwd_block_m and dkdv_block_m must divide block_m")
+    for rows, warps in ((cfg.block_m, cfg.num_warps), (dq_m, bwd_warps), (dkdv_m, cfg.dkdv_warps or bwd_warps)):
+        if rows * cfg.block_n < 4 * 32 * warps:
             # found on the H100 (Triton 3.6): 32 x 16 tiles with the backward on 8 warps gave a dq
             # off by ~90 % (the forward, dk and dv right; 32 x 32 on 8 warps right)
             raise ValueError(
-                f"diffmax attention {cfg}: a {cfg.block_m} x {cfg.block_n} score tile on {warps} warps holds fewer "
+                f"diffmax attention {cfg}: a {rows} x {cfg.block_n} score tile on {warps} warps holds fewer "
                 "than 4 scores per thread, which the kernels do not support: use larger tiles or fewer warps"
             )
     wl, wr = window
@@ -816,15 +829,15 @@ def attention_bwd_launch(
     # deeper list pipelines only for 16-bit D, Dv ≤ 64: larger tiles would spill or (dkdv, D = 128)
     # need 249 KB of shared memory
     deep = q.element_size() == 2 and blocks["BLOCK_D"] + blocks["BLOCK_DV"] <= 128
-    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep),
+    dq_m = cfg.bwd_block_m or cfg.block_m
+    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep), STEP_M=dq_m,
                   num_warps=cfg.bwd_warps or cfg.num_warps, num_stages=cfg.num_stages)
-    trans = deep if cfg.dkdv_trans is None else cfg.dkdv_trans
     constants, window = com["constants"], (com["wl"], com["wr"])
     static = (com["static"], q.dtype, do.dtype, causal, blocks["BLOCK_D"], blocks["BLOCK_DV"], deep)
     run = kernels.split(",")
     if "dq" in run:
         _DQ(
-            (B * Hq, n_m, 1), static, (q, k, v, do, dq, tau, rn, by_query, count_query, delta, c_r, tau_r, constants),
+            (B * Hq, n_m * (cfg.block_m // dq_m), 1), static, (q, k, v, do, dq, tau, rn, by_query, count_query, delta, c_r, tau_r, constants),
             (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
              Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: common,
         )
@@ -833,15 +846,15 @@ def attention_bwd_launch(
         c_r.fill_(1.0)
         tau_r.fill_(float("inf"))
     if "dkdv" in run:
+        dkdv = dict(common, LIST_SHIFT=LIST_SHIFT, STEP_M=cfg.dkdv_block_m or dq_m, num_warps=cfg.dkdv_warps or common["num_warps"])
         if cfg.dkdv_stages:
-            common.update(num_stages=cfg.dkdv_stages, LIST_STAGES=_list_stages(AttnConfig(1, 1, 1, cfg.dkdv_stages), deep))
+            dkdv.update(num_stages=cfg.dkdv_stages, LIST_STAGES=_list_stages(AttnConfig(1, 1, 1, cfg.dkdv_stages), deep))
         if cfg.dkdv_maxnreg:
-            common["maxnreg"] = cfg.dkdv_maxnreg
-        common.update(TRANS=trans, LIST_SHIFT=LIST_SHIFT)
+            dkdv["maxnreg"] = cfg.dkdv_maxnreg
         _DKDV(
-            (B * Hkv, n_n, 1), (static, trans), (q, k, v, do, dk, dv, delta, c_r, tau_r, by_key, count_key, constants),
+            (B * Hkv, n_n, 1), static, (q, k, v, do, dk, dv, delta, c_r, tau_r, by_key, count_key, constants),
             (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-             Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: common,
+             Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: dkdv,
         )
     return dq, dk, dv
 
