@@ -255,3 +255,26 @@ def test_bad_input_varlen(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         flash_attention_varlen(args["q"], args["k"], args["v"], args["cu_q"], args["cu_k"], args["max_q"], args["max_k"])
+
+
+def test_gluon_forward_plan():
+    """The non-causal Gluon forward's programs per (batch, head) (``gluon_forward.plan``, host only):
+    big ones of NUM_WG · 64 rows and small ones of (NUM_WG − 1) · 64 cover every row with no empty
+    program; the benchmark's 4×8×2048×64 on 132 SMs takes 8 + 4 (measured 4 % faster than 10 + 1);
+    at D = 128, where a lone warpgroup is no faster than two, and in many waves all-big."""
+    from flashmarkov.attention import gluon_forward
+
+    assert gluon_forward.plan(2048, 32, 132, 3) == (8, 4)
+    assert gluon_forward.plan(2048, 4, 132, 3) == (11, 0)  # one wave: nothing to balance
+    assert gluon_forward.plan(2048, 32, 132, 2) == (16, 0)
+    assert gluon_forward.plan(8192, 32, 132, 3) == (43, 0)
+    for sq in (1, 63, 64, 65, 127, 128, 191, 192, 193, 1000, 2047, 2048, 2049, 8192):
+        for n_bh in (1, 7, 32, 300):
+            for n_wg in (2, 3):
+                n_big, n_small = gluon_forward.plan(sq, n_bh, 132, n_wg)
+                big, small = n_wg * 64, (n_wg - 1) * 64
+                assert n_big * big + n_small * small >= sq, (sq, n_bh, n_wg)
+                if n_small:
+                    assert n_big * big + (n_small - 1) * small < sq, (sq, n_bh, n_wg)
+                else:
+                    assert (n_big - 1) * big < sq, (sq, n_bh, n_wg)

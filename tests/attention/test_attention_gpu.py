@@ -104,6 +104,8 @@ GLUON_CASES = [
     (1, 4, 4, 2049, 2049, 128, True, "bshd"),
     (3, 2, 1, 4096, 4096, 64, False, "bhsd"),
     (1, 2, 2, 5000, 77, 64, False, "bhsd"),
+    (4, 8, 4, 2048, 2048, 64, False, "bhsd"),  # gluon_forward.plan: 8 programs of 192 rows and 4 of 128 per head
+    (2, 16, 8, 1950, 1950, 64, False, "bshd"),  # plan 7 + 5, the last small program's second warpgroup on 30 rows
 ]
 
 

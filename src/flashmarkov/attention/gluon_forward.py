@@ -6,7 +6,10 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
 
 - a program owns 64·NUM_WG query rows of one (sequence, query head): NUM_WG consumer warpgroups
   of 64 rows (2 at D = 128, 3 at D = 64; the default partition and worker partitions), which
-  share the K/V tiles;
+  share the K/V tiles. Where the last wave of such programs would leave SMs idle (non-causal,
+  ``plan``), each (sequence, head) gets fewer of them and some programs of 64·(NUM_WG − 1) rows,
+  launched after all the big ones, whose last warpgroup idles (it only keeps the ring's and the
+  turns' protocol);
 - a one-warp producer partition loads q once and streams K/V tiles of BLOCK_N keys through a
   ring of STAGES shared-memory slots with TMA, each slot with ready / empty mbarriers (empty
   counts one arrival per consumer);
@@ -28,6 +31,7 @@ be the faster one. Everything else runs the Triton forward. Online softmax in ba
 from __future__ import annotations
 
 import functools
+import heapq
 
 import torch
 
@@ -109,15 +113,68 @@ def descriptor(x: Tensor, rows: int) -> TmaArg:
     return TmaArg(x, (1, 1, rows, d), _smem_layout(d, rows, x.dtype))
 
 
+def _program_time(rows: int, n_wg: int) -> float:
+    """A program's estimated time, as a fraction of a full one's, for ``rows`` valid query rows
+    (warpgroups past them idle: ``_consumer``). Measured on an H100 by forcing plans (session 14,
+    gluon-plan-probe): at D = 64 two of three warpgroups take ~0.87 of the time (4×8×2048×64:
+    (8, 4) 84.6 µs, (10, 1) 88.5, (9, 3) 87.2, (7, 6) 100.9, which a 0.87 model orders alike);
+    at D = 128 one warpgroup alone is no faster than two (no partner to hide its softmax
+    behind: (16, 0) 122.6 µs, (15, 2) 140.1)."""
+    idle = n_wg - min(_host.cdiv(rows, WG_M), n_wg)
+    return 1.0 if n_wg - idle < 2 else 1.0 - 0.13 * idle
+
+
+def _makespan(times: list[float], n_sm: int) -> float:
+    """List scheduling of programs of the given times, in launch order, one program per SM at a time."""
+    free = [0.0] * n_sm
+    for t in times:
+        heapq.heapreplace(free, free[0] + t)
+    return max(free)
+
+
+@functools.lru_cache(maxsize=1024)
+def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
+    """(big, small) programs per (sequence, head) of a non-causal forward over ``sq`` query rows:
+    big programs of n_wg · 64 rows, launched first for every (sequence, head) pair, then small ones
+    of (n_wg − 1) · 64 rows, so that the last wave has finer work units (4×8×2048×64: 8 of 192 rows
+    and 4 of 128 per head instead of 10 and a 128-row tail: an estimated makespan of 2.87 full
+    program times instead of 3 on 132 SMs; 84.6 µs against 88.0 measured). The split with the shortest
+    list-scheduling makespan (``_makespan`` of ``_program_time``s) among a few around all-big;
+    all-big unless another is ≥ 3 % shorter, or when there are more than 20 000 programs (many
+    waves: the tail is small)."""
+    big, small = n_wg * WG_M, (n_wg - 1) * WG_M
+    n_full = _host.cdiv(sq, big)
+    if n_bh * n_full > 20_000:
+        return n_full, 0
+
+    def estimate(n_big: int, n_small: int) -> float:
+        rows = [min(big, sq - i * big) for i in range(n_big)]
+        first = [_program_time(r, n_wg) for r in rows] * n_bh
+        rest = [_program_time(min(small, sq - n_big * big - i * small), n_wg) for i in range(n_small)] * n_bh
+        return _makespan(first + rest, n_sm)
+
+    best, best_time = (n_full, 0), estimate(n_full, 0)
+    for n_big in range(sq // big, max(sq // big - 2 * n_wg, -1), -1):
+        n_small = _host.cdiv(sq - n_big * big, small)
+        t = estimate(n_big, n_small)
+        if t < best_time * 0.97 and t < best_time:
+            best, best_time = (n_big, n_small), t
+    return best
+
+
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob) -> None:
-    """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32)."""
+    """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32).
+    A grid (row block, head, batch), or a 1-D grid of ``plan``'s programs when that has small ones."""
     b, hq, sq, d = q.shape
     causal, n_wg = prob.has_right, NUM_WG[d]
+    n_big, n_small = (0, 0) if causal else plan(sq, b * hq, _host.sm_count(q.device), n_wg)
+    split = n_small > 0
+    grid = (b * hq * (n_big + n_small), 1, 1) if split else (_host.cdiv(sq, WG_M * n_wg), hq, b)
     _FWD(
-        (_host.cdiv(sq, WG_M * n_wg), hq, b), (q.dtype, d, causal),
+        grid, (q.dtype, d, causal, split),
         (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse),
-        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv), (prob.scale * LOG2E,),
-        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, num_warps=4, maxnreg=MAXNREG[n_wg]),
+        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small), (prob.scale * LOG2E,),
+        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, SPLIT=split, num_warps=4, maxnreg=MAXNREG[n_wg]),
     )
 
 
@@ -165,14 +222,42 @@ if gluon is not None:
 
     @gluon.jit
     def _block(sk, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr):
-        """(first query row, K/V tiles to visit) of this program; causal programs in reverse order
-        (longest rows first)."""
+        """(first query row, K/V tiles to visit) of this program of a grid (row block, head, batch);
+        causal programs in reverse order (longest rows first)."""
         i_m = gl.program_id(0)
         n_tiles = gl.cdiv(sk, BN)
         if CAUSAL:
             i_m = gl.num_programs(0) - 1 - i_m
             n_tiles = gl.minimum(n_tiles, gl.cdiv((i_m + 1) * BLOCK_M, BN))
         return i_m * BLOCK_M, n_tiles
+
+    @gluon.jit
+    def _program(sq, sk, hq, n_big, n_small, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr,
+                 SPLIT: gl.constexpr):
+        """(batch, head, first query row, end of its rows, K/V tiles to visit) of this program.
+        Without SPLIT a grid (row block, head, batch) (``_block``). SPLIT (non-causal): a 1-D grid
+        over the (batch, head) pairs, head-major: each pair's ``n_big`` programs of BLOCK_M rows,
+        then each pair's ``n_small`` of BLOCK_M − 64 rows (``plan``)."""
+        if CAUSAL or not SPLIT:
+            i_b = gl.program_id(2)
+            i_h = gl.program_id(1)
+            m0, n_tiles = _block(sk, BLOCK_M, BN, CAUSAL)
+            m_end = m0 + BLOCK_M
+        else:
+            n_tiles = gl.cdiv(sk, BN)
+            pid = gl.program_id(0)
+            n_first = gl.num_programs(0) // (n_big + n_small) * n_big
+            if pid < n_first:
+                i_bh = pid // n_big
+                m0 = (pid % n_big) * BLOCK_M
+                m_end = m0 + BLOCK_M
+            else:
+                i_bh = (pid - n_first) // n_small
+                m0 = n_big * BLOCK_M + ((pid - n_first) % n_small) * (BLOCK_M - 64)
+                m_end = m0 + (BLOCK_M - 64)
+            i_b = i_bh // hq
+            i_h = i_bh % hq
+        return i_b, i_h, m0, gl.minimum(m_end, sq), n_tiles
 
     @gluon.jit
     def _first_masked(n_tiles, row0, BN: gl.constexpr, CAUSAL: gl.constexpr):
@@ -247,28 +332,52 @@ if gluon is not None:
         return o, p16, m_i, l_i, alpha
 
     @gluon.jit
-    def _consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+    def _consumer(args, CAUSAL: gl.constexpr, SPLIT: gl.constexpr, WG: gl.constexpr):
         """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of the program's block (module docstring).
         Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one after issuing.
         ``args``: the kernel's descriptors, buffers, barriers and scalars (``_attn_fwd_ws_kernel``)."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale) = args
-        HEAD_DIM: gl.constexpr = q_desc.block_type.shape[3]
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, qk_scale) = args
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
         BN: gl.constexpr = k_desc.block_type.shape[2]
-        dtype: gl.constexpr = q_desc.dtype
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
-        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        i_h, i_b = gl.program_id(1), gl.program_id(2)
-        m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
+        i_b, i_h, m0, m_end, n_tiles = _program(sq, sk, hq, n_big, n_small, NUM_WG * BM, BN, CAUSAL, SPLIT)
         row0 = m0 + WG * BM
         my_turn = turn.index(WG)
         next_turn = turn.index((WG + 1) % NUM_WG)
         first: gl.constexpr = 1 if WG == 0 else 0  # warpgroup 0 opens every round of turns
+        if SPLIT:
+            if row0 >= m_end:
+                # no rows (a small program's last warpgroup, or past the rows' end): take the turns and
+                # release the ring's slots as a computing warpgroup does, without loads or products
+                for j in range(n_tiles + 1):
+                    mbarrier.wait(my_turn, (j & 1) ^ first)
+                    mbarrier.arrive(next_turn, count=1)
+                    if j < n_tiles:
+                        mbarrier.arrive(k_empty.index(j % STAGES), count=1)
+                    if j > 0:
+                        mbarrier.arrive(v_empty.index((j - 1) % STAGES), count=1)
+            else:
+                _rows(q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
+                      o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, first, CAUSAL, WG)
+        else:  # as before the split: a warpgroup past the end computes on TMA's zero rows (stores clipped)
+            _rows(q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
+                  o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, first, CAUSAL, WG)
+
+    @gluon.jit
+    def _rows(q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
+              o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, first: gl.constexpr,
+              CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """A consumer warpgroup's work on its 64 rows from row0 (``_consumer``)."""
+        HEAD_DIM: gl.constexpr = k_bufs.type.shape[4]
+        STAGES: gl.constexpr = k_bufs.type.shape[0]
+        BM: gl.constexpr = q_bufs.type.shape[3]  # 64
+        BN: gl.constexpr = k_bufs.type.shape[3]
+        dtype: gl.constexpr = q_bufs.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
 
         q_s = q_bufs.index(WG).reshape([BM, HEAD_DIM])
         s_zero = gl.zeros([BM, BN], gl.float32, s_layout)
@@ -331,15 +440,14 @@ if gluon is not None:
         tma.store_wait(0)
 
     @gluon.jit
-    def _producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+    def _producer(args, CAUSAL: gl.constexpr, SPLIT: gl.constexpr, WG: gl.constexpr):
         """One warp: q once, then K/V tiles through the ring (same signature as ``_consumer``)."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale) = args
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, qk_scale) = args
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        i_h, i_b = gl.program_id(1), gl.program_id(2)
-        m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
+        i_b, i_h, m0, m_end, n_tiles = _program(sq, sk, hq, n_big, n_small, NUM_WG * BM, BN, CAUSAL, SPLIT)
         i_hk = i_h // group
         mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
         for w in gl.static_range(NUM_WG):
@@ -351,19 +459,22 @@ if gluon is not None:
         q_desc, k_desc, v_desc, o_desc,  # TMA descriptors over (B, Hq, Sq, D), (B, Hkv, Sk, D) ×2, o like q
         p_lse,  # out: lse (B, Hq, Sq) float32, unit position stride
         s_lb, s_lh,  # lse strides (batch, head)
-        sq, sk, group, qk_scale,  # lengths, Hq // Hkv, softmax scale · log2 e
+        sq, sk, group,  # lengths, Hq // Hkv
+        hq, n_big, n_small,  # query heads; non-causal: programs per (batch, head) of NUM_WG · 64 and (NUM_WG − 1) · 64 rows
+        qk_scale,  # softmax scale · log2 e
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
+        SPLIT: gl.constexpr,  # the 1-D grid of big and small programs (``_program``)
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
         k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = kv_ring(k_desc, v_desc, STAGES, NUM_WG)
         args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, qk_scale)
+                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, qk_scale)
         if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
-                                (_consumer, (args, CAUSAL, 2)), (_producer, (args, CAUSAL, 2))], [4, 4, 1], [160, 160, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, SPLIT, 0)), (_consumer, (args, CAUSAL, SPLIT, 1)),
+                                (_consumer, (args, CAUSAL, SPLIT, 2)), (_producer, (args, CAUSAL, SPLIT, 2))], [4, 4, 1], [160, 160, 24])
         else:  # 128 rows, registers 240 / 240 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
-                                (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, SPLIT, 0)), (_consumer, (args, CAUSAL, SPLIT, 1)),
+                                (_producer, (args, CAUSAL, SPLIT, 1))], [4, 1], [240, 24])
 
     _FWD = LeanKernel(_attn_fwd_ws_kernel)
