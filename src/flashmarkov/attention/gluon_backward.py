@@ -193,7 +193,7 @@ if gf.gluon is not None:
         for w in gl.static_range(NUM_WG):
             tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, q_bufs.index(w))
             tma.async_copy_global_to_shared(do_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, do_bufs.index(w))
-        gf.stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles)
+        gf.stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles, 0)
 
     @gluon.jit
     def _attn_bwd_dq_ws_kernel(

@@ -4,12 +4,13 @@ The Triton forward (``forward.py``) waits on every QKᵀ product before its soft
 with the same warps that compute; on an H100 it reaches ~490 TFLOP/s at (2, 16, 8192, 128) bf16
 against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 structure in Gluon:
 
-- a program owns 64·NUM_WG query rows of one (sequence, query head): NUM_WG consumer warpgroups
+- a work item is 64·NUM_WG query rows of one (sequence, query head): NUM_WG consumer warpgroups
   of 64 rows (2 at D = 128, 3 at D = 64; the default partition and worker partitions), which
-  share the K/V tiles. Where the last wave of such programs would leave SMs idle (non-causal,
-  ``plan``), each (sequence, head) gets fewer of them and some programs of 64·(NUM_WG − 1) rows,
-  launched after all the big ones, whose last warpgroup idles (it only keeps the ring's and the
-  turns' protocol);
+  share the K/V tiles. Causal: one program per item. Non-causal: persistent programs, one per SM,
+  walk the items in turn (the next item's q and K/V load during this one's last products and
+  epilogue; o leaves through slots of its own); where the last round would leave SMs idle
+  (``plan``), each (sequence, head) gets fewer big items and some of 64·(NUM_WG − 1) rows, after
+  all the big ones, whose last warpgroup idles (it only keeps the ring's and the turns' protocol);
 - a one-warp producer partition loads q once and streams K/V tiles of BLOCK_N keys through a
   ring of STAGES shared-memory slots with TMA, each slot with ready / empty mbarriers (empty
   counts one arrival per consumer);
@@ -119,7 +120,8 @@ def _program_time(rows: int, n_wg: int) -> float:
     gluon-plan-probe): at D = 64 two of three warpgroups take ~0.87 of the time (4×8×2048×64:
     (8, 4) 84.6 µs, (10, 1) 88.5, (9, 3) 87.2, (7, 6) 100.9, which a 0.87 model orders alike);
     at D = 128 one warpgroup alone is no faster than two (no partner to hide its softmax
-    behind: (16, 0) 122.6 µs, (15, 2) 140.1)."""
+    behind: (16, 0) 122.6 µs, (15, 2) 140.1). Measured with one program per item, before the
+    persistent programs, which walk the items in the same order."""
     idle = n_wg - min(_host.cdiv(rows, WG_M), n_wg)
     return 1.0 if n_wg - idle < 2 else 1.0 - 0.13 * idle
 
@@ -135,8 +137,9 @@ def _makespan(times: list[float], n_sm: int) -> float:
 @functools.lru_cache(maxsize=1024)
 def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
     """(big, small) programs per (sequence, head) of a non-causal forward over ``sq`` query rows:
-    big programs of n_wg · 64 rows, launched first for every (sequence, head) pair, then small ones
-    of (n_wg − 1) · 64 rows, so that the last wave has finer work units (4×8×2048×64: 8 of 192 rows
+    big items of n_wg · 64 rows, first for every (sequence, head) pair, then small ones
+    of (n_wg − 1) · 64 rows (the persistent programs walk them in that order), so that the last
+    round has finer work units (4×8×2048×64: 8 of 192 rows
     and 4 of 128 per head instead of 10 and a 128-row tail: an estimated makespan of 2.87 full
     program times instead of 3 on 132 SMs; 84.6 µs against 88.0 measured). The split with the shortest
     list-scheduling makespan (``_makespan`` of ``_program_time``s) among a few around all-big;
@@ -164,17 +167,21 @@ def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
 
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob) -> None:
     """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32).
-    A grid (row block, head, batch), or a 1-D grid of ``plan``'s programs when that has small ones."""
+    Causal: a grid (row block, head, batch). Else one persistent program per SM (at most one per
+    work item) walking ``plan``'s items."""
     b, hq, sq, d = q.shape
-    causal, n_wg = prob.has_right, NUM_WG[d]
-    n_big, n_small = (0, 0) if causal else plan(sq, b * hq, _host.sm_count(q.device), n_wg)
-    split = n_small > 0
-    grid = (b * hq * (n_big + n_small), 1, 1) if split else (_host.cdiv(sq, WG_M * n_wg), hq, b)
+    causal, n_wg, n_sm = prob.has_right, NUM_WG[d], _host.sm_count(q.device)
+    if causal:
+        grid, n_big, n_small, n_items = (_host.cdiv(sq, WG_M * n_wg), hq, b), 0, 0, 0
+    else:
+        n_big, n_small = plan(sq, b * hq, n_sm, n_wg)
+        n_items = b * hq * (n_big + n_small)
+        grid = (min(n_items, n_sm), 1, 1)
     _FWD(
-        grid, (q.dtype, d, causal, split),
+        grid, (q.dtype, d, causal),
         (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse),
-        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small), (prob.scale * LOG2E,),
-        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, SPLIT=split, num_warps=4, maxnreg=MAXNREG[n_wg]),
+        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small, n_items), (prob.scale * LOG2E,),
+        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, num_warps=4, maxnreg=MAXNREG[n_wg]),
     )
 
 
@@ -206,13 +213,14 @@ if gluon is not None:
         return k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn
 
     @gluon.jit
-    def stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles):
-        """The producer's loop over the ring: K and V tiles 0 … n_tiles − 1 of key/value head i_hk."""
+    def stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles, g0):
+        """The producer's loop over the ring: K and V tiles 0 … n_tiles − 1 of key/value head i_hk,
+        the ring's g0-th tile onwards (g0 tiles went through it before: persistent programs)."""
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         for j in range(n_tiles):
-            i_s = j % STAGES
-            ph = (j // STAGES) & 1
+            i_s = (g0 + j) % STAGES
+            ph = ((g0 + j) // STAGES) & 1
             mbarrier.wait(k_empty.index(i_s), ph ^ 1)
             mbarrier.expect(k_ready.index(i_s), k_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, j * BN, 0], k_ready.index(i_s), k_bufs.index(i_s))
@@ -232,32 +240,20 @@ if gluon is not None:
         return i_m * BLOCK_M, n_tiles
 
     @gluon.jit
-    def _program(sq, sk, hq, n_big, n_small, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr,
-                 SPLIT: gl.constexpr):
-        """(batch, head, first query row, end of its rows, K/V tiles to visit) of this program.
-        Without SPLIT a grid (row block, head, batch) (``_block``). SPLIT (non-causal): a 1-D grid
-        over the (batch, head) pairs, head-major: each pair's ``n_big`` programs of BLOCK_M rows,
-        then each pair's ``n_small`` of BLOCK_M − 64 rows (``plan``)."""
-        if CAUSAL or not SPLIT:
-            i_b = gl.program_id(2)
-            i_h = gl.program_id(1)
-            m0, n_tiles = _block(sk, BLOCK_M, BN, CAUSAL)
+    def _item(w, n_items, sq, sk, hq, n_big, n_small, BLOCK_M: gl.constexpr, BN: gl.constexpr):
+        """(batch, head, first query row, end of its rows, K/V tiles) of work item w of ``plan``'s
+        n_items, head-major: each (batch, head) pair's ``n_big`` items of BLOCK_M rows, then each
+        pair's ``n_small`` of BLOCK_M − 64 rows."""
+        n_first = n_items // (n_big + n_small) * n_big
+        if w < n_first:
+            i_bh = w // n_big
+            m0 = (w % n_big) * BLOCK_M
             m_end = m0 + BLOCK_M
         else:
-            n_tiles = gl.cdiv(sk, BN)
-            pid = gl.program_id(0)
-            n_first = gl.num_programs(0) // (n_big + n_small) * n_big
-            if pid < n_first:
-                i_bh = pid // n_big
-                m0 = (pid % n_big) * BLOCK_M
-                m_end = m0 + BLOCK_M
-            else:
-                i_bh = (pid - n_first) // n_small
-                m0 = n_big * BLOCK_M + ((pid - n_first) % n_small) * (BLOCK_M - 64)
-                m_end = m0 + (BLOCK_M - 64)
-            i_b = i_bh // hq
-            i_h = i_bh % hq
-        return i_b, i_h, m0, gl.minimum(m_end, sq), n_tiles
+            i_bh = (w - n_first) // n_small
+            m0 = n_big * BLOCK_M + ((w - n_first) % n_small) * (BLOCK_M - 64)
+            m_end = m0 + (BLOCK_M - 64)
+        return i_bh // hq, i_bh % hq, m0, gl.minimum(m_end, sq), gl.cdiv(sk, BN)
 
     @gluon.jit
     def _first_masked(n_tiles, row0, BN: gl.constexpr, CAUSAL: gl.constexpr):
@@ -302,18 +298,21 @@ if gluon is not None:
         return p16, m_new, l_new, gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))
 
     @gluon.jit
-    def _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn, s_zero,
+    def _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn, s_zero,
               o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
               first: gl.constexpr, STAGES: gl.constexpr, MASK, CAUSAL: gl.constexpr):
         """Step j of a consumer: issue S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} in its turn, the softmax
-        of S_j (masked when MASK: a constant, or a run-time flag) while they run. Returns the new (o, p16, m_i, l_i, alpha)."""
+        of S_j (masked when MASK: a constant, or a run-time flag) while they run. K/V tile j is the
+        ring's (kv0 + j)-th and the turn the (tc0 + j)-th (persistent programs: kv0 tiles and tc0
+        turns went before). Returns the new (o, p16, m_i, l_i, alpha)."""
         BN: gl.constexpr = k_bufs.type.shape[3]
         HEAD_DIM: gl.constexpr = k_bufs.type.shape[4]
-        i_k = j % STAGES
-        i_v = (j - 1) % STAGES
-        mbarrier.wait(k_ready.index(i_k), (j // STAGES) & 1)
-        mbarrier.wait(v_ready.index(i_v), ((j - 1) // STAGES) & 1)
-        mbarrier.wait(my_turn, (j & 1) ^ first)
+        g = kv0 + j
+        i_k = g % STAGES
+        i_v = (g - 1) % STAGES
+        mbarrier.wait(k_ready.index(i_k), (g // STAGES) & 1)
+        mbarrier.wait(v_ready.index(i_v), ((g - 1) // STAGES) & 1)
+        mbarrier.wait(my_turn, ((tc0 + j) & 1) ^ first)
         s_tok = warpgroup_mma(q_s, k_bufs.index(i_k).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
                               use_acc=False, is_async=True)
         o = o * alpha[:, None]
@@ -332,44 +331,66 @@ if gluon is not None:
         return o, p16, m_i, l_i, alpha
 
     @gluon.jit
-    def _consumer(args, CAUSAL: gl.constexpr, SPLIT: gl.constexpr, WG: gl.constexpr):
-        """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of the program's block (module docstring).
-        Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one after issuing.
-        ``args``: the kernel's descriptors, buffers, barriers and scalars (``_attn_fwd_ws_kernel``)."""
-        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, qk_scale) = args
+    def _idle(k_empty, v_empty, my_turn, next_turn, n_tiles, kv0, tc0, first: gl.constexpr, STAGES: gl.constexpr):
+        """A consumer warpgroup without rows (a small item's last warpgroup, or past the rows' end):
+        takes its turns and releases the ring's slots as a computing warpgroup does, without loads or
+        products."""
+        for j in range(n_tiles + 1):
+            mbarrier.wait(my_turn, ((tc0 + j) & 1) ^ first)
+            mbarrier.arrive(next_turn, count=1)
+            if j < n_tiles:
+                mbarrier.arrive(k_empty.index((kv0 + j) % STAGES), count=1)
+            if j > 0:
+                mbarrier.arrive(v_empty.index((kv0 + j - 1) % STAGES), count=1)
+
+    @gluon.jit
+    def _consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of each of the program's work items in turn
+        (non-causal: persistent programs over ``plan``'s items, ``_item``), or of its causal row
+        block (``_block``). Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one
+        after issuing. ``args``: the kernel's descriptors, buffers, barriers and scalars
+        (``_attn_fwd_ws_kernel``)."""
+        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, qk_scale) = args
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        i_b, i_h, m0, m_end, n_tiles = _program(sq, sk, hq, n_big, n_small, NUM_WG * BM, BN, CAUSAL, SPLIT)
-        row0 = m0 + WG * BM
         my_turn = turn.index(WG)
         next_turn = turn.index((WG + 1) % NUM_WG)
         first: gl.constexpr = 1 if WG == 0 else 0  # warpgroup 0 opens every round of turns
-        if SPLIT:
-            if row0 >= m_end:
-                # no rows (a small program's last warpgroup, or past the rows' end): take the turns and
-                # release the ring's slots as a computing warpgroup does, without loads or products
-                for j in range(n_tiles + 1):
-                    mbarrier.wait(my_turn, (j & 1) ^ first)
-                    mbarrier.arrive(next_turn, count=1)
-                    if j < n_tiles:
-                        mbarrier.arrive(k_empty.index(j % STAGES), count=1)
-                    if j > 0:
-                        mbarrier.arrive(v_empty.index((j - 1) % STAGES), count=1)
-            else:
-                _rows(q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
-                      o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, first, CAUSAL, WG)
-        else:  # as before the split: a warpgroup past the end computes on TMA's zero rows (stores clipped)
-            _rows(q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
-                  o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, first, CAUSAL, WG)
+        if CAUSAL:  # a warpgroup past the end computes on TMA's zero rows (stores clipped)
+            m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
+            _rows(q_bufs, q_bufs.index(WG), k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
+                  my_turn, next_turn, o_desc, p_lse, s_lb, s_lh, gl.program_id(2), gl.program_id(1), m0 + WG * BM,
+                  n_tiles, sq, sk, qk_scale, 0, 0, 0, first, CAUSAL, WG)
+        else:
+            kv0 = 0  # K/V tiles and turns of this program's earlier items
+            tc0 = 0
+            it = 0
+            for w in range(gl.program_id(0), n_items, gl.num_programs(0)):
+                i_b, i_h, m0, m_end, n_tiles = _item(w, n_items, sq, sk, hq, n_big, n_small, NUM_WG * BM, BN)
+                row0 = m0 + WG * BM
+                if row0 >= m_end:
+                    mbarrier.arrive(q_empty, count=1)
+                    _idle(k_empty, v_empty, my_turn, next_turn, n_tiles, kv0, tc0, first, STAGES)
+                else:
+                    _rows(q_bufs, o_bufs.index(WG), k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
+                          my_turn, next_turn, o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale,
+                          kv0, tc0, it & 1, first, CAUSAL, WG)
+                kv0 += n_tiles
+                tc0 += n_tiles + 1
+                it += 1
+        tma.store_wait(0)
 
     @gluon.jit
-    def _rows(q_bufs, k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
-              o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, first: gl.constexpr,
-              CAUSAL: gl.constexpr, WG: gl.constexpr):
-        """A consumer warpgroup's work on its 64 rows from row0 (``_consumer``)."""
+    def _rows(q_bufs, o_s, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
+              o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale, kv0, tc0, q_phase,
+              first: gl.constexpr, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """A consumer warpgroup's work on its 64 rows from row0 (``_consumer``): K/V tiles from the
+        ring's kv0-th, turns from the tc0-th, q once ``q_bar`` completes phase ``q_phase``; o leaves
+        through ``o_s``: causal the q slot; else (persistent) its own slot, whose previous store is
+        waited for first, and q is released to the producer (``q_empty``) once the last S is done."""
         HEAD_DIM: gl.constexpr = k_bufs.type.shape[4]
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_bufs.type.shape[3]  # 64
@@ -386,14 +407,14 @@ if gluon is not None:
         o = gl.zeros([BM, HEAD_DIM], gl.float32, o_layout)
 
         # step 0: S_0 alone
-        mbarrier.wait(q_bar, 0)
-        mbarrier.wait(k_ready.index(0), 0)
-        mbarrier.wait(my_turn, first)
-        s_tok = warpgroup_mma(q_s, k_bufs.index(0).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
+        mbarrier.wait(q_bar, q_phase)
+        mbarrier.wait(k_ready.index(kv0 % STAGES), (kv0 // STAGES) & 1)
+        mbarrier.wait(my_turn, (tc0 & 1) ^ first)
+        s_tok = warpgroup_mma(q_s, k_bufs.index(kv0 % STAGES).reshape([BN, HEAD_DIM]).permute((1, 0)), s_zero,
                               use_acc=False, is_async=True)
         mbarrier.arrive(next_turn, count=1)
         s = warpgroup_mma_wait(0, deps=(s_tok,))
-        mbarrier.arrive(k_empty.index(0), count=1)
+        mbarrier.arrive(k_empty.index(kv0 % STAGES), count=1)
         if _first_masked(n_tiles, row0, BN, CAUSAL) == 0:
             s = _mask(s, row0, 0, sk, CAUSAL)
         p16, m_i, l_i, alpha = _softmax(s, m_i, l_i, qk_scale, dtype, p_layout, o_layout)
@@ -404,55 +425,73 @@ if gluon is not None:
         j_mask = gl.maximum(_first_masked(n_tiles, row0, BN, CAUSAL), 1)
         if HEAD_DIM > 64:
             for j in range(1, j_mask):
-                o, p16, m_i, l_i, alpha = _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
+                o, p16, m_i, l_i, alpha = _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
                                                 next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
                                                 first, STAGES, False, CAUSAL)
             for j in range(j_mask, n_tiles):
-                o, p16, m_i, l_i, alpha = _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
+                o, p16, m_i, l_i, alpha = _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
                                                 next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
                                                 first, STAGES, True, CAUSAL)
         else:
             for j in range(1, n_tiles):
-                o, p16, m_i, l_i, alpha = _step(j, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
+                o, p16, m_i, l_i, alpha = _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
                                                 next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
                                                 first, STAGES, _masked(j, n_tiles, row0, BN, CAUSAL), CAUSAL)
+        if not CAUSAL:  # every S of this item is done: the producer may load the next item's q
+            mbarrier.arrive(q_empty, count=1)
 
         # the last P·V
-        j = n_tiles
-        i_v = (j - 1) % STAGES
-        mbarrier.wait(v_ready.index(i_v), ((j - 1) // STAGES) & 1)
-        mbarrier.wait(my_turn, (j & 1) ^ first)
+        g = kv0 + n_tiles
+        i_v = (g - 1) % STAGES
+        mbarrier.wait(v_ready.index(i_v), ((g - 1) // STAGES) & 1)
+        mbarrier.wait(my_turn, ((tc0 + n_tiles) & 1) ^ first)
         o = o * alpha[:, None]
         acc = warpgroup_mma(p16, v_bufs.index(i_v).reshape([BN, HEAD_DIM]), o, is_async=True)
         mbarrier.arrive(next_turn, count=1)
         o = warpgroup_mma_wait(0, deps=(acc,))
         mbarrier.arrive(v_empty.index(i_v), count=1)
 
-        # epilogue: o / l through the q slot and a TMA store (clipped at the head's end), lse
+        # epilogue: o / l through o_s and a TMA store (clipped at the head's end), lse
         l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
         o = o * (1.0 / l_o)[:, None]
-        q_bufs.index(WG).reshape([BM, HEAD_DIM]).store(o.to(dtype))
+        if not CAUSAL:
+            tma.store_wait(0)  # the previous item's o has left o_s
+        o_s.reshape([BM, HEAD_DIM]).store(o.to(dtype))
         fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [i_b, i_h, row0, 0], q_bufs.index(WG))
+        tma.async_copy_shared_to_global(o_desc, [i_b, i_h, row0, 0], o_s)
         o_r = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, s_layout))
         b_lse = (m_i + gl.log2(l_i)) * 0.6931471805599453
         gl.store(p_lse + i_b.to(gl.int64) * s_lb + i_h.to(gl.int64) * s_lh + o_r, b_lse, mask=o_r < sq)
-        tma.store_wait(0)
 
     @gluon.jit
-    def _producer(args, CAUSAL: gl.constexpr, SPLIT: gl.constexpr, WG: gl.constexpr):
-        """One warp: q once, then K/V tiles through the ring (same signature as ``_consumer``)."""
-        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, qk_scale) = args
+    def _producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """One warp (same signature as ``_consumer``): q, then K/V tiles through the ring, for each
+        work item in turn (non-causal: q as soon as every consumer released the last) or the causal
+        row block."""
+        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, qk_scale) = args
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        i_b, i_h, m0, m_end, n_tiles = _program(sq, sk, hq, n_big, n_small, NUM_WG * BM, BN, CAUSAL, SPLIT)
-        i_hk = i_h // group
-        mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
-        for w in gl.static_range(NUM_WG):
-            tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + w * BM, 0], q_bar, q_bufs.index(w))
-        stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_hk, n_tiles)
+        if CAUSAL:
+            i_b, i_h = gl.program_id(2), gl.program_id(1)
+            m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
+            mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
+            for wg in gl.static_range(NUM_WG):
+                tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + wg * BM, 0], q_bar, q_bufs.index(wg))
+            stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_h // group, n_tiles, 0)
+        else:
+            kv0 = 0
+            it = 0
+            for w in range(gl.program_id(0), n_items, gl.num_programs(0)):
+                i_b, i_h, m0, m_end, n_tiles = _item(w, n_items, sq, sk, hq, n_big, n_small, NUM_WG * BM, BN)
+                mbarrier.wait(q_empty, (it & 1) ^ 1)
+                mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
+                for wg in gl.static_range(NUM_WG):
+                    tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + wg * BM, 0], q_bar, q_bufs.index(wg))
+                stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_h // group, n_tiles, kv0)
+                kv0 += n_tiles
+                it += 1
 
     @gluon.jit
     def _attn_fwd_ws_kernel(
@@ -460,21 +499,26 @@ if gluon is not None:
         p_lse,  # out: lse (B, Hq, Sq) float32, unit position stride
         s_lb, s_lh,  # lse strides (batch, head)
         sq, sk, group,  # lengths, Hq // Hkv
-        hq, n_big, n_small,  # query heads; non-causal: programs per (batch, head) of NUM_WG · 64 and (NUM_WG − 1) · 64 rows
+        hq, n_big, n_small, n_items,  # query heads; non-causal: ``plan``'s items per (batch, head) of NUM_WG · 64 and (NUM_WG − 1) · 64 rows, their total
         qk_scale,  # softmax scale · log2 e
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
-        SPLIT: gl.constexpr,  # the 1-D grid of big and small programs (``_program``)
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
+        if CAUSAL:
+            o_bufs = q_bufs  # o leaves through the q slots
+        else:  # persistent: o leaves through its own slots while the next item's q loads
+            o_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
         k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = kv_ring(k_desc, v_desc, STAGES, NUM_WG)
-        args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, k_bufs, v_bufs, q_bar,
-                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, qk_scale)
+        q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_empty, count=NUM_WG)
+        args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
+                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, qk_scale)
         if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, SPLIT, 0)), (_consumer, (args, CAUSAL, SPLIT, 1)),
-                                (_consumer, (args, CAUSAL, SPLIT, 2)), (_producer, (args, CAUSAL, SPLIT, 2))], [4, 4, 1], [160, 160, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
+                                (_consumer, (args, CAUSAL, 2)), (_producer, (args, CAUSAL, 2))], [4, 4, 1], [160, 160, 24])
         else:  # 128 rows, registers 240 / 240 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, SPLIT, 0)), (_consumer, (args, CAUSAL, SPLIT, 1)),
-                                (_producer, (args, CAUSAL, SPLIT, 1))], [4, 1], [240, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
+                                (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
 
     _FWD = LeanKernel(_attn_fwd_ws_kernel)
