@@ -47,10 +47,22 @@ def sparsemax(z: Tensor, dim: int = -1) -> Tensor:
     return (z - tau).clamp(min=0).movedim(-1, dim)
 
 
-def scores(shape: tuple[int, ...], dtype: torch.dtype, device: str = "cpu", scale: float = 3.0) -> Tensor:
+def scores(
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: str = "cpu",
+    scale: float = 3.0,
+    gen: torch.Generator | None = None,
+) -> Tensor:
     """Gaussian scores × scale with ties, a −inf entry per row where the row is long enough, and
-    one fully masked row when there are several rows (the last axis is the normalised one)."""
-    z = scale * torch.randn(shape, dtype=torch.float64, device=device)
+    one fully masked row when there are several rows (the last axis is the normalised one).
+
+    Drawn on the CPU from ``gen`` when given (then the same values on every device, so a GPU
+    failure replays on the CPU), else from the global RNG of ``device``."""
+    if gen is not None:
+        z = scale * torch.randn(shape, dtype=torch.float64, generator=gen).to(device)
+    else:
+        z = scale * torch.randn(shape, dtype=torch.float64, device=device)
     n = shape[-1]
     if n >= 4:
         z[..., 1] = z[..., 2]

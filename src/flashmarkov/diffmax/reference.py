@@ -103,13 +103,28 @@ def diffmax_bisect_ref(
     return p, torch.where(empty, torch.full_like(tau_lo, -torch.inf), tau_lo)
 
 
+def _phi(v: Tensor, terms: int) -> Tensor:
+    """e^v − 1 − v for 0 ≤ v < 2 by its Taylor series v²/2 (1 + v/3 (1 + v/4 (… (1 + v/(terms+1))))):
+    positive terms, a few ulps (12 terms for float32, 22 for float64)."""
+    b = torch.ones_like(v)
+    for j in range(terms + 1, 2, -1):
+        b = 1.0 + b * v * (1.0 / j)
+    return 0.5 * v * v * b
+
+
 def diffmax_bisect_bwd_ref(
     p: Tensor, dp: Tensor, alpha: Alpha, dim: int = -1, *, need_alpha_grad: bool = True
 ) -> tuple[Tensor, Tensor | None]:
     """Gradients of a loss through p = α-diffmax(X) along ``dim``, from p alone (../math.md §3).
 
         s = p^α [p > 0],   dX = s ⊙ dp − s (Σ s dp) / Σ s
-        dα = −[ Σ dp (p − s̃) / (1−α)² − Σ dp (p log p − s̃ H) / (1−α) ],  s̃ = s / Σ s, H = Σ p log p
+        dα = −[ Σ dp (q − s̃) / (1−α)² − Σ dp (q log q − s̃ H) / (1−α) ],  s̃ = q^α / Σ q^α, H = Σ q log q
+
+    with q = p / Σp (= p for an exact p; the formula's derivative along Σp is ~1/(1−α)², so a
+    float32 p, which misses Σp = 1 by ~1e-7, is renormalised first). dα is computed as in the
+    row kernels (rows.py), without cancellation: v = −(1−α) log q, w = q (e^v − 1 − v),
+    V = Σ q v, W = Σ w, dα = −Σ dp [q (1 + v) W − w (1 + V)] / ((1 + V + W)(1−α)²), an exact
+    rewrite of the bracket for Σq = 1 (math.md's form subtracts O(1) terms to get O((1−α)²) ones).
 
     Returns dX (p's dtype) and dα per row (keepdim shape, compute dtype), or None without
     ``need_alpha_grad``. Rows whose p is all zero get zero gradients.
@@ -127,12 +142,18 @@ def diffmax_bisect_bwd_ref(
     if not need_alpha_grad:
         return dX, None
     one_minus = 1.0 - a
-    ylog = torch.where(positive, y * torch.log(y.clamp(min=torch.finfo(acc).tiny)), torch.zeros_like(y))
-    entropy = ylog.sum(dim=dim, keepdim=True)
-    s_tilde = s / s_sum
-    first = (g * (y - s_tilde)).sum(dim=dim, keepdim=True) / one_minus**2
-    second = (g * (ylog - s_tilde * entropy)).sum(dim=dim, keepdim=True) / one_minus
-    return dX, -(first - second)
+    total = y.sum(dim=dim, keepdim=True)
+    q = y / torch.where(total > 0, total, torch.ones_like(total))
+    q_positive = q > 0
+    log_q = torch.log(torch.where(q_positive, q, torch.ones_like(q)))
+    v = -one_minus * log_q
+    series = q * _phi(v, 22 if acc == torch.float64 else 12)
+    w = torch.where(v < 2.0, series, torch.exp(a * log_q) - q * (1.0 + v))
+    w = torch.where(q_positive, w, torch.zeros_like(w))
+    V = (q * v).sum(dim=dim, keepdim=True)
+    W = w.sum(dim=dim, keepdim=True)
+    E = (g * (q * (1.0 + v) * W - w * (1.0 + V))).sum(dim=dim, keepdim=True) / (1.0 + V + W)
+    return dX, -E / one_minus**2
 
 
 def attention_visible(

@@ -24,10 +24,22 @@ Newton step, one to write (no length cap). Half types compute in float32, float6
 reaches a compiled kernel as float32, so float64 data get a scalar α as a 1-element tensor); a
 scalar α whose k is 2, 3 or 4 (α = 1/2, 2/3, 3/4) computes the powers by multiplication (POW).
 
-Backward: s = p^α [p > 0], dz = s ⊙ dp − s (Σ s dp) / Σ s, and with NEED_DA the per-row
-dα = −E / (1−α)², E = Σ dp [(p − s/C) − (1−α)(p log p − s H/C)], C = Σ s, H = Σ p log p
-(a first pass for the row sums, a second for dz and E). SINGLE rows read p and dp once;
-longer rows twice.
+Backward: s = p^α [p > 0], dz = s ⊙ dp − s (Σ s dp) / Σ s, and with NEED_DA the per-row dα of
+../math.md §3 at q = p / Σp, in a form without cancellation: with v = −(1−α) log q ≥ 0,
+w = q (e^v − 1 − v) = q^α − q (1 + v) ≥ 0, V = Σ q v and W = Σ w (so Σ q^α = 1 + V + W),
+
+    dα = −E / (1−α)²,   E = Σ dp · t,   t = [q (1 + v) W − w (1 + V)] / (1 + V + W),
+
+which is math.md's bracket (q − s̃) − (1−α)(q log q − s̃ H) rewritten exactly for Σq = 1. t is
+O((1−α)²) and is formed from O((1−α)²) quantities (w, W), where math.md's form subtracts O(1)
+ones (p and s̃) and then two O(1−α) halves: in float32 that lost a factor ~1/(1−α)² of relative
+accuracy (relative dα errors of 1e-3 at α = 0.9 on 4-entry rows). Evaluating at q = p / Σp
+rather than p makes dα insensitive to the ~1e-7 by which a float32 p misses Σp = 1, which the
+formula taken literally amplifies by 1/(1−α)² (its derivative along Σp). w comes from its
+Taylor series below v = 2 (``_phi``: positive terms, a few ulps) and as q^α − q (1 + v) above.
+SINGLE rows read p and dp once: row sums, then dz and dα from registers. Longer rows read them
+twice: a pass for Σ s dp, Σ s and Σp, a second for dz and the sums V, W, Σ dp q (1 + v) and
+Σ dp w, from which E = [W Σ dp q (1 + v) − (1 + V) Σ dp w] / (1 + V + W).
 """
 
 from __future__ import annotations
@@ -229,19 +241,37 @@ def _diffmax_fwd_kernel(
 
 
 @triton.jit
-def _bwd_terms(b_y, b_alpha, POW: tl.constexpr, NEED_DA: tl.constexpr):
-    """Per-entry s = p^α [p > 0], and p log p (0 where p = 0; only with NEED_DA)."""
-    pos = b_y > 0
-    b_log = tl.log(tl.where(pos, b_y, 1.0))
+def _bwd_s(b_y, b_alpha, POW: tl.constexpr):
+    """s = p^α [p > 0] (sqrt p when α = 1/2)."""
     if POW == 2:
         b_s = tl.sqrt(b_y)
     else:
-        b_s = tl.where(pos, tl.exp(b_alpha * b_log), 0.0)
-    if NEED_DA:
-        b_ylog = b_y * b_log
-    else:
-        b_ylog = b_s
-    return b_s, b_ylog
+        pos = b_y > 0
+        b_s = tl.where(pos, tl.exp(b_alpha * tl.log(tl.where(pos, b_y, 1.0))), 0.0)
+    return b_s
+
+
+@triton.jit
+def _phi(b_v, TERMS: tl.constexpr):
+    """e^v − 1 − v for 0 ≤ v < 2 by its Taylor series v²/2 (1 + v/3 (1 + v/4 (… (1 + v/(TERMS+1))))):
+    positive terms, a few ulps (TERMS 12 for float32, 22 for float64). The direct form loses
+    ~2/v² ulps, and v = (1−α)|log q| is small for the entries that carry the weight."""
+    b_b = b_v * 0.0 + 1.0
+    for j in tl.static_range(TERMS + 1, 2, -1):
+        b_b = 1.0 + b_b * b_v * (1.0 / j)
+    return 0.5 * b_v * b_v * b_b
+
+
+@triton.jit
+def _alpha_terms(b_y, r_P, b_alpha, one_minus, PHI_TERMS: tl.constexpr):
+    """Per entry, with q = p / Σp (``r_P`` = 1 / Σp): (q, v, w), v = −(1−α) log q ≥ 0 and
+    w = q (e^v − 1 − v) = q^α − q (1 + v) ≥ 0; 0 where p = 0."""
+    b_q = b_y * r_P
+    pos = b_q > 0
+    b_lq = tl.log(tl.where(pos, b_q, 1.0))
+    b_v = -one_minus * b_lq
+    b_w = tl.where(b_v < 2.0, b_q * _phi(b_v, PHI_TERMS), tl.exp(b_alpha * b_lq) - b_q * (1.0 + b_v))
+    return b_q, b_v, tl.where(pos, b_w, 0.0)
 
 
 @triton.jit
@@ -263,6 +293,7 @@ def _diffmax_bwd_kernel(
     HAS_ALPHA: tl.constexpr,
     POW: tl.constexpr,  # 2 when α = 1/2 (s = sqrt p), else 0
     NEED_DA: tl.constexpr,
+    PHI_TERMS: tl.constexpr,  # Taylor terms of e^v − 1 − v: 12 for float32, 22 for float64
 ):
     i_r = tl.program_id(0).to(tl.int64)
     i_p = i_r // Q
@@ -274,54 +305,70 @@ def _diffmax_bwd_kernel(
         b_alpha = tl.load(p_a + i_r * s_a).to(ACC)
     else:
         b_alpha = tl.zeros([], ACC) + alpha
+    one_minus = 1.0 - b_alpha
     o_n = tl.arange(0, BLOCK_N)
-    # pass 1, [BLOCK_N] partial sums: B = Σ dp s, C = Σ s, H = Σ p log p
+    # pass 1, [BLOCK_N] partial sums: B = Σ dp s, C = Σ s, P = Σ p
     if SINGLE:
         b_y = tl.load(p_yr + o_n.to(tl.int64) * sy_n, mask=o_n < N, other=0.0).to(ACC)
         b_dy = tl.load(p_gr + o_n.to(tl.int64) * sg_n, mask=o_n < N, other=0.0).to(ACC)
-        b_s, b_ylog = _bwd_terms(b_y, b_alpha, POW, NEED_DA)
-        b_B, b_C, b_H = b_s * b_dy, b_s, b_ylog
+        b_s = _bwd_s(b_y, b_alpha, POW)
+        b_B, b_C, b_P = b_s * b_dy, b_s, b_y
     else:
         b_B = tl.zeros([BLOCK_N], ACC)
         b_C = tl.zeros([BLOCK_N], ACC)
-        b_H = tl.zeros([BLOCK_N], ACC)
+        b_P = tl.zeros([BLOCK_N], ACC)
         start = 0
         while start < N:
             m_n = start + o_n < N
             o_e = (start + o_n).to(tl.int64)
             b_c = tl.load(p_yr + o_e * sy_n, mask=m_n, other=0.0).to(ACC)
             b_g = tl.load(p_gr + o_e * sg_n, mask=m_n, other=0.0).to(ACC)
-            b_sc, b_ylogc = _bwd_terms(b_c, b_alpha, POW, NEED_DA)
+            b_sc = _bwd_s(b_c, b_alpha, POW)
             b_B += b_sc * b_g
             b_C += b_sc
             if NEED_DA:
-                b_H += b_ylogc
+                b_P += b_c
             start += BLOCK_N
     C = tl.sum(b_C)
     r_C = tl.where(C > 0, 1.0 / tl.where(C > 0, C, 1.0), 0.0)
     ratio = tl.sum(b_B) * r_C
-    h = tl.sum(b_H) * r_C
-    # pass 2: dz = s (dp − ratio); with NEED_DA the α sum E = Σ dp [(p − s/C) − (1−α)(p log p − s H/C)],
-    # formed per entry: the two halves of dα cancel by ~10x when summed separately
-    one_minus = 1.0 - b_alpha
+    P = tl.sum(b_P)
+    r_P = tl.where(P > 0, 1.0 / tl.where(P > 0, P, 1.0), 0.0)
+    # pass 2: dz = s (dp − ratio); with NEED_DA, E = Σ dp [q (1 + v) W − w (1 + V)] / (1 + V + W)
+    # (module docstring: no cancellation of O(1) terms)
     if SINGLE:
         tl.store(p_dr + o_n.to(tl.int64) * sd_n, (b_s * (b_dy - ratio)).to(p_dx.dtype.element_ty), mask=o_n < N)
-        b_E = b_dy * ((b_y - b_s * r_C) - one_minus * (b_ylog - b_s * h))
+        if NEED_DA:
+            b_q, b_v, b_w = _alpha_terms(b_y, r_P, b_alpha, one_minus, PHI_TERMS)
+            V = tl.sum(b_q * b_v)
+            W = tl.sum(b_w)
+            E = tl.sum(b_dy * (b_q * (1.0 + b_v) * W - b_w * (1.0 + V))) / (1.0 + V + W)
     else:
-        b_E = tl.zeros([BLOCK_N], ACC)
+        # [BLOCK_N] partial sums of q v, w, dp q (1 + v) and dp w
+        b_V = tl.zeros([BLOCK_N], ACC)
+        b_W = tl.zeros([BLOCK_N], ACC)
+        b_Gq = tl.zeros([BLOCK_N], ACC)
+        b_Gw = tl.zeros([BLOCK_N], ACC)
         start = 0
         while start < N:
             m_n = start + o_n < N
             o_e = (start + o_n).to(tl.int64)
             b_c = tl.load(p_yr + o_e * sy_n, mask=m_n, other=0.0).to(ACC)
             b_g = tl.load(p_gr + o_e * sg_n, mask=m_n, other=0.0).to(ACC)
-            b_sc, b_ylogc = _bwd_terms(b_c, b_alpha, POW, NEED_DA)
+            b_sc = _bwd_s(b_c, b_alpha, POW)
             tl.store(p_dr + o_e * sd_n, (b_sc * (b_g - ratio)).to(p_dx.dtype.element_ty), mask=m_n)
             if NEED_DA:
-                b_E += b_g * ((b_c - b_sc * r_C) - one_minus * (b_ylogc - b_sc * h))
+                b_q, b_v, b_w = _alpha_terms(b_c, r_P, b_alpha, one_minus, PHI_TERMS)
+                b_V += b_q * b_v
+                b_W += b_w
+                b_Gq += b_g * b_q * (1.0 + b_v)
+                b_Gw += b_g * b_w
             start += BLOCK_N
+        V = tl.sum(b_V)
+        W = tl.sum(b_W)
+        E = (W * tl.sum(b_Gq) - (1.0 + V) * tl.sum(b_Gw)) / (1.0 + V + W)
     if NEED_DA:
-        tl.store(p_da + i_r, -tl.sum(b_E) / (one_minus * one_minus))
+        tl.store(p_da + i_r, -E / (one_minus * one_minus))
 
 
 def _main_view(x: Tensor, dim: int) -> tuple[Tensor, tuple[int, int, int], RowView]:
@@ -434,6 +481,7 @@ def diffmax_bwd_launch(
         HAS_ALPHA=a is not None,
         POW=2 if alpha is None and integer_power(alpha_value) == 2 else 0,
         NEED_DA=dalpha is not None,
+        PHI_TERMS=22 if acc == torch.float64 else 12,
         num_warps=cfg.num_warps,
     )
     if work is not dx:
