@@ -136,15 +136,14 @@ def _makespan(times: list[float], n_sm: int) -> float:
 
 @functools.lru_cache(maxsize=1024)
 def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
-    """(big, small) programs per (sequence, head) of a non-causal forward over ``sq`` query rows:
-    big items of n_wg · 64 rows, first for every (sequence, head) pair, then small ones
-    of (n_wg − 1) · 64 rows (the persistent programs walk them in that order), so that the last
-    round has finer work units (4×8×2048×64: 8 of 192 rows
-    and 4 of 128 per head instead of 10 and a 128-row tail: an estimated makespan of 2.87 full
-    program times instead of 3 on 132 SMs; 84.6 µs against 88.0 measured). The split with the shortest
-    list-scheduling makespan (``_makespan`` of ``_program_time``s) among a few around all-big;
-    all-big unless another is ≥ 3 % shorter, or when there are more than 20 000 programs (many
-    waves: the tail is small)."""
+    """(big, small) work items per (sequence, head) of a non-causal forward over ``sq`` query rows:
+    big items of n_wg · 64 rows, first for every (sequence, head) pair, then small ones of
+    (n_wg − 1) · 64 rows (the persistent programs walk them in that order), so that the last round
+    has finer work units (4×8×2048×64: 8 of 192 rows and 4 of 128 per head instead of 10 and a
+    128-row tail: an estimated makespan of 2.87 full items instead of 3 on 132 SMs; 84.6 µs against
+    88.0 measured with one program per item). The split with the shortest list-scheduling makespan
+    (``_makespan`` of ``_program_time``s) among a few around all-big; all-big unless another is
+    ≥ 3 % shorter, or when there are more than 20 000 items (many rounds: the tail is small)."""
     big, small = n_wg * WG_M, (n_wg - 1) * WG_M
     n_full = _host.cdiv(sq, big)
     if n_bh * n_full > 20_000:
@@ -160,7 +159,7 @@ def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
     for n_big in range(sq // big, max(sq // big - 2 * n_wg, -1), -1):
         n_small = _host.cdiv(sq - n_big * big, small)
         t = estimate(n_big, n_small)
-        if t < best_time * 0.97 and t < best_time:
+        if t < best_time * 0.97:
             best, best_time = (n_big, n_small), t
     return best
 
