@@ -3,6 +3,7 @@
 #   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [host] [probe] [pack]     (default: tests bench)
 # host: benchmarks/host_overhead.py (host µs per public call); probe: benchmarks/attention_probe.py (PROBE_ARGS).
 # env: TEST_PATHS (default tests), TEST_WORKERS (pytest-xdist workers, default 8), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT,
+# FLASHMARKOV_COMMIT (required by bench and opbench: the records' commit, from the calling side's checkout),
 # SLOW_PEER (bench: skip a peer for the rest of the run once it takes more than this many times the floor; default 50, 0: never).
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
 # diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
@@ -18,6 +19,14 @@ mkdir -p "$OUT"
 steps=${*:-tests bench}
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 status=0
+# the device's copy of the tree may carry a stale .git (session 14: a record said ff9ee07 for f5e0ced's tree):
+# benches take their commit from FLASHMARKOV_COMMIT, which the calling side sets from its own checkout
+case " $steps " in *" bench "*|*" opbench "*)
+  if [ -z "${FLASHMARKOV_COMMIT:-}" ]; then
+    echo "bench/opbench: set FLASHMARKOV_COMMIT=\$(git rev-parse --short HEAD) on the calling side (the device's .git may be stale)"
+    exit 2
+  fi ;;
+esac
 for step in $steps; do
   echo "=== $step"
   case $step in
