@@ -204,6 +204,34 @@ def test_matmat_sym(shape, options, dtype, backend, nan_alloc):
     assert_close(out, expected, dtype, "gaussian_matmat_sym")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0.0, 30.0])
+@pytest.mark.parametrize("tile", [(32, 16), (64, 16), (16, 16)])
+def test_matmat_sym_tiles(tile, offset, dtype, nan_alloc, monkeypatch):
+    """The symmetric kernel (Triton, interpreted on CPU) with row blocks of several key tiles
+    (block_m = 2 or 4 x block_n: the diagonal block takes several tiles, and off-diagonal tiles
+    start inside a later row block) at a size that is not a multiple of either; float32 folds the
+    squared norms (FOLD), also for a cloud far from the origin with a local kernel."""
+    monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+    cfg = tiles.TileConfig(tile[0], tile[1], 1)
+    original = tiles.pick_config
+    monkeypatch.setattr(tiles, "pick_config", lambda job, *a: cfg if job == "sym" else original(job, *a))
+    n, beta = 107, 2.0 if offset else 0.4
+    X = (points(n, 3, torch.float64, 0.7) + offset).to(dtype)
+    V, s = points(n, 5, dtype), positive(n, dtype)
+    G = torch.exp(-beta * dense_d2(X, X))
+    out = tiles.gaussian_matmat_sym(X, V, beta, scale=s)
+    assert_close(out, s.double()[:, None] * (G @ (s.double()[:, None] * V.double())), dtype, "sym tiles")
+
+
+def test_matmat_sym_tiles_must_nest(monkeypatch):
+    monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+    monkeypatch.setattr(tiles, "pick_config", lambda job, *a: tiles.TileConfig(16, 32, 1))
+    X = points(40, 2, torch.float32)
+    with pytest.raises(RuntimeError, match="multiple of block_n"):
+        tiles.gaussian_matmat_sym(X, X, 0.5)
+
+
 def assert_lse(lse: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str) -> None:
     """A log-sum-exp is checked absolutely, to TOLERANCE × (1 + its largest magnitude): near 0 a
     relative check would be meaningless, and an absolute error in lse is a relative error in

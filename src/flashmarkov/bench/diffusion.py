@@ -190,10 +190,10 @@ OP = Op(
 
 
 TUNE_CONFIGS: dict[str, tuple[tuple[int, int, int, int], ...]] = {
-    # (block_m, block_n, num_warps, num_stages); "sym" needs block_m == block_n
+    # (block_m, block_n, num_warps, num_stages); "sym" needs block_m a multiple of block_n
     "matmat": ((128, 64, 8, 2), (64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 8, 3),
                (64, 128, 4, 2), (64, 128, 4, 3), (128, 128, 8, 2)),
-    "sym": ((128, 128, 8, 3), (64, 64, 4, 3)),
+    "sym": ((64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3)),
 }
 
 

@@ -100,11 +100,12 @@ def check_h(h: object, n: int, device: torch.device) -> Tensor | None:
 
 # Which tiled kernel computes M·V: the symmetric one (each off-diagonal tile once, transposed
 # side by float atomics) or the plain one (every tile, no atomics, bitwise reproducible). The
-# plain one is the default: on the H200 at N = 16 384, k = 16 it took 0.35 ms and the symmetric
-# one 0.57 ms, although the latter issued fewer instructions per pair (8.9 against 11.6): it runs
-# one program per SM (228–251 registers), and its atomics and unequal row blocks cost too. At
-# the eigensolver's widths (32 value columns) the plain kernel now issues 11.2 per pair at 97
-# registers, the symmetric one 9.2 per pair. benchmarks/diffusion_e2e.py --product sym plain
+# plain one is the default. With relaxed atomics, the folded operands and 64 x 64 tiles (four
+# programs per SM) the symmetric one runs at the plain one's speed, not twice it (H100, N = 262 144,
+# k = 16: d = 16 32.6–33.0 ms against 33.6, d = 3 27.3 against 27.2): it issues ~12 instructions
+# per exponential against ~6 (the transposed tile's trip through shared memory, a second
+# product, the atomics), and both loops are latency-bound at the same rate per instruction
+# (notes/diffusion-tiles.md, session 15). benchmarks/diffusion_e2e.py --product sym plain
 # measures both end to end. Read at every product.
 SYMMETRIC_PRODUCT = False
 

@@ -636,7 +636,7 @@ def _gaussian_tile(
                 b_t = b_t * tl.load(rs_ptr + o_n, mask=o_n < n_k, other=0.0)[:, None]
             if SPLIT:
                 b_t = b_t * b_vs[None, :]
-            tl.atomic_add(out_ptr + o_n[:, None] * m + o_v[None, :], b_t, mask=(o_n < n_k)[:, None] & m_v[None, :])
+            tl.atomic_add(out_ptr + o_n[:, None] * m + o_v[None, :], b_t, mask=(o_n < n_k)[:, None] & m_v[None, :], sem="relaxed")
     return b_acc, b_max, b_sum
 
 
@@ -704,13 +704,15 @@ def _gaussian_tiles_kernel(
     2^(max + qt) (or, with SOFTMAX, divides by the running sum). SAME (the queries are the keys,
     not SOFTMAX): every row's own key is at distance 0, so s ≤ 0 up to rounding and P = G ≤ 1
     without a running maximum; the row term joins s per pair instead (one add replaces the
-    max and the subtraction). SYMMETRIC (with SAME; rs = column scale, isq = isk, BLOCK_M =
-    BLOCK_N): the program of row block I visits key blocks J >= I only, its diagonal block
-    first; a block J > I is applied
-    to both sides, out_I += G_IJ W_J in registers and out_J += rs_J G_IJᵀ W_I by atomic adds,
-    so each block is exponentiated once; the diagonal block is its own loop (DIAG: the exact
-    zero self-distance costs a select there only). Programs are numbered longest-first.
-    FOLD (SAME, SPLIT, not SIGMA or SYMMETRIC): features and both squared-norm terms, hi and lo
+    max and the subtraction). SYMMETRIC (with SAME; rs = column scale, isq = isk, BLOCK_M a
+    multiple of BLOCK_N): the program of row block I visits key tiles from I's own rows on,
+    the diagonal block first; a tile J past it is applied to both sides, out_I += G_IJ W_J in
+    registers and out_J += rs_J G_IJᵀ W_I by relaxed atomic adds (no fence: only the sum at the
+    kernel's end is read; the default acq_rel put a MEMBAR.GPU and an L1 invalidate around every
+    add, 1.6x slower), so each tile is exponentiated once; the diagonal block is its own loop
+    (DIAG: the exact zero self-distance costs a select there only). Programs are numbered
+    longest-first.
+    FOLD (SAME, SPLIT, not SIGMA): features and both squared-norm terms, hi and lo
     parts, are the columns of one operand per side (``_pack_points_kernel``), so one float16 dot
     of width 3d + 4 is s / G (three of width d otherwise) and a pair costs one multiply before
     its exponential (against an FMA and an add). Key splits (grid axis 2, SAME without
@@ -791,7 +793,7 @@ def _gaussian_tiles_kernel(
         b_acc = b_acc * b_vs[None, :]
     p_out = out_ptr + i_s * n_q * m + o_m[:, None] * m + o_v[None, :]
     if SYMMETRIC:
-        tl.atomic_add(p_out, b_acc, mask=m_m[:, None] & m_v[None, :])
+        tl.atomic_add(p_out, b_acc, mask=m_m[:, None] & m_v[None, :], sem="relaxed")
     else:
         tl.store(p_out, b_acc, mask=m_m[:, None] & m_v[None, :])
 
@@ -994,7 +996,7 @@ def _mask_split(width: int, block_v: int) -> bool:
 def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bool = False) -> TileConfig:
     """Tile shape per job ("matmat", "rowsum", "sym", "softmax", "knn", "bgh"), dtype, padded
     feature width, value block and FOLD; tl.dot needs every tile side >= 16 and the symmetric
-    job square tiles. Wide features or value blocks get smaller tiles and one stage, to fit
+    job block_m a multiple of block_n. Wide features or value blocks get smaller tiles and one stage, to fit
     shared memory. The float32 matmat/rowsum choices are the fastest of
     ``flashmarkov.bench.diffusion.tune`` on an H100 (N = 65 536 and 262 144, d = 3, k = 16:
     notes/diffusion-tiles.md); the others are first choices checked to compile for sm_90
@@ -1009,8 +1011,9 @@ def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bo
         return TileConfig(64, 64, 4)
     if dtype == torch.float64:
         return TileConfig(64, 64 if job == "sym" else 32, 4) if narrow else TileConfig(32, 32, 4, 1)
-    if job == "sym":  # the transposed side costs m / BLOCK atomic adds per pair: large tiles
-        return TileConfig(128, 128, 8) if narrow else TileConfig(64, 64, 4, 1)
+    if job == "sym":  # 4 programs per SM (118 registers, 53 KB of shared memory at d = 16; H100:
+        # 128 x 64 takes 204 registers and 2 fit, 64 x 32 doubles the per-tile overhead)
+        return TileConfig(64, 64, 4, 2) if narrow else TileConfig(64, 64, 4, 1)
     if not narrow:
         return TileConfig(64, 32, 4, 1)
     if job in ("matmat", "rowsum"):  # 64 pairs per thread with FOLD, 32 without
@@ -1097,14 +1100,16 @@ def _gaussian_launch(
     (n_q, d), n_k, m = Q.shape, K.shape[0], W.shape[1]
     symmetric, softmax = job == "sym", job == "softmax"
     same = symmetric or (K is Q and not softmax)  # queries are the keys: no running maximum
-    fold = FOLD and split and same and not symmetric and sigma_q is None
+    fold = FOLD and split and same and sigma_q is None
     block_d, d_chunks = _features_split(3 * d + 4 if fold else d)
     block_v = min(_pow2_at_least(m), 64)
     ldw = _round_up(m, block_v)
     cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v, fold)
-    block_n = cfg.block_m if symmetric else cfg.block_n
+    block_n = cfg.block_n
     tile = max(cfg.block_m, block_n, 64)
     q_pad, k_pad = _round_up(n_q, tile), _round_up(n_k, tile)
+    if symmetric and cfg.block_m % block_n:
+        raise RuntimeError(f"symmetric tiles need block_m a multiple of block_n, got {cfg}")
     c = torch.full((1,), beta * _LOG2E if exp2 else beta, dtype=Q.dtype, device=Q.device)
     ctr = reference.centre(K)
     kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias,
