@@ -105,7 +105,10 @@ def check_h(h: object, n: int, device: torch.device) -> Tensor | None:
 # k = 16: d = 16 32.6–33.0 ms against 33.6, d = 3 27.3 against 27.2): it issues ~12 instructions
 # per exponential against ~6 (the transposed tile's trip through shared memory, a second
 # product, the atomics), and both loops are latency-bound at the same rate per instruction
-# (notes/diffusion-tiles.md, session 15). benchmarks/diffusion_e2e.py --product sym plain
+# (notes/diffusion-tiles.md, session 15). It also disagrees with the row sums q and d, which
+# the plain kernel computes: its diagonal is exactly exp(0), theirs carries the norm expansion's
+# rounding, and with a local kernel (knn bandwidth, swiss roll N = 200 000) M's spectrum then
+# rises above 1 (λ_1 = 1.00013 against 0.99999). benchmarks/diffusion_e2e.py --product sym plain
 # measures both end to end. Read at every product.
 SYMMETRIC_PRODUCT = False
 
