@@ -140,6 +140,35 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
 
 
 @requires_hopper
+@pytest.mark.parametrize("B,Hq,Hkv,S,D", [(2, 5, 5, 700, 64), (1, 6, 2, 1000, 128)])
+def test_gpu_gluon_forward_causal_walks(B, Hq, Hkv, S, D, monkeypatch):
+    """The causal Gluon forward's walks give bitwise the same o and lse: one program per item
+    (``CAUSAL_PERSISTENT_ROUNDS`` = 0) and persistent programs over groups of 1, 3 and 4 (batch,
+    head) pairs (a smaller last group: 10 pairs in 3 + 3 + 3 + 1, 6 in 4 + 2) and the chosen one;
+    and the Triton forward's o within two units of rounding."""
+    from flashmarkov.attention import gluon_forward
+
+    monkeypatch.setattr(gluon_forward, "MIN_WORK", dict.fromkeys(gluon_forward.MIN_WORK, 0))
+    calls = []
+    launch = gluon_forward.attention_forward
+    monkeypatch.setattr(gluon_forward, "attention_forward", lambda *a: calls.append(1) or launch(*a))
+    q, k, v = rand((B, Hq, S, D), torch.bfloat16, "cuda"), rand((B, Hkv, S, D), torch.bfloat16, "cuda"), rand((B, Hkv, S, D), torch.bfloat16, "cuda")
+    chosen = gluon_forward.causal_groups
+    runs = {}
+    for name, rounds, groups in (("grid", 0, chosen), ("g1", 4, lambda *a: 1), ("g3", 4, lambda *a: 3), ("g4", 4, lambda *a: 4),
+                                 ("chosen", 4, chosen)):
+        monkeypatch.setattr(gluon_forward, "CAUSAL_PERSISTENT_ROUNDS", rounds)
+        monkeypatch.setattr(gluon_forward, "causal_groups", groups)
+        runs[name] = flash_attention(q, k, v, causal=True, return_lse=True)
+    assert len(calls) == len(runs), "the Gluon forward did not run every walk"
+    for name, (o, lse) in runs.items():
+        assert torch.equal(o, runs["grid"][0]) and torch.equal(lse, runs["grid"][1]), name
+    monkeypatch.setattr(gluon_forward, "ENABLED", False)
+    o_t = flash_attention(q, k, v, causal=True)
+    assert rel_err(runs["grid"][0], o_t) <= 2 * torch.finfo(torch.bfloat16).eps
+
+
+@requires_hopper
 def test_gpu_gluon_forward_broadcast_kv(monkeypatch):
     """K/V broadcast over the batch (stride 0, which a TMA descriptor cannot take) run the Triton
     forward, with the Gluon forward otherwise eligible; o matches the same K/V materialised."""

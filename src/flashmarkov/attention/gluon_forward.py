@@ -6,11 +6,14 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
 
 - a work item is 64·NUM_WG query rows of one (sequence, query head): NUM_WG consumer warpgroups
   of 64 rows (2 at D = 128, 3 at D = 64; the default partition and worker partitions), which
-  share the K/V tiles. Causal: one program per item. Non-causal: persistent programs, one per SM,
-  walk the items in turn (the next item's q and K/V load during this one's last products and
-  epilogue; o leaves through slots of its own); where the last round would leave SMs idle
-  (``plan``), each (sequence, head) gets fewer big items and some of 64·(NUM_WG − 1) rows, after
-  all the big ones, whose last warpgroup idles (it only keeps the ring's and the turns' protocol);
+  share the K/V tiles. Persistent programs, one per SM, walk the items in turn (the next item's
+  q and K/V load during this one's last products and epilogue; o leaves through slots of its
+  own). Causal items are row blocks, longest first within groups of heads (``causal_groups``),
+  taken in rounds of alternating direction; a causal forward of many rounds launches one program
+  per item instead (``attention_forward``). Non-causal items follow ``plan``: where the last round would leave SMs idle, each (sequence,
+  head) gets fewer big items and some of 64·(NUM_WG − 1) rows, after all the big ones. A
+  warpgroup without rows in an item (past the sequence's end, or a small item's last) idles: it
+  only keeps the ring's and the turns' protocol;
 - a one-warp producer partition loads q once and streams K/V tiles of BLOCK_N keys through a
   ring of STAGES shared-memory slots with TMA, each slot with ready / empty mbarriers (empty
   counts one arrival per consumer);
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 
 import torch
 
@@ -70,12 +74,31 @@ encodings reused (LeanKernel.TmaArg; session 11, probe-small-gluon log): D = 128
 grids (16×8×512×64 37.5 vs 35.3, 32×8×128×64 18.8 vs 15.0), is level at 2^33 (4×8×2048×64 87.4 vs
 89.8) and gains causal only on long rows (8×16×2048×64, 2^34: 207 vs 210; 2×16×8192×64, 2^36: 614
 vs 739)."""
+# causal forwards of at most this many items per SM run persistent programs (``attention_forward``)
+CAUSAL_PERSISTENT_ROUNDS = 4
+# the causal walk keeps (sequence, head) pairs in groups whose K/V stay in L2 (``causal_groups``)
+CAUSAL_L2_BYTES = 24 << 20  # K/V bytes of all heads below which any grouping is allowed (H100: 50 MB of L2)
+CAUSAL_MIN_REUSE = 8  # above it, at least this many concurrent programs per head (programs / heads per group)
+CAUSAL_PERSISTENT_MIN_WORK = {64: 1 << 32, 128: 1 << 30}
+"""head dim -> the threshold (if lower than ``MIN_WORK``'s) of causal forwards that run persistent
+programs (``CAUSAL_PERSISTENT_ROUNDS``): H100, session 15 (attn-causal-probe), 4×8×2048×64 (2^32)
+60.3–61.2 µs against the Triton forward's 67.5 (cuDNN 61.3–61.8); with one program per item the
+Gluon forward stays 3–4 % behind the per-item kernel before it at D = 64 (8×16×2048×64 216.9 against
+208.0 µs), so those keep ``MIN_WORK``."""
 LOG2E = 1.4426950408889634
 
 
 def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
     """Whether ``prob`` (a ``forward.Problem``) on these canonical tensors runs the Gluon forward."""
-    return eligible(prob, MIN_WORK, (q, k, v, o))
+    min_work, d = MIN_WORK, prob.head_dim
+    if prob.has_right and d in NUM_WG and _persistent(q.shape[0] * prob.hq * _host.cdiv(prob.max_sq, WG_M * NUM_WG[d]), q.device):
+        min_work = {**MIN_WORK, (d, True): min(MIN_WORK[d, True], CAUSAL_PERSISTENT_MIN_WORK[d])}
+    return eligible(prob, min_work, (q, k, v, o))
+
+
+def _persistent(n_causal_items: int, device: torch.device) -> bool:
+    """Whether a causal forward of this many items runs persistent programs (``attention_forward``)."""
+    return n_causal_items <= CAUSAL_PERSISTENT_ROUNDS * _host.sm_count(device)
 
 
 def eligible(prob, min_work: dict, tensors: tuple[Tensor, ...]) -> bool:
@@ -164,23 +187,70 @@ def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
     return best
 
 
+
+
+def _snake_makespan(times: list[float], n_p: int) -> float:
+    """The longest program's total when ``n_p`` programs take ``times`` in rounds of alternating
+    direction (``_round_item``)."""
+    load = [0.0] * n_p
+    for w, t in enumerate(times):
+        r, i = divmod(w, n_p)
+        load[n_p - 1 - i if r % 2 else i] += t
+    return max(load)
+
+
+@functools.lru_cache(maxsize=1024)
+def causal_groups(n_bh: int, sq: int, rows: int, kv_bytes: int, n_sm: int) -> int:
+    """(sequence, head) pairs per group of the causal walk (``_item``): the items are row blocks of
+    ``rows`` rows, longest first within a group of pairs, group after group. One group of every
+    pair balances the programs best (globally longest first), but with K/V larger than L2 the
+    programs then stream different heads' K/V at once (H100, 8×16×2048×64: 228 µs against 206 for
+    the per-item grid, which walks head by head; 1×32×16384×128: 3.89 ms against 3.71). So above
+    ``CAUSAL_L2_BYTES`` a group has at most n_sm / ``CAUSAL_MIN_REUSE`` pairs; the group size
+    (powers of two and n_bh) with the shortest ``_snake_makespan`` of the items' tiles (+ 1 for
+    an item's prologue and epilogue), the smaller on a tie within 0.5 %."""
+    n_m = _host.cdiv(sq, rows)
+    tiles = [min(_host.cdiv(sq, BLOCK_N), _host.cdiv((i + 1) * rows, BLOCK_N)) + 1.0 for i in reversed(range(n_m))]
+    limit = n_bh if kv_bytes <= CAUSAL_L2_BYTES else max(1, n_sm // CAUSAL_MIN_REUSE)
+    if n_bh * n_m > 20_000:  # many rounds: any grouping balances
+        return 1
+    n_p = min(n_bh * n_m, n_sm)
+    best_time, best = math.inf, 1
+    for g in sorted({1 << e for e in range(n_bh.bit_length())} | {n_bh}):
+        if g > limit:
+            break
+        order = [t for g0 in range(0, n_bh, g) for t in tiles for _ in range(min(g, n_bh - g0))]
+        t = _snake_makespan(order, n_p)
+        if t < best_time * 0.995:
+            best_time, best = t, g
+    return best
+
+
 def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, prob) -> None:
     """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32).
-    Causal: a grid (row block, head, batch). Else one persistent program per SM (at most one per
-    work item) walking ``plan``'s items."""
+    Persistent programs, one per SM (at most one per work item), walk the items (``_item``):
+    ``plan``'s, or causal row blocks of 64 · NUM_WG rows grouped by ``causal_groups``. A causal
+    forward of more than ``CAUSAL_PERSISTENT_ROUNDS`` items per SM launches one program per item
+    instead, head by head and longest first within a head, and the hardware's scheduler balances
+    them: the static rounds of persistent programs can be uneven, and measured slower there (H100,
+    tmp/attn-groups-probe: 1×32×16384×128 3.61 against 3.33 ms, 8×16×2048×64 245 against 206 µs at
+    the grouping chosen), while on few rounds they gain (4×8×2048×64 59.8 against 66.6 µs,
+    4×8×2048×128 72.6 against 87.7)."""
     b, hq, sq, d = q.shape
     causal, n_wg, n_sm = prob.has_right, NUM_WG[d], _host.sm_count(q.device)
-    if causal:
-        grid, n_big, n_small, n_items = (_host.cdiv(sq, WG_M * n_wg), hq, b), 0, 0, 0
-    else:
-        n_big, n_small = plan(sq, b * hq, n_sm, n_wg)
-        n_items = b * hq * (n_big + n_small)
-        grid = (min(n_items, n_sm), 1, 1)
+    n_big, n_small = (_host.cdiv(sq, WG_M * n_wg), 0) if causal else plan(sq, b * hq, n_sm, n_wg)
+    n_items = b * hq * (n_big + n_small)
+    persistent = not causal or _persistent(n_items, q.device)
+    n_grp = 1
+    if causal and persistent:
+        n_grp = causal_groups(b * hq, sq, WG_M * n_wg, b * prob.hkv * prob.max_sk * d * 2 * q.element_size(), n_sm)
+    grid = (min(n_items, n_sm) if persistent else n_items, 1, 1)
     _FWD(
-        grid, (q.dtype, d, causal),
+        grid, (q.dtype, d, causal, persistent),
         (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse),
-        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small, n_items), (prob.scale * LOG2E,),
-        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, num_warps=4, maxnreg=MAXNREG[n_wg]),
+        (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small, n_items, n_grp), (prob.scale * LOG2E,),
+        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, PERSISTENT=persistent, num_warps=4,
+                     maxnreg=MAXNREG[n_wg]),
     )
 
 
@@ -229,8 +299,9 @@ if gluon is not None:
 
     @gluon.jit
     def _block(sk, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr):
-        """(first query row, K/V tiles to visit) of this program of a grid (row block, head, batch);
-        causal programs in reverse order (longest rows first)."""
+        """(first query row, K/V tiles to visit) of this program of a grid (row block, head, batch),
+        as the dQ kernel (``gluon_backward``) launches; causal programs in reverse order (longest rows
+        first)."""
         i_m = gl.program_id(0)
         n_tiles = gl.cdiv(sk, BN)
         if CAUSAL:
@@ -239,10 +310,35 @@ if gluon is not None:
         return i_m * BLOCK_M, n_tiles
 
     @gluon.jit
-    def _item(w, n_items, sq, sk, hq, n_big, n_small, BLOCK_M: gl.constexpr, BN: gl.constexpr):
-        """(batch, head, first query row, end of its rows, K/V tiles) of work item w of ``plan``'s
-        n_items, head-major: each (batch, head) pair's ``n_big`` items of BLOCK_M rows, then each
+    def _round_item(r, CAUSAL: gl.constexpr):
+        """This program's work item in round r of the walk (≥ the item count when it has none): programs take
+        items round by round, in order; causal rounds alternate direction (snake), which keeps the
+        longest-first items as even across programs as the hardware's own scheduling of a grid would
+        (a list-scheduling simulation: within 0.2 % of it on the long causal shapes, where round-robin
+        alone is 6 % longer)."""
+        i_p = gl.program_id(0)
+        n_p = gl.num_programs(0)
+        if CAUSAL:
+            if r % 2 == 1:
+                i_p = n_p - 1 - i_p
+        return r * n_p + i_p
+
+    @gluon.jit
+    def _item(w, n_items, sq, sk, hq, n_big, n_small, n_grp, BLOCK_M: gl.constexpr, BN: gl.constexpr, CAUSAL: gl.constexpr):
+        """(batch, head, first query row, end of its rows, K/V tiles) of work item w of n_items.
+        Causal: row blocks of BLOCK_M rows (n_big per (batch, head) pair), the pairs in groups of
+        n_grp (``causal_groups``), one group after another, longest first within a group: every
+        pair's last block, then every pair's last but one, …; the tiles up to the block's last row.
+        Else ``plan``'s items, head-major: each pair's ``n_big`` items of BLOCK_M rows, then each
         pair's ``n_small`` of BLOCK_M − 64 rows."""
+        if CAUSAL:
+            i_g = w // (n_grp * n_big)
+            idx = w % (n_grp * n_big)
+            n_gh = gl.minimum(n_grp, n_items // n_big - i_g * n_grp)  # pairs in this group (the last may have fewer)
+            m0 = (n_big - 1 - idx // n_gh) * BLOCK_M
+            i_bh = i_g * n_grp + idx % n_gh
+            return (i_bh // hq, i_bh % hq, m0, gl.minimum(m0 + BLOCK_M, sq),
+                    gl.minimum(gl.cdiv(sk, BN), gl.cdiv(m0 + BLOCK_M, BN)))
         n_first = n_items // (n_big + n_small) * n_big
         if w < n_first:
             i_bh = w // n_big
@@ -343,14 +439,32 @@ if gluon is not None:
                 mbarrier.arrive(v_empty.index((kv0 + j - 1) % STAGES), count=1)
 
     @gluon.jit
-    def _consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+    def _consumer(args, CAUSAL: gl.constexpr, PERSISTENT: gl.constexpr, WG: gl.constexpr):
         """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of each of the program's work items in turn
-        (non-causal: persistent programs over ``plan``'s items, ``_item``), or of its causal row
-        block (``_block``). Warpgroup WG waits for ``turn[WG]`` and passes the turn to the next one
-        after issuing. ``args``: the kernel's descriptors, buffers, barriers and scalars
-        (``_attn_fwd_ws_kernel``)."""
+        (PERSISTENT: rounds of ``_round_item``), or of item program_id(0) alone. Warpgroup WG waits
+        for ``turn[WG]`` and passes the turn to the next one after issuing. ``args``: the kernel's
+        descriptors, buffers, barriers and scalars (``_attn_fwd_ws_kernel``)."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, qk_scale) = args
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
+        if PERSISTENT:
+            kv0 = 0  # K/V tiles and turns of this program's earlier items
+            tc0 = 0
+            it = 0
+            for r in range(gl.cdiv(n_items, gl.num_programs(0))):
+                w = _round_item(r, CAUSAL)
+                if w < n_items:
+                    kv0, tc0, it = _consume_item(args, w, kv0, tc0, it, CAUSAL, WG)
+        else:
+            _consume_item(args, gl.program_id(0), 0, 0, 0, CAUSAL, WG)
+        tma.store_wait(0)
+
+    @gluon.jit
+    def _consume_item(args, w, kv0, tc0, it, CAUSAL: gl.constexpr, WG: gl.constexpr):
+        """Consumer warpgroup WG's part of work item w, the program's it-th, whose K/V tiles start at
+        the ring's kv0-th and turns at the tc0-th: its rows (``_rows``), or ``_idle`` when it has
+        none. Returns the three counters after the item."""
+        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
         BN: gl.constexpr = k_desc.block_type.shape[2]
@@ -358,29 +472,16 @@ if gluon is not None:
         my_turn = turn.index(WG)
         next_turn = turn.index((WG + 1) % NUM_WG)
         first: gl.constexpr = 1 if WG == 0 else 0  # warpgroup 0 opens every round of turns
-        if CAUSAL:  # a warpgroup past the end computes on TMA's zero rows (stores clipped)
-            m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
-            _rows(q_bufs, q_bufs.index(WG), k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
-                  my_turn, next_turn, o_desc, p_lse, s_lb, s_lh, gl.program_id(2), gl.program_id(1), m0 + WG * BM,
-                  n_tiles, sq, sk, qk_scale, 0, 0, 0, first, CAUSAL, WG)
+        i_b, i_h, m0, m_end, n_tiles = _item(w, n_items, sq, sk, hq, n_big, n_small, n_grp, NUM_WG * BM, BN, CAUSAL)
+        row0 = m0 + WG * BM
+        if row0 >= m_end:
+            mbarrier.arrive(q_empty, count=1)
+            _idle(k_empty, v_empty, my_turn, next_turn, n_tiles, kv0, tc0, first, STAGES)
         else:
-            kv0 = 0  # K/V tiles and turns of this program's earlier items
-            tc0 = 0
-            it = 0
-            for w in range(gl.program_id(0), n_items, gl.num_programs(0)):
-                i_b, i_h, m0, m_end, n_tiles = _item(w, n_items, sq, sk, hq, n_big, n_small, NUM_WG * BM, BN)
-                row0 = m0 + WG * BM
-                if row0 >= m_end:
-                    mbarrier.arrive(q_empty, count=1)
-                    _idle(k_empty, v_empty, my_turn, next_turn, n_tiles, kv0, tc0, first, STAGES)
-                else:
-                    _rows(q_bufs, o_bufs.index(WG), k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
-                          my_turn, next_turn, o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale,
-                          kv0, tc0, it & 1, first, CAUSAL, WG)
-                kv0 += n_tiles
-                tc0 += n_tiles + 1
-                it += 1
-        tma.store_wait(0)
+            _rows(q_bufs, o_bufs.index(WG), k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty,
+                  my_turn, next_turn, o_desc, p_lse, s_lb, s_lh, i_b, i_h, row0, n_tiles, sq, sk, qk_scale,
+                  kv0, tc0, it & 1, first, CAUSAL, WG)
+        return kv0 + n_tiles, tc0 + n_tiles + 1, it + 1
 
     @gluon.jit
     def _rows(q_bufs, o_s, k_bufs, v_bufs, q_bar, q_empty, k_ready, k_empty, v_ready, v_empty, my_turn, next_turn,
@@ -436,8 +537,7 @@ if gluon is not None:
                 o, p16, m_i, l_i, alpha = _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
                                                 next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
                                                 first, STAGES, _masked(j, n_tiles, row0, BN, CAUSAL), CAUSAL)
-        if not CAUSAL:  # every S of this item is done: the producer may load the next item's q
-            mbarrier.arrive(q_empty, count=1)
+        mbarrier.arrive(q_empty, count=1)  # every S of this item is done: the producer may load the next item's q
 
         # the last P·V
         g = kv0 + n_tiles
@@ -453,8 +553,7 @@ if gluon is not None:
         # epilogue: o / l through o_s and a TMA store (clipped at the head's end), lse
         l_o = gl.convert_layout(l_i, gl.SliceLayout(1, o_layout))
         o = o * (1.0 / l_o)[:, None]
-        if not CAUSAL:
-            tma.store_wait(0)  # the previous item's o has left o_s
+        tma.store_wait(0)  # the previous item's o has left o_s
         o_s.reshape([BM, HEAD_DIM]).store(o.to(dtype))
         fence_async_shared()
         tma.async_copy_shared_to_global(o_desc, [i_b, i_h, row0, 0], o_s)
@@ -463,34 +562,37 @@ if gluon is not None:
         gl.store(p_lse + i_b.to(gl.int64) * s_lb + i_h.to(gl.int64) * s_lh + o_r, b_lse, mask=o_r < sq)
 
     @gluon.jit
-    def _producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
-        """One warp (same signature as ``_consumer``): q, then K/V tiles through the ring, for each
-        work item in turn (non-causal: q as soon as every consumer released the last) or the causal
-        row block."""
+    def _producer(args, CAUSAL: gl.constexpr, PERSISTENT: gl.constexpr, WG: gl.constexpr):
+        """One warp (same signature as ``_consumer``): for each work item in turn, q as soon as every
+        consumer released the last (``q_empty``), then its K/V tiles through the ring."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, qk_scale) = args
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
+        if PERSISTENT:
+            kv0 = 0
+            it = 0
+            for r in range(gl.cdiv(n_items, gl.num_programs(0))):
+                w = _round_item(r, CAUSAL)
+                if w < n_items:
+                    kv0, it = _produce_item(args, w, kv0, it, CAUSAL)
+        else:
+            _produce_item(args, gl.program_id(0), 0, 0, CAUSAL)
+
+    @gluon.jit
+    def _produce_item(args, w, kv0, it, CAUSAL: gl.constexpr):
+        """The producer's part of work item w, the program's it-th, whose K/V tiles start at the
+        ring's kv0-th; returns the two counters after it."""
+        (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
-        if CAUSAL:
-            i_b, i_h = gl.program_id(2), gl.program_id(1)
-            m0, n_tiles = _block(sk, NUM_WG * BM, BN, CAUSAL)
-            mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
-            for wg in gl.static_range(NUM_WG):
-                tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + wg * BM, 0], q_bar, q_bufs.index(wg))
-            stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_h // group, n_tiles, 0)
-        else:
-            kv0 = 0
-            it = 0
-            for w in range(gl.program_id(0), n_items, gl.num_programs(0)):
-                i_b, i_h, m0, m_end, n_tiles = _item(w, n_items, sq, sk, hq, n_big, n_small, NUM_WG * BM, BN)
-                mbarrier.wait(q_empty, (it & 1) ^ 1)
-                mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
-                for wg in gl.static_range(NUM_WG):
-                    tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + wg * BM, 0], q_bar, q_bufs.index(wg))
-                stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_h // group, n_tiles, kv0)
-                kv0 += n_tiles
-                it += 1
+        i_b, i_h, m0, m_end, n_tiles = _item(w, n_items, sq, sk, hq, n_big, n_small, n_grp, NUM_WG * BM, BN, CAUSAL)
+        mbarrier.wait(q_empty, (it & 1) ^ 1)
+        mbarrier.expect(q_bar, NUM_WG * q_desc.block_type.nbytes)
+        for wg in gl.static_range(NUM_WG):
+            tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0 + wg * BM, 0], q_bar, q_bufs.index(wg))
+        stream_kv(k_desc, v_desc, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, i_b, i_h // group, n_tiles, kv0)
+        return kv0 + n_tiles, it + 1
 
     @gluon.jit
     def _attn_fwd_ws_kernel(
@@ -498,26 +600,27 @@ if gluon is not None:
         p_lse,  # out: lse (B, Hq, Sq) float32, unit position stride
         s_lb, s_lh,  # lse strides (batch, head)
         sq, sk, group,  # lengths, Hq // Hkv
-        hq, n_big, n_small, n_items,  # query heads; non-causal: ``plan``'s items per (batch, head) of NUM_WG · 64 and (NUM_WG − 1) · 64 rows, their total
+        hq, n_big, n_small, n_items,  # query heads; items per (batch, head) of NUM_WG · 64 rows (causal: row blocks) and of (NUM_WG − 1) · 64 rows (``plan``), their total
+        n_grp,  # causal: (batch, head) pairs per group of the walk (``causal_groups``)
         qk_scale,  # softmax scale · log2 e
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
+        PERSISTENT: gl.constexpr,  # programs walk the items in rounds; else one program per item
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
-        if CAUSAL:
-            o_bufs = q_bufs  # o leaves through the q slots
-        else:  # persistent: o leaves through its own slots while the next item's q loads
-            o_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
+        # o leaves through slots of its own while the next item's q loads
+        o_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
         k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = kv_ring(k_desc, v_desc, STAGES, NUM_WG)
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(q_empty, count=NUM_WG)
         args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, qk_scale)
+                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale)
         if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
-                                (_consumer, (args, CAUSAL, 2)), (_producer, (args, CAUSAL, 2))], [4, 4, 1], [160, 160, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, PERSISTENT, 0)), (_consumer, (args, CAUSAL, PERSISTENT, 1)),
+                                (_consumer, (args, CAUSAL, PERSISTENT, 2)), (_producer, (args, CAUSAL, PERSISTENT, 2))],
+                               [4, 4, 1], [160, 160, 24])
         else:  # 128 rows, registers 240 / 240 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, 0)), (_consumer, (args, CAUSAL, 1)),
-                                (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, PERSISTENT, 0)), (_consumer, (args, CAUSAL, PERSISTENT, 1)),
+                                (_producer, (args, CAUSAL, PERSISTENT, 1))], [4, 1], [240, 24])
 
     _FWD = LeanKernel(_attn_fwd_ws_kernel)
