@@ -10,8 +10,9 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
   q and K/V load during this one's last products and epilogue; o leaves through slots of its
   own). Causal items are row blocks, longest first within groups of heads (``causal_groups``),
   taken in rounds of alternating direction; a causal forward of many rounds launches one program
-  per item instead (``attention_forward``). Non-causal items follow ``plan``: where the last round would leave SMs idle, each (sequence,
-  head) gets fewer big items and some of 64·(NUM_WG − 1) rows, after all the big ones. A
+  per item instead (``attention_forward``). Non-causal items follow ``plan``: where the last round
+  would leave SMs idle, each (sequence, head) gets fewer big items and some of 64·(NUM_WG − 1)
+  rows, after all the big ones. A
   warpgroup without rows in an item (past the sequence's end, or a small item's last) idles: it
   only keeps the ring's and the turns' protocol;
 - a one-warp producer partition loads q once and streams K/V tiles of BLOCK_N keys through a
@@ -187,8 +188,6 @@ def plan(sq: int, n_bh: int, n_sm: int, n_wg: int) -> tuple[int, int]:
     return best
 
 
-
-
 def _snake_makespan(times: list[float], n_p: int) -> float:
     """The longest program's total when ``n_p`` programs take ``times`` in rounds of alternating
     direction (``_round_item``)."""
@@ -233,9 +232,9 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     forward of more than ``CAUSAL_PERSISTENT_ROUNDS`` items per SM launches one program per item
     instead, head by head and longest first within a head, and the hardware's scheduler balances
     them: the static rounds of persistent programs can be uneven, and measured slower there (H100,
-    tmp/attn-groups-probe: 1×32×16384×128 3.61 against 3.33 ms, 8×16×2048×64 245 against 206 µs at
-    the grouping chosen), while on few rounds they gain (4×8×2048×64 59.8 against 66.6 µs,
-    4×8×2048×128 72.6 against 87.7)."""
+    benchmarks/results/h100-2026-11-23-session15/attn-groups-probe.json: 1×32×16384×128 3.61 against
+    3.33 ms, 8×16×2048×64 245 against 206 µs at the grouping chosen), while on few rounds they gain
+    (4×8×2048×64 59.8 against 66.6 µs, 4×8×2048×128 72.6 against 87.7)."""
     b, hq, sq, d = q.shape
     causal, n_wg, n_sm = prob.has_right, NUM_WG[d], _host.sm_count(q.device)
     n_big, n_small = (_host.cdiv(sq, WG_M * n_wg), 0) if causal else plan(sq, b * hq, n_sm, n_wg)
@@ -311,11 +310,11 @@ if gluon is not None:
 
     @gluon.jit
     def _round_item(r, CAUSAL: gl.constexpr):
-        """This program's work item in round r of the walk (≥ the item count when it has none): programs take
-        items round by round, in order; causal rounds alternate direction (snake), which keeps the
-        longest-first items as even across programs as the hardware's own scheduling of a grid would
-        (a list-scheduling simulation: within 0.2 % of it on the long causal shapes, where round-robin
-        alone is 6 % longer)."""
+        """This program's work item in round r of the walk (≥ the item count when it has none):
+        programs take items round by round, in order; causal rounds alternate direction (snake), which
+        in a list-scheduling model keeps longest-first items as even across programs as the hardware's
+        own scheduling of a grid (within 0.2 % on the long causal shapes, where plain rounds are 6 %
+        longer); measured, many rounds still come out uneven (``attention_forward``)."""
         i_p = gl.program_id(0)
         n_p = gl.num_programs(0)
         if CAUSAL:

@@ -996,8 +996,8 @@ def _mask_split(width: int, block_v: int) -> bool:
 def pick_config(job: str, dtype: torch.dtype, width: int, block_v: int, fold: bool = False) -> TileConfig:
     """Tile shape per job ("matmat", "rowsum", "sym", "softmax", "knn", "bgh"), dtype, padded
     feature width, value block and FOLD; tl.dot needs every tile side >= 16 and the symmetric
-    job block_m a multiple of block_n. Wide features or value blocks get smaller tiles and one stage, to fit
-    shared memory. The float32 matmat/rowsum choices are the fastest of
+    job block_m a multiple of block_n. Wide features or value blocks get smaller tiles and one
+    stage, to fit shared memory. The float32 matmat/rowsum choices are the fastest of
     ``flashmarkov.bench.diffusion.tune`` on an H100 (N = 65 536 and 262 144, d = 3, k = 16:
     notes/diffusion-tiles.md); the others are first choices checked to compile for sm_90
     without spills. Under the interpreter 16 x 16, so small tests cross many tiles."""
