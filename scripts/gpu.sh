@@ -7,7 +7,8 @@
 # SLOW_PEER (bench: skip a peer for the rest of the run once it takes more than this many times the floor; default 50, 0: never),
 # BENCH_WARMUP (do_bench warm-up per measurement, ms; default 100: with 10, one row per run came out ~2x slow where no
 # probe reproduces it (sessions 14-15), mostly the first implementation timed after a case's float64 reference; a clock
-# or power transient is the guess, not verified; the longer warm-up costs ~10-20 s per bench).
+# or power transient is the guess, not verified; the longer warm-up costs ~10-20 s per bench),
+# BENCH_REPEATS (bench/opbench: time each row this many times and record the median, `--repeats`; default 1).
 # opbench: `python -m flashmarkov.bench OP` for each OP in $OPBENCH (default attention diffmax
 # diffusion) into $OUT/OP/. pack (last): one archive $OUT/results.tgz, since the device tool
 # returns at most 8 files.
@@ -56,7 +57,7 @@ for step in $steps; do
       for layout in ${BENCH_LAYOUTS:-bdt btd}; do
         mkdir -p "$OUT/$layout"
         timeout "${BENCH_TIMEOUT:-400}" python3 -m flashmarkov.bench scan --layouts "$layout" --out "$OUT/$layout" \
-          --warmup "${BENCH_WARMUP:-100}" --rep 50 --compile-budget 40 --slow-peer "${SLOW_PEER:-50}" --impls "${BENCH_IMPLS:-flashmarkov,accelerated-scan.triton,fpscan,fla,torch}" \
+          --warmup "${BENCH_WARMUP:-100}" --rep 50 --repeats "${BENCH_REPEATS:-1}" --compile-budget 40 --slow-peer "${SLOW_PEER:-50}" --impls "${BENCH_IMPLS:-flashmarkov,accelerated-scan.triton,fpscan,fla,torch}" \
           > "$OUT/bench-$layout.log" 2>&1
         status=$((status | $?))
         tail -30 "$OUT/bench-$layout.log"
@@ -64,7 +65,7 @@ for step in $steps; do
     opbench)
       for op in ${OPBENCH:-attention diffmax diffusion}; do
         mkdir -p "$OUT/$op"
-        timeout "${BENCH_TIMEOUT:-300}" python3 -m flashmarkov.bench "$op" --out "$OUT/$op" --warmup "${BENCH_WARMUP:-100}" --rep 50 ${OPBENCH_ARGS:-} \
+        timeout "${BENCH_TIMEOUT:-300}" python3 -m flashmarkov.bench "$op" --out "$OUT/$op" --warmup "${BENCH_WARMUP:-100}" --rep 50 --repeats "${BENCH_REPEATS:-1}" ${OPBENCH_ARGS:-} \
           > "$OUT/bench-$op.log" 2>&1
         status=$((status | $?))
         tail -25 "$OUT/bench-$op.log"

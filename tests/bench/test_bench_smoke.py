@@ -145,3 +145,22 @@ def test_slow_peer_skipped_after_first_case(tmp_path: Path, capsys: pytest.Captu
     assert peer["status"] == "ok"
     out = capsys.readouterr().out
     assert out.count("skip   torch.logspace: took") == 1 and "(--slow-peer 1e-09)" in out
+
+
+def test_repeats(tmp_path: Path) -> None:
+    """--repeats N: each timed record keeps its N timings (``repeat_ms``) and their median as
+    ``median_ms``; without it no ``repeat_ms``; N < 1 is refused."""
+    import statistics
+
+    records = _run(tmp_path, "--impls", "flashmarkov", "--modes", "fwd", "--dtypes", "float32", "--repeats", "3")
+    results = [r for r in records if r["metric"] == "fraction_of_floor"]
+    assert len(results) == 2
+    for r in results:
+        assert len(r["repeat_ms"]) == 3
+        assert r["median_ms"] == statistics.median(r["repeat_ms"])
+        assert r["value"] == pytest.approx(r["floor_ms"] / r["median_ms"])
+    single = _run(tmp_path / "one", "--impls", "flashmarkov", "--modes", "fwd", "--dtypes", "float32")
+    assert not any("repeat_ms" in r for r in single)
+    for bad in ("0", "-1", "x"):
+        with pytest.raises(SystemExit):
+            parse_args(["scan", *TINY, "--repeats", bad])

@@ -40,6 +40,17 @@ def shapes(text: str) -> tuple[tuple[int, ...], ...]:
     return parsed
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return value
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -59,6 +70,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default: %(default)s")
         sub.add_argument("--warmup", type=int, default=25, help="do_bench warm-up, ms (default: %(default)s)")
         sub.add_argument("--rep", type=int, default=100, help="do_bench repetition time, ms (default: %(default)s)")
+        sub.add_argument(
+            "--repeats",
+            type=positive_int,
+            default=1,
+            help="time each (case, implementation) this many times, each with its own warm-up, and record the "
+            "median of them (and every one in repeat_ms): a transient that slows one timing no longer "
+            "decides the row (default: %(default)s)",
+        )
         sub.add_argument("--device", help="default: cuda when available, else cpu")
         sub.add_argument(
             "--slow-peer",

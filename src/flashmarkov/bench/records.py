@@ -10,7 +10,9 @@ Result records (``metric`` "fraction_of_floor", ``value`` floor_ms / median_ms) 
 ``layout, mode, x, sweep, floor_ms, status, rel_err, reason, ratio_to_best_peer``. ``status`` is
 "ok" (timed), "wrong" (relative error above the tolerance: not timed, ``median_ms`` and ``value``
 null) or "failed" (raised or crashed: ``reason`` says how). ``ratio_to_best_peer`` is the best peer
-time / this time in the same run (> 1: faster than every peer), null without a timed peer.
+time / this time in the same run (> 1: faster than every peer), null without a timed peer. With
+``--repeats N`` (N > 1) a timed record also has ``repeat_ms``: the N timings, of which
+``median_ms`` is the median.
 The copy record has ``impl`` "torch.copy_", ``metric`` "copy_GBps" and ``case`` "copy".
 """
 
@@ -82,6 +84,7 @@ def result_record(
     median_ms: float | None = None,
     rel_err: float | None = None,
     reason: str = "",
+    repeat_ms: list[float] | None = None,
 ) -> Record:
     return _record(
         env,
@@ -103,6 +106,7 @@ def result_record(
         rel_err=rel_err,
         reason=reason,
         ratio_to_best_peer=None,
+        **({"repeat_ms": repeat_ms} if repeat_ms else {}),
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -82,7 +83,8 @@ def _measure(
             reason = f"relative error {error:.2e} > {op.tolerance(case):.0e}" if finite else "non-finite output"
             _say(f"WRONG  {label}: {reason}")
             return result("wrong", rel_err=error if finite else None, reason=reason)
-        ms = median_ms([p.fn for p in prepared], env.device, args.warmup, args.rep)
+        repeat_ms = [median_ms([p.fn for p in prepared], env.device, args.warmup, args.rep) for _ in range(args.repeats)]
+        ms = statistics.median(repeat_ms)
     except (Skip, ImportError) as skipped:
         return Skip(str(skipped))
     except Exception as failure:
@@ -90,7 +92,7 @@ def _measure(
         _say(f"FAILED {label}: {reason}")
         return result("failed", reason=reason)
     _say(f"{label:<66} {ms:9.4f} ms  {floor / ms:5.2f} of floor  rel err {error:.1e}")
-    return result("ok", median_ms=ms, rel_err=error)
+    return result("ok", median_ms=ms, rel_err=error, repeat_ms=repeat_ms if args.repeats > 1 else None)
 
 
 def _too_slow(impl: Impl, record: Record, limit: float) -> bool:
