@@ -1,7 +1,7 @@
-"""Compile the Gluon attention forward for sm_90a without a GPU: registers, spill bytes and shared memory
-per variant (head dim x causal x persistent), from Triton's own ptxas.
+"""Compile the Gluon attention kernels for sm_90a without a GPU: registers, spill bytes and shared memory
+per variant (kernel x head dim x causal), from Triton's own ptxas.
 
-    PYTHONPATH=src python scripts/gluon_offline.py [--dims 64,128]
+    PYTHONPATH=src python scripts/gluon_offline.py [--dims 64,128] [--kernels fwd,dq,dkdv]
 
 The descriptor arguments' signatures come from host-side TensorDescriptors over CPU tensors
 (``mangle_type``), which is all the compiler needs; the kernel is not run (the Triton interpreter
@@ -34,11 +34,9 @@ def _descriptor(rows: int, d: int) -> TensorDescriptor:
     return TensorDescriptor.from_tensor(x, [1, 1, rows, d], gf._smem_layout(d, rows, torch.bfloat16))
 
 
-def compile_forward(d: int, causal: bool, persistent: bool):
-    """The compiled ``_attn_fwd_ws_kernel`` variant (bfloat16) for sm_90a."""
-    kernel = gf._attn_fwd_ws_kernel
-    descs = {"q_desc": gf.WG_M, "k_desc": gf.BLOCK_N, "v_desc": gf.BLOCK_N, "o_desc": gf.WG_M}
-    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gf.STAGES[d], NUM_WG=gf.NUM_WG[d], PERSISTENT=persistent)
+def _compile(kernel, d: int, descs: dict[str, int], consts: dict, maxnreg: int):
+    """A Gluon kernel compiled for sm_90a (bfloat16): ``descs`` maps its descriptor arguments to their
+    block rows, ``consts`` its constexprs; pointers are float32, scales float32, the rest int32."""
     signature, constexprs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in descs:
@@ -46,11 +44,33 @@ def compile_forward(d: int, causal: bool, persistent: bool):
         elif name in consts:
             signature[name] = "constexpr"
             constexprs[(i,)] = consts[name]
+        elif name.startswith("p_"):
+            signature[name] = "*fp32"
         else:
-            signature[name] = {"p_lse": "*fp32", "qk_scale": "fp32"}.get(name, "i32")
+            signature[name] = "fp32" if name in ("qk_scale", "scale") else "i32"
     source = GluonASTSource(kernel, signature, constexprs=constexprs, attrs={})
-    options = {"num_warps": 4, "maxnreg": gf.MAXNREG[gf.NUM_WG[d]]}
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": maxnreg})
+
+
+def compile_forward(d: int, causal: bool, persistent: bool):
+    """The compiled ``_attn_fwd_ws_kernel`` variant."""
+    descs = {"q_desc": gf.WG_M, "k_desc": gf.BLOCK_N, "v_desc": gf.BLOCK_N, "o_desc": gf.WG_M}
+    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gf.STAGES[d], NUM_WG=gf.NUM_WG[d], PERSISTENT=persistent)
+    return _compile(gf._attn_fwd_ws_kernel, d, descs, consts, gf.MAXNREG[gf.NUM_WG[d]])
+
+
+def compile_backward(kind: str, d: int, causal: bool):
+    """The compiled Gluon dQ (``kind`` "dq") or dK/dV ("dkdv") kernel of ``gluon_backward``."""
+    from flashmarkov.attention import gluon_backward as gb
+
+    m, n = gf.WG_M, gf.BLOCK_N
+    if kind == "dq":
+        descs = {"q_desc": m, "k_desc": n, "v_desc": n, "do_desc": m, "dq_desc": m}
+        consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.STAGES[d], NUM_WG=gb.NUM_WG)
+        return _compile(gb._attn_bwd_dq_ws_kernel, d, descs, consts, gf.MAXNREG[gb.NUM_WG])
+    descs = dict.fromkeys(("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc"), m)
+    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.KV_STAGES, NUM_WG=gb.NUM_WG)
+    return _compile(gb._attn_bwd_dkdv_ws_kernel, d, descs, consts, gf.MAXNREG[gb.NUM_WG])
 
 
 def ptxas_usage(compiled) -> tuple[int, int]:
@@ -67,13 +87,21 @@ def ptxas_usage(compiled) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", default="64,128")
+    parser.add_argument("--kernels", default="fwd,dq,dkdv", help="fwd, dq (D = 128 only), dkdv")
     args = parser.parse_args()
+    kernels = args.kernels.split(",")
     for d in (int(x) for x in args.dims.split(",")):
         for causal in (False, True):
-            for persistent in (True, False):
-                compiled = compile_forward(d, causal, persistent)
+            runs = []
+            if "fwd" in kernels:
+                runs += [(f"fwd {walk}", lambda walk=walk: compile_forward(d, causal, walk == "persistent"))
+                         for walk in ("persistent", "per-item")]
+            runs += [(kind, lambda kind=kind: compile_backward(kind, d, causal)) for kind in ("dq", "dkdv")
+                     if kind in kernels and (kind == "dkdv" or d == 128)]
+            for name, build in runs:
+                compiled = build()
                 regs, spills = ptxas_usage(compiled)
-                print(f"D={d:3d} {'causal' if causal else 'full':6s} {'persistent' if persistent else 'per-item':10s} "
+                print(f"D={d:3d} {'causal' if causal else 'full':6s} {name:14s} "
                       f"registers {regs:3d}  spill stores {spills:4d} B  shared {compiled.metadata.shared} B", flush=True)
 
 
