@@ -45,17 +45,18 @@ def _compile(kernel, d: int, descs: dict[str, int], consts: dict, maxnreg: int):
             signature[name] = "constexpr"
             constexprs[(i,)] = consts[name]
         elif name.startswith("p_"):
-            signature[name] = "*fp32"
+            signature[name] = "*i32" if name == "p_next" else "*fp32"
         else:
             signature[name] = "fp32" if name in ("qk_scale", "scale") else "i32"
     source = GluonASTSource(kernel, signature, constexprs=constexprs, attrs={})
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "maxnreg": maxnreg})
 
 
-def compile_forward(d: int, causal: bool, persistent: bool):
+def compile_forward(d: int, causal: bool, persistent: bool, dynamic: bool = False):
     """The compiled ``_attn_fwd_ws_kernel`` variant."""
     descs = {"q_desc": gf.WG_M, "k_desc": gf.BLOCK_N, "v_desc": gf.BLOCK_N, "o_desc": gf.WG_M}
-    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gf.STAGES[d], NUM_WG=gf.NUM_WG[d], PERSISTENT=persistent)
+    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gf.STAGES[d], NUM_WG=gf.NUM_WG[d], PERSISTENT=persistent,
+                  DYNAMIC=dynamic)
     return _compile(gf._attn_fwd_ws_kernel, d, descs, consts, gf.MAXNREG[gf.NUM_WG[d]])
 
 
@@ -94,8 +95,9 @@ def main() -> None:
         for causal in (False, True):
             runs = []
             if "fwd" in kernels:
-                runs += [(f"fwd {walk}", lambda walk=walk: compile_forward(d, causal, walk == "persistent"))
-                         for walk in ("persistent", "per-item")]
+                walks = ("persistent", "per-item") + (("dynamic",) if causal else ())
+                runs += [(f"fwd {walk}", lambda walk=walk: compile_forward(d, causal, walk != "per-item", walk == "dynamic"))
+                         for walk in walks]
             runs += [(kind, lambda kind=kind: compile_backward(kind, d, causal)) for kind in ("dq", "dkdv")
                      if kind in kernels and (kind == "dkdv" or d == 128)]
             for name, build in runs:

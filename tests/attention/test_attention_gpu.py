@@ -142,8 +142,8 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
 @requires_hopper
 @pytest.mark.parametrize("B,Hq,Hkv,S,D", [(2, 5, 5, 700, 64), (1, 6, 2, 1000, 128)])
 def test_gpu_gluon_forward_causal_walks(B, Hq, Hkv, S, D, monkeypatch):
-    """The causal Gluon forward's walks give bitwise the same o and lse: one program per item
-    (``CAUSAL_PERSISTENT_ROUNDS`` = 0) and persistent programs over groups of 1, 3 and 4 (batch,
+    """The causal Gluon forward's walks give bitwise the same o and lse: one program per item and
+    items from a global counter (``CAUSAL_PERSISTENT_ROUNDS`` = 0) and static rounds over groups of 1, 3 and 4 (batch,
     head) pairs (a smaller last group: 10 pairs in 3 + 3 + 3 + 1, 6 in 4 + 2) and the chosen one;
     and the Triton forward's o within two units of rounding."""
     from flashmarkov.attention import gluon_forward
@@ -155,9 +155,10 @@ def test_gpu_gluon_forward_causal_walks(B, Hq, Hkv, S, D, monkeypatch):
     q, k, v = rand((B, Hq, S, D), torch.bfloat16, "cuda"), rand((B, Hkv, S, D), torch.bfloat16, "cuda"), rand((B, Hkv, S, D), torch.bfloat16, "cuda")
     chosen = gluon_forward.causal_groups
     runs = {}
-    for name, rounds, groups in (("grid", 0, chosen), ("g1", 4, lambda *a: 1), ("g3", 4, lambda *a: 3), ("g4", 4, lambda *a: 4),
-                                 ("chosen", 4, chosen)):
+    for name, rounds, dyn, groups in (("grid", 0, (), chosen), ("dynamic", 0, (D,), chosen), ("g1", 4, (), lambda *a: 1),
+                                      ("g3", 4, (), lambda *a: 3), ("g4", 4, (), lambda *a: 4), ("chosen", 4, (), chosen)):
         monkeypatch.setattr(gluon_forward, "CAUSAL_PERSISTENT_ROUNDS", rounds)
+        monkeypatch.setattr(gluon_forward, "DYNAMIC_HEAD_DIMS", dyn)
         monkeypatch.setattr(gluon_forward, "causal_groups", groups)
         runs[name] = flash_attention(q, k, v, causal=True, return_lse=True)
     assert len(calls) == len(runs), "the Gluon forward did not run every walk"

@@ -86,6 +86,12 @@ programs (``CAUSAL_PERSISTENT_ROUNDS``): H100, session 15 (attn-causal-probe), 4
 60.3–61.2 µs against the Triton forward's 67.5 (cuDNN 61.3–61.8); with one program per item the
 Gluon forward stays 3–4 % behind the per-item kernel before it at D = 64 (8×16×2048×64 216.9 against
 208.0 µs), so those keep ``MIN_WORK``."""
+DYNAMIC_HEAD_DIMS = (128,)
+"""Head dims whose causal forwards of more than ``CAUSAL_PERSISTENT_ROUNDS`` items per SM run persistent
+programs that take items from a global counter; the others launch one program per item. H100, session 16
+(attn-causal-dynamic-probe): D = 128 gains 1–4 % (2×16×8192×128 952 against 982 µs, 2×32×8192×128 1875
+against 1951, 1×32×16384×128 3548 against 3592), D = 64 loses 7–8 % (8×16×2048×64 233 against 217 µs,
+8×8×2048×64 129 against 119)."""
 LOG2E = 1.4426950408889634
 
 
@@ -229,8 +235,9 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     """Launch the Gluon forward (``supported`` must hold): writes o (like q) and lse (float32).
     Persistent programs, one per SM (at most one per work item), walk the items (``_item``):
     ``plan``'s, or causal row blocks of 64 · NUM_WG rows grouped by ``causal_groups``. A causal
-    forward of more than ``CAUSAL_PERSISTENT_ROUNDS`` items per SM launches one program per item
-    instead, head by head and longest first within a head, and the hardware's scheduler balances
+    forward of more than ``CAUSAL_PERSISTENT_ROUNDS`` items per SM takes its items head by head,
+    longest first within a head, either from a global counter (persistent programs, head dims in
+    ``DYNAMIC_HEAD_DIMS``) or as one program per item, and the hardware's scheduler balances
     them: the static rounds of persistent programs can be uneven, and measured slower there (H100,
     benchmarks/results/h100-2026-11-23-session15/attn-groups-probe.json: 1×32×16384×128 3.61 against
     3.33 ms, 8×16×2048×64 245 against 206 µs at the grouping chosen), while on few rounds they gain
@@ -239,17 +246,21 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     causal, n_wg, n_sm = prob.has_right, NUM_WG[d], _host.sm_count(q.device)
     n_big, n_small = (_host.cdiv(sq, WG_M * n_wg), 0) if causal else plan(sq, b * hq, n_sm, n_wg)
     n_items = b * hq * (n_big + n_small)
-    persistent = not causal or _persistent(n_items, q.device)
-    n_grp = 1
-    if causal and persistent:
+    many_rounds = causal and not _persistent(n_items, q.device)
+    dynamic = many_rounds and d in DYNAMIC_HEAD_DIMS
+    persistent = not many_rounds or dynamic
+    n_grp, p_next = 1, None
+    if dynamic:  # head by head, longest first within a head, from a counter
+        p_next = torch.zeros(1, dtype=torch.int32, device=q.device)
+    elif causal and persistent:
         n_grp = causal_groups(b * hq, sq, WG_M * n_wg, b * prob.hkv * prob.max_sk * d * 2 * q.element_size(), n_sm)
     grid = (min(n_items, n_sm) if persistent else n_items, 1, 1)
     _FWD(
-        grid, (q.dtype, d, causal, persistent),
-        (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse),
+        grid, (q.dtype, d, causal, persistent, dynamic),
+        (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse, p_next),
         (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small, n_items, n_grp), (prob.scale * LOG2E,),
-        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, PERSISTENT=persistent, num_warps=4,
-                     maxnreg=MAXNREG[n_wg]),
+        lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, PERSISTENT=persistent, DYNAMIC=dynamic,
+                     num_warps=4, maxnreg=MAXNREG[n_wg]),
     )
 
 
@@ -438,14 +449,23 @@ if gluon is not None:
                 mbarrier.arrive(v_empty.index((kv0 + j - 1) % STAGES), count=1)
 
     @gluon.jit
-    def _consumer(args, CAUSAL: gl.constexpr, PERSISTENT: gl.constexpr, WG: gl.constexpr):
+    def _consumer(args, CAUSAL: gl.constexpr, PERSISTENT: gl.constexpr, DYNAMIC: gl.constexpr, WG: gl.constexpr):
         """Consumer warpgroup WG: rows m0 + WG·64 … + 63 of each of the program's work items in turn
         (PERSISTENT: rounds of ``_round_item``), or of item program_id(0) alone. Warpgroup WG waits
         for ``turn[WG]`` and passes the turn to the next one after issuing. ``args``: the kernel's
         descriptors, buffers, barriers and scalars (``_attn_fwd_ws_kernel``)."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
-        if PERSISTENT:
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale,
+         p_next, item_s) = args
+        if DYNAMIC:  # the producer takes each item from the counter and passes it through item_s
+            kv0 = 0
+            tc0 = 0
+            it = 0
+            w = _next_item(q_bar, item_s, 0)
+            while w < n_items:
+                kv0, tc0, it = _consume_item(args, w, kv0, tc0, it, CAUSAL, WG)
+                w = _next_item(q_bar, item_s, it)
+        elif PERSISTENT:
             kv0 = 0  # K/V tiles and turns of this program's earlier items
             tc0 = 0
             it = 0
@@ -457,13 +477,26 @@ if gluon is not None:
             _consume_item(args, gl.program_id(0), 0, 0, 0, CAUSAL, WG)
         tma.store_wait(0)
 
+    @gluon.constexpr_function
+    def _item_layout(num_warps):
+        """The layout of the one-element item slot's loads and stores (``item_s``)."""
+        return gl.BlockedLayout([1], [32], [num_warps], [0])
+
+    @gluon.jit
+    def _next_item(q_bar, item_s, it):
+        """The program's it-th item (≥ the item count: none left), as the producer wrote it to item_s
+        before arriving on q_bar's it-th phase (``_producer``, DYNAMIC)."""
+        mbarrier.wait(q_bar, it & 1)
+        return gl.max(item_s.load(_item_layout(gl.num_warps())), axis=0)
+
     @gluon.jit
     def _consume_item(args, w, kv0, tc0, it, CAUSAL: gl.constexpr, WG: gl.constexpr):
         """Consumer warpgroup WG's part of work item w, the program's it-th, whose K/V tiles start at
         the ring's kv0-th and turns at the tc0-th: its rows (``_rows``), or ``_idle`` when it has
         none. Returns the three counters after the item."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale,
+         p_next, item_s) = args
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_desc.block_type.shape[2]  # 64
         BN: gl.constexpr = k_desc.block_type.shape[2]
@@ -561,12 +594,23 @@ if gluon is not None:
         gl.store(p_lse + i_b.to(gl.int64) * s_lb + i_h.to(gl.int64) * s_lh + o_r, b_lse, mask=o_r < sq)
 
     @gluon.jit
-    def _producer(args, CAUSAL: gl.constexpr, PERSISTENT: gl.constexpr, WG: gl.constexpr):
+    def _producer(args, CAUSAL: gl.constexpr, PERSISTENT: gl.constexpr, DYNAMIC: gl.constexpr, WG: gl.constexpr):
         """One warp (same signature as ``_consumer``): for each work item in turn, q as soon as every
         consumer released the last (``q_empty``), then its K/V tiles through the ring."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
-        if PERSISTENT:
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale,
+         p_next, item_s) = args
+        if DYNAMIC:  # items from a global counter, in order: the hardware scheduler's balance, persistent
+            kv0 = 0
+            it = 0
+            w = gl.atomic_add(p_next, 1, sem="relaxed")
+            _publish_item(item_s, w, q_empty, it)
+            while w < n_items:
+                kv0, it = _produce_item(args, w, kv0, it, CAUSAL)
+                w = gl.atomic_add(p_next, 1, sem="relaxed")
+                _publish_item(item_s, w, q_empty, it)
+            mbarrier.arrive(q_bar, count=1)  # no item left: the consumers read w and stop
+        elif PERSISTENT:
             kv0 = 0
             it = 0
             for r in range(gl.cdiv(n_items, gl.num_programs(0))):
@@ -577,11 +621,21 @@ if gluon is not None:
             _produce_item(args, gl.program_id(0), 0, 0, CAUSAL)
 
     @gluon.jit
+    def _publish_item(item_s, w, q_empty, it):
+        """Write the program's it-th item to item_s once every consumer is done with the last one's
+        (q_empty's phase before it); the arrival on q_bar that follows (q's expect, or the end) makes
+        it visible to them."""
+        mbarrier.wait(q_empty, (it & 1) ^ 1)
+        item_s.store(gl.full([1], w, gl.int32, _item_layout(gl.num_warps())))
+        gl.thread_barrier()
+
+    @gluon.jit
     def _produce_item(args, w, kv0, it, CAUSAL: gl.constexpr):
         """The producer's part of work item w, the program's it-th, whose K/V tiles start at the
         ring's kv0-th; returns the two counters after it."""
         (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale) = args
+         k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale,
+         p_next, item_s) = args
         BM: gl.constexpr = q_desc.block_type.shape[2]
         BN: gl.constexpr = k_desc.block_type.shape[2]
         NUM_WG: gl.constexpr = q_bufs.type.shape[0]
@@ -597,6 +651,7 @@ if gluon is not None:
     def _attn_fwd_ws_kernel(
         q_desc, k_desc, v_desc, o_desc,  # TMA descriptors over (B, Hq, Sq, D), (B, Hkv, Sk, D) ×2, o like q
         p_lse,  # out: lse (B, Hq, Sq) float32, unit position stride
+        p_next,  # int32 [1], zero at launch: the next item (DYNAMIC)
         s_lb, s_lh,  # lse strides (batch, head)
         sq, sk, group,  # lengths, Hq // Hkv
         hq, n_big, n_small, n_items,  # query heads; items per (batch, head) of NUM_WG · 64 rows (causal: row blocks) and of (NUM_WG − 1) · 64 rows (``plan``), their total
@@ -604,6 +659,7 @@ if gluon is not None:
         qk_scale,  # softmax scale · log2 e
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
         PERSISTENT: gl.constexpr,  # programs walk the items in rounds; else one program per item
+        DYNAMIC: gl.constexpr,  # persistent programs take items from a global counter (p_next)
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
@@ -612,14 +668,16 @@ if gluon is not None:
         k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = kv_ring(k_desc, v_desc, STAGES, NUM_WG)
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(q_empty, count=NUM_WG)
+        item_s = gl.allocate_shared_memory(gl.int32, [1], gl.SwizzledSharedLayout(1, 1, 1, [0]))
         args = (q_desc, k_desc, v_desc, o_desc, p_lse, s_lb, s_lh, q_bufs, o_bufs, k_bufs, v_bufs, q_bar, q_empty,
-                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale)
+                k_ready, k_empty, v_ready, v_empty, turn, sq, sk, group, hq, n_big, n_small, n_items, n_grp, qk_scale,
+                p_next, item_s)
         if NUM_WG == 3:  # 192 rows (head dim 64 only), registers per thread (setmaxnreg) ~168 / 160 / 160 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, PERSISTENT, 0)), (_consumer, (args, CAUSAL, PERSISTENT, 1)),
-                                (_consumer, (args, CAUSAL, PERSISTENT, 2)), (_producer, (args, CAUSAL, PERSISTENT, 2))],
+            gl.warp_specialize([(_consumer, (args, CAUSAL, PERSISTENT, DYNAMIC, 0)), (_consumer, (args, CAUSAL, PERSISTENT, DYNAMIC, 1)),
+                                (_consumer, (args, CAUSAL, PERSISTENT, DYNAMIC, 2)), (_producer, (args, CAUSAL, PERSISTENT, DYNAMIC, 2))],
                                [4, 4, 1], [160, 160, 24])
         else:  # 128 rows, registers 240 / 240 / 24
-            gl.warp_specialize([(_consumer, (args, CAUSAL, PERSISTENT, 0)), (_consumer, (args, CAUSAL, PERSISTENT, 1)),
-                                (_producer, (args, CAUSAL, PERSISTENT, 1))], [4, 1], [240, 24])
+            gl.warp_specialize([(_consumer, (args, CAUSAL, PERSISTENT, DYNAMIC, 0)), (_consumer, (args, CAUSAL, PERSISTENT, DYNAMIC, 1)),
+                                (_producer, (args, CAUSAL, PERSISTENT, DYNAMIC, 1))], [4, 1], [240, 24])
 
     _FWD = LeanKernel(_attn_fwd_ws_kernel)
