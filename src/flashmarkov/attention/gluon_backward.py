@@ -225,20 +225,13 @@ if gf.gluon is not None:
         dtype: gl.constexpr = k_s.dtype
         i_s = t % STAGES
         l_off = l_off0 + i_g.to(gl.int64) * s_lh
-        if HEAD_DIM > 64:
-            # the tile's lse and Δ loaded once per thread, then moved to the scores' column layout,
-            # in which each thread would address, mask and load 2 × 16 columns itself: 549 → 314
-            # instructions per tile at D = 128, dK/dV 1-3 % faster; 16 % slower at D = 64, whose
-            # shorter tiles do not hide the conversion (H100, session 16, dkdv-lse-ab.json)
-            ld_layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
-            o_l = m0 + gl.arange(0, BQ, layout=ld_layout)
-            lse2 = gl.convert_layout(gl.load(p_lse + l_off + o_l, mask=o_l < sq, other=0.0) * 1.4426950408889634,
-                                     gl.SliceLayout(0, st_layout))
-            delta = gl.convert_layout(gl.load(p_delta + l_off + o_l, mask=o_l < sq, other=0.0), gl.SliceLayout(0, st_layout))
-        else:
-            o_c = m0 + gl.arange(0, BQ, layout=gl.SliceLayout(0, st_layout))
-            lse2 = gl.load(p_lse + l_off + o_c, mask=o_c < sq, other=0.0) * 1.4426950408889634
-            delta = gl.load(p_delta + l_off + o_c, mask=o_c < sq, other=0.0)
+        # the tile's lse and Δ loaded once per thread, and moved to the scores' column layout while
+        # the first turn's products run (in that layout each thread would address, mask and load 2 × 16
+        # columns itself: 549 → 314 instructions per tile at D = 128)
+        ld_layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+        o_l = m0 + gl.arange(0, BQ, layout=ld_layout)
+        lse_l = gl.load(p_lse + l_off + o_l, mask=o_l < sq, other=0.0) * 1.4426950408889634
+        delta_l = gl.load(p_delta + l_off + o_l, mask=o_l < sq, other=0.0)
         q_t = q_bufs.index(i_s).reshape([BQ, HEAD_DIM])
         do_t = do_bufs.index(i_s).reshape([BQ, HEAD_DIM])
         mbarrier.wait(q_ready.index(i_s), (t // STAGES) & 1)
@@ -246,6 +239,8 @@ if gf.gluon is not None:
         st_tok = warpgroup_mma(k_s, q_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
         dpt_tok = warpgroup_mma(v_s, do_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
         mbarrier.arrive(next_turn, count=1)
+        lse2 = gl.convert_layout(lse_l, gl.SliceLayout(0, st_layout))
+        delta = gl.convert_layout(delta_l, gl.SliceLayout(0, st_layout))
         st, dpt = warpgroup_mma_wait(0, deps=(st_tok, dpt_tok))
         if MASK:  # causal: keys key0 … key0 + 63 against rows m0 … m0 + 63, a row sees keys ≤ it
             o_q = m0 + gl.arange(0, BQ, layout=gl.SliceLayout(0, st_layout))
