@@ -40,7 +40,9 @@ DQ_HEAD_DIMS = (128,)
 vs 1646, 1×32×16384×128 9317 vs 14391)."""
 DKDV_HEAD_DIMS = (64, 128)
 """Head dims whose dK/dV run here (H100, Gluon vs Triton: 2×16×8192×128 3381 vs 4114 µs, causal 1904
-vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash)."""
+vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
+session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
+dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 36, (128, False): 1 << 36, (128, True): 1 << 36}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
 kernels run here. Below it the public fwd+bwd is host-bound on the H100 and the Gluon path's host
