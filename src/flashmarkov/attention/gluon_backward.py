@@ -43,14 +43,18 @@ DKDV_HEAD_DIMS = (64, 128)
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
 dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
-MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 36, (128, False): 1 << 36, (128, True): 1 << 36}
+MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 31, (128, False): 1 << 32, (128, True): 1 << 31}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
-kernels run here. Below it the public fwd+bwd is host-bound on the H100 and the Gluon path's host
-work costs more than its kernels save, even with the descriptors' encodings reused (session 11,
-4×8×2048×128, 2^34: kernels 523 vs 636 µs per fwd+bwd; wall 685 vs 649 µs with autograd's device
-thread, 538 vs 647 with ``torch.autograd.set_multithreading_enabled(False)``; before the reuse
-1.11 vs 0.64 ms). 8×16×2048×64, 2^35, a wash; 2×16×8192×64, 2^37 / 2^36 causal, 4.59 vs 4.76 and
-2.53 vs 2.76 ms."""
+kernels run here: the smallest measured work at which they beat the Triton kernels by >= 3 %
+(H100, session 17, benchmarks/results/h100-2026-11-23-session17/bwd-paths.json: pre + dK/dV + dQ
+launched directly, µs, Triton → these): D = 64 4×8×2048 284 → 276, causal 210 → 184, 8×8×1024
+causal 132 → 120 (16×8×512 105 → 108 and 8×8×1024 163 → 161 stay Triton); D = 128 16×8×512 198 →
+168, causal 177 → 137, 4×8×2048 530 → 427, causal 425 → 294 (32×8×128 63 → 69 stays Triton).
+Until session 11 the threshold was 2^36 for host time: each launch encoded its TMA descriptors
+(~25–30 µs apiece); LeanKernel now reuses the encodings (no encode in a steady loop of public
+calls, same probe). Whether the public fwd+bwd of these small shapes gains is decided on the host:
+autograd's device-thread hand-off puts ±200 µs of run-to-run spread on them (notes/attention.md,
+session 17)."""
 
 
 def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, prob) -> tuple[bool, bool]:
