@@ -43,18 +43,20 @@ DKDV_HEAD_DIMS = (64, 128)
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
 dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
-MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 31, (128, False): 1 << 32, (128, True): 1 << 31}
+MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
-kernels run here: the smallest measured work at which they beat the Triton kernels by >= 3 %
-(H100, session 17, benchmarks/results/h100-2026-11-23-session17/bwd-paths.json: pre + dK/dV + dQ
-launched directly, µs, Triton → these): D = 64 4×8×2048 284 → 276, causal 210 → 184, 8×8×1024
-causal 132 → 120 (16×8×512 105 → 108 and 8×8×1024 163 → 161 stay Triton); D = 128 16×8×512 198 →
-168, causal 177 → 137, 4×8×2048 530 → 427, causal 425 → 294 (32×8×128 63 → 69 stays Triton).
-Until session 11 the threshold was 2^36 for host time: each launch encoded its TMA descriptors
-(~25–30 µs apiece); LeanKernel now reuses the encodings (no encode in a steady loop of public
-calls, same probe). Whether the public fwd+bwd of these small shapes gains is decided on the host:
-autograd's device-thread hand-off puts ±200 µs of run-to-run spread on them (notes/attention.md,
-session 17)."""
+kernels run here: where they beat the Triton kernels by >= 3 % and the public fwd+bwd is bound by
+the GPU rather than by the host. H100, session 17 (benchmarks/results/h100-2026-11-23-session17/):
+pre + dK/dV + dQ launched directly (bwd-paths.json, µs, Triton → these): D = 64 4×8×2048 284 →
+276, causal 210 → 184, 8×16×2048 1070 → 1053, causal 694 → 609; D = 128 16×8×512 198 → 168,
+causal 177 → 137, 8×8×1024 307 → 249, causal 263 → 187, 4×8×2048 530 → 427, causal 425 → 294.
+The public fwd+bwd, 5 interleaved rounds (public-ab-a9688fa.json, median µs, autograd's device
+thread / calling thread): 4×8×2048×128 650 / 643 → 543 / 543, causal 749 / 499 → 703 / 481;
+but 4×8×2048×64 456 / 411 → 577 / 444 and causal 398 / 270 → 492 / 398, 16×8×512×128 mixed:
+below ~0.5 ms of kernels a call is host-bound and its rounds spread by ±50 % whichever kernels
+run, so smaller problems keep the Triton kernels. The Gluon launches cost little host time
+now (LeanKernel reuses their descriptor encodings: +7 µs per backward for dK/dV,
+gluon-bwd-host-a9688fa.log); until session 11 each encoded its descriptors (~25–30 µs apiece)."""
 
 
 def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, prob) -> tuple[bool, bool]:
