@@ -12,7 +12,7 @@ import torch
 from flashmarkov.diffmax import diffmax_attention, diffmax_attention_bwd_ref, diffmax_attention_ref
 from flashmarkov.diffmax.op import diffmax_attention_bwd_op, diffmax_attention_op
 
-from ..conftest import INTERPRETED_DTYPES, TOLERANCE, assert_close, rel_err
+from ..conftest import DEVICE, INTERPRETED_DTYPES, TOLERANCE, assert_close, rel_err
 from .helpers import independent_diffmax
 
 
@@ -300,6 +300,24 @@ def test_rows_without_keys_are_zero():
     q, k, v = _inputs(1, 1, 1, 6, 3, 4, 4, torch.float32, "cpu")
     o = diffmax_attention(q, k, v, 0.5, causal=True)  # queries 0..2 see no key (Sk − Sq = −3)
     assert torch.equal(o[0, 0, :3], torch.zeros(3, 4)) and torch.isfinite(o).all()
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("B,Sq,Sk", [(0, 5, 7), (2, 0, 7), (2, 5, 0)], ids=["B=0", "Sq=0", "Sk=0"])
+def test_empty_dims(B, Sq, Sk, backend, monkeypatch):
+    """An empty batch or sequence gives empty outputs and gradients (rows without keys: zeros),
+    on both paths; the reference once indexed the scores of batch 0 and concatenated no chunks."""
+    device = "cpu"
+    if backend == "triton":  # compiled on a GPU, interpreted on CPU tensors
+        monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+        device = DEVICE
+    q, k, v = (t.requires_grad_() for t in _inputs(B, 2, 1, Sq, Sk, 16, 8, torch.float32, device))
+    o, stats = diffmax_attention(q, k, v, 0.5, causal=Sq == 0, return_stats=True)
+    assert o.shape == (B, 2, Sq, 8) and torch.equal(o, torch.zeros_like(o))
+    assert stats["tiles_skipped"] == 0 and stats["tiles_visible"] == 0
+    grads = torch.autograd.grad(o, (q, k, v), torch.ones_like(o), allow_unused=True)
+    for g, x in zip(grads, (q, k, v)):
+        assert g is not None and g.shape == x.shape and torch.equal(g, torch.zeros_like(x))
 
 
 # ---- bad input ----

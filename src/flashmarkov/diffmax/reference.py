@@ -176,7 +176,8 @@ def attention_visible(
 
 def _attention_chunks(q: Tensor, k: Tensor, causal: bool, scale: float, window: tuple[int, int], block_m: int):
     """Yield (query slice, scores in the compute dtype with −inf where not visible, keys of each
-    query head) over chunks of queries holding at most ~2^24 scores, multiples of ``block_m``."""
+    query head, the slice's visibility (rows, Sk)) over chunks of queries holding at most ~2^24
+    scores, multiples of ``block_m``."""
     acc = compute_dtype(q.dtype)
     B, Hq, Sq, _ = q.shape
     Sk = k.shape[2]
@@ -186,7 +187,7 @@ def _attention_chunks(q: Tensor, k: Tensor, causal: bool, scale: float, window: 
         sl = slice(i0, min(Sq, i0 + rows))
         visible = attention_visible(Sq, Sk, causal, window, q.device)[sl]
         s = scale * (q[:, :, sl].to(acc) @ kk.transpose(-1, -2))
-        yield sl, s.masked_fill(~visible, -torch.inf), kk
+        yield sl, s.masked_fill(~visible, -torch.inf), kk, visible
 
 
 def tile_states(p: Tensor, visible: Tensor, block_m: int, block_n: int) -> Tensor:
@@ -228,14 +229,14 @@ def diffmax_attention_ref(
     out = torch.empty(B, Hq, Sq, v.shape[-1], dtype=acc, device=q.device)
     tau = torch.empty(B, Hq, Sq, dtype=acc, device=q.device)
     rnorm = torch.empty(B, Hq, Sq, dtype=acc, device=q.device)
-    states = []
-    for sl, s, _ in _attention_chunks(q, k, causal, scale, window, block[0]):
+    states = [torch.zeros(B, Hq, 0, -(-k.shape[2] // block[1]), dtype=torch.int8, device=q.device)]  # Sq = 0: no chunk
+    for sl, s, _, visible in _attention_chunks(q, k, causal, scale, window, block[0]):
         p, t = diffmax_bisect_ref(s, alpha, -1, n_iter or 50, return_tau=True)
         out[:, :, sl] = p @ vv
         total = (torch.clamp((1.0 - alpha) * s - t, min=0) ** (1.0 / (1.0 - alpha))).sum(-1)
         tau[:, :, sl] = t.squeeze(-1)
         rnorm[:, :, sl] = torch.where(total > 0, 1.0 / total, torch.zeros_like(total))
-        states.append(tile_states(p, torch.isfinite(s[0, 0]), *block))
+        states.append(tile_states(p, visible, *block))
     return out.to(q.dtype), tau, rnorm, torch.cat(states, dim=2)
 
 
@@ -262,7 +263,7 @@ def diffmax_attention_bwd_ref(
     dq = torch.empty(B, Hq, Sq, D, dtype=acc, device=q.device)
     dk = torch.zeros(B, Hq, k.shape[2], D, dtype=acc, device=q.device)
     dv = torch.zeros(B, Hq, k.shape[2], v.shape[-1], dtype=acc, device=q.device)
-    for sl, s, kk in _attention_chunks(q, k, causal, scale, window, 64):
+    for sl, s, kk, _ in _attention_chunks(q, k, causal, scale, window, 64):
         p = diffmax_bisect_ref(s, alpha, -1, n_iter or 50)
         g = do[:, :, sl].to(acc)
         ds, _ = diffmax_bisect_bwd_ref(p, g @ vv.transpose(-1, -2), alpha, -1, need_alpha_grad=False)
