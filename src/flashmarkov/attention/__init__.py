@@ -127,7 +127,8 @@ def flash_attention(
         q: (B, Hq, Sq, D) with layout "bhsd", (B, Sq, Hq, D) with "bshd"; float16, bfloat16,
             float32 or float64; D in 1..256 (any value, powers of two are fastest).
         k, v: (B, Hkv, Sk, D) / (B, Sk, Hkv, D), same dtype and device; Hkv divides Hq (GQA/MQA:
-            query head h reads key/value head h // (Hq / Hkv)). Sq, Sk >= 1, any values.
+            query head h reads key/value head h // (Hq / Hkv)). Sq, Sk >= 0, any values
+            (no key: o = 0 and lse = -inf, as for a row that sees none).
         causal: key j is visible to query i iff j <= i + Sk - Sq (bottom-right aligned).
         softmax_scale: defaults to 1 / sqrt(D).
         window: (left, right); key j visible iff i + Sk - Sq - left <= j <= i + Sk - Sq + right,
@@ -150,8 +151,6 @@ def flash_attention(
     if kc.shape[0] != qc.shape[0]:
         raise ValueError(f"batch sizes differ: q has B={qc.shape[0]}, k has B={kc.shape[0]}")
     _check_heads(qc.shape[1], kc.shape[1])
-    if qc.shape[2] == 0 or kc.shape[2] == 0:
-        raise ValueError(f"sequence lengths must be >= 1, got Sq={qc.shape[2]}, Sk={kc.shape[2]}")
     scale, wl, wr, cap = _check_options(causal, softmax_scale, window, softcap, return_lse, deterministic, q.shape[-1])
     o, lse = _apply((qc, kc, vc, None, None, qc.shape[2], kc.shape[2], causal, scale, wl, wr, cap))
     if layout == "bshd":
