@@ -52,8 +52,9 @@ def pick_config(kind: str, head_dim: int, banded: bool = False, itemsize: int = 
 
     16-bit, D <= 128: the fastest of ``tune.CANDIDATES`` on an H100 (see ``_pick_config``);
     float32 (tf32x3 dots on the tensor cores), D <= 128: the fastest of
-    ``tune.CANDIDATES_FP32``; D = 256: starting points checked offline with ptxas for sm_90a (at
-    most 88 B of spills). Under the interpreter, small tiles so that short sequences still span
+    ``tune.CANDIDATES_FP32``; 16-bit D = 256: the fastest of a sweep on an H100 (session 17);
+    float32 D = 256 (IEEE dots): starting points checked offline with ptxas for sm_90a (at most
+    88 B of spills). Under the interpreter, small tiles so that short sequences still span
     several tiles.
     """
     key = (kind, head_dim, banded, itemsize)
@@ -72,24 +73,29 @@ def _pick_config(kind: str, d: int, banded: bool, itemsize: int, interpreting: b
     # float32 (tf32x3 dots) at (2,16,2048), non-causal (benchmarks/results/h100-2026-11-22-session7/attention-tune-fp32-f12229f.log):
     # D = 64 forward 128 x 64 w8 50 TFLOP/s, dK/dV 32 x 64 w4 29, dQ 64 x 32 w4 31; D = 128: 32 x 32
     # w4 for all three (42 / 28 / 28; the 64-row tiles that take wgmma spill or overflow shared
-    # memory there). D > 128 runs IEEE dots (``dot_precision``) on the 16-bit tiles.
+    # memory there). 16-bit D = 256 at (2,16,4096), causal and not, from a wider candidate list
+    # (benchmarks/results/h100-2026-11-23-session17/attention-tune-d256.log, TFLOP/s against the
+    # earlier offline picks): forward 128 x 32 w8 s3 460 / 384 causal (64 x 32 w8 s2: 170 / 153),
+    # dK/dV 32 x 32 w4 s2 128 / 122 (32 x 32 w8: 95 / 91), dQ 128 x 32 w8 s2 206 / 192 (32 x 64 w8:
+    # 133 / 124). Float32 D > 128 runs IEEE dots (``dot_precision``) on the earlier tiles: the
+    # 16-bit ones need more shared memory than an SM has at 4-byte elements.
     if interpreting:
         return AttnConfig(16, 16, 1, 1)
-    if itemsize == 4 and d <= 128 and kind != "delta":
+    if kind == "delta":  # the backward's Δ preprocess
+        return AttnConfig(64, 64, 8, 1)
+    if d > 128:
+        if itemsize == 2:
+            return {"fwd": AttnConfig(128, 32, 8, 3), "dkdv": AttnConfig(32, 32, 4, 2), "dq": AttnConfig(128, 32, 8, 2)}[kind]
+        return {"fwd": AttnConfig(64, 32, 8, 2), "dkdv": AttnConfig(32, 32, 8, 2), "dq": AttnConfig(32, 64, 8, 2)}[kind]
+    if itemsize == 4:
         if d > 64:
             return AttnConfig(32, 32, 4, 2)
         return {"fwd": AttnConfig(128, 64, 8, 2), "dkdv": AttnConfig(32, 64, 4, 1), "dq": AttnConfig(64, 32, 4, 2)}[kind]
     if kind == "fwd":
-        if d <= 128:
-            return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
-        return AttnConfig(64, 32, 8, 2)
+        return AttnConfig(64, 64, 4, 3) if banded else AttnConfig(128, 64, 8, 3)
     if kind == "dkdv":
-        return AttnConfig(32, 64, 4, 3) if d <= 128 else AttnConfig(32, 32, 8, 2)
-    if kind == "dq":
-        if d <= 64:
-            return AttnConfig(64, 64, 4, 3)
-        return AttnConfig(128, 64, 8, 2) if d <= 128 else AttnConfig(32, 64, 8, 2)
-    return AttnConfig(64, 64, 8, 1)  # "delta": the backward's Δ preprocess
+        return AttnConfig(32, 64, 4, 3)
+    return AttnConfig(64, 64, 4, 3) if d <= 64 else AttnConfig(128, 64, 8, 2)  # "dq"
 
 
 class Problem(NamedTuple):
