@@ -279,6 +279,13 @@ def test_gluon_forward_causal_groups():
     assert gf._snake_makespan([6.0, 5.0, 4.0, 3.0, 2.0, 1.0], 3) == 7.0
 
 
+def test_gluon_width():
+    """Head dims the Gluon kernels take, and the width they run at (TMA pads the rest with zeros)."""
+    from flashmarkov.attention import gluon_forward
+
+    assert [gluon_forward.width(d) for d in (48, 64, 72, 96, 100, 120, 128, 136, 256)] == [None, 64, 128, 128, None, 128, 128, None, None]
+
+
 def test_gluon_forward_plan():
     """The non-causal Gluon forward's programs per (batch, head) (``gluon_forward.plan``, host only):
     big ones of NUM_WG · 64 rows and small ones of (NUM_WG − 1) · 64 cover every row with no empty

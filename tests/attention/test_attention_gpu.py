@@ -106,6 +106,8 @@ GLUON_CASES = [
     (1, 2, 2, 5000, 77, 64, False, "bhsd"),
     (4, 8, 4, 2048, 2048, 64, False, "bhsd"),  # gluon_forward.plan: 8 programs of 192 rows and 4 of 128 per head
     (2, 16, 8, 1950, 1950, 64, False, "bshd"),  # plan 7 + 5, the last small program's second warpgroup on 30 rows
+    (2, 4, 2, 700, 700, 96, True, "bhsd"),  # head dims run at width 128 (gluon_forward.width)
+    (1, 6, 6, 1000, 1537, 80, False, "bshd"),
 ]
 
 
@@ -113,7 +115,7 @@ GLUON_CASES = [
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("B,Hq,Hkv,Sq,Sk,D,causal,layout", GLUON_CASES)
 def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_alloc, monkeypatch):
-    """The Gluon forward, dQ and dK/dV kernels (Hopper, 16-bit, D 64/128, dense, causal or not, GQA,
+    """The Gluon forward, dQ and dK/dV kernels (Hopper, 16-bit, D 64/128 and 80/96 at width 128, dense, causal or not, GQA,
     "bshd" views): all launched (the backward ones at gluon_backward.DQ_HEAD_DIMS / DKDV_HEAD_DIMS); o, dq, dk, dv within FlashAttention's rule; o and lse against the Triton forward
     (same inputs, same dtype: o to two units of the dtype's rounding in relative norm, lse to 1e-4)."""
     from flashmarkov.attention import gluon_backward, gluon_forward
@@ -127,8 +129,9 @@ def test_gpu_gluon_forward(B, Hq, Hkv, Sq, Sk, D, causal, layout, dtype, nan_all
     monkeypatch.setattr(gluon_backward, "MIN_WORK", dict.fromkeys(gluon_backward.MIN_WORK, 0))
     check_rule(dtype, Hq, Hkv, Sq, Sk, D, dict(causal=causal), B=B, layout=layout)
     assert calls, "the Gluon forward was not launched"
-    assert bool(dq_calls) == (D in gluon_backward.DQ_HEAD_DIMS), "the Gluon dQ kernel launched (or not) against DQ_HEAD_DIMS"
-    assert bool(dkdv_calls) == (D in gluon_backward.DKDV_HEAD_DIMS), "the Gluon dK/dV launched (or not) against DKDV_HEAD_DIMS"
+    width = gluon_forward.width(D)
+    assert bool(dq_calls) == (width in gluon_backward.DQ_HEAD_DIMS), "the Gluon dQ kernel launched (or not) against DQ_HEAD_DIMS"
+    assert bool(dkdv_calls) == (width in gluon_backward.DKDV_HEAD_DIMS), "the Gluon dK/dV launched (or not) against DKDV_HEAD_DIMS"
     shape = (lambda H, S: (B, H, S, D)) if layout == "bhsd" else (lambda H, S: (B, S, H, D))
     q, k, v = rand(shape(Hq, Sq), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda"), rand(shape(Hkv, Sk), dtype, "cuda")
     o, lse = flash_attention(q, k, v, causal=causal, layout=layout, return_lse=True)

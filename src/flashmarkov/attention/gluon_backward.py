@@ -65,14 +65,15 @@ def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv
     and the head-dim tables."""
     if not gf.eligible(prob, MIN_WORK, (q, k, v, do, dq, dk, dv)):
         return False, False
-    return prob.head_dim in DKDV_HEAD_DIMS, prob.head_dim in DQ_HEAD_DIMS
+    w = gf.width(prob.head_dim)
+    return w in DKDV_HEAD_DIMS, w in DQ_HEAD_DIMS
 
 
 def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: Tensor, lse: Tensor, delta: Tensor,
                    prob) -> None:
     """Launch the Gluon dK/dV kernel (``plan``'s first flag must hold): writes dk, dv (like k, v)."""
-    b, hkv, sk, d = k.shape
-    m = gf.WG_M
+    b, hkv, sk, _ = k.shape
+    d, m = gf.width(prob.head_dim), gf.WG_M
     _DKDV(
         (_host.cdiv(sk, m * NUM_WG), hkv, b), (q.dtype, d, prob.has_right),
         (gf.descriptor(q, m), gf.descriptor(k, m), gf.descriptor(v, m), gf.descriptor(do, m), gf.descriptor(dk, m),
@@ -86,8 +87,8 @@ def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: 
 def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: Tensor, delta: Tensor, prob) -> None:
     """Launch the Gluon dQ kernel (``plan``'s second flag must hold): writes dq (like q). ``lse`` and
     ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
-    b, hq, sq, d = q.shape
-    m, n = gf.WG_M, gf.BLOCK_N
+    b, hq, sq, _ = q.shape
+    d, m, n = gf.width(prob.head_dim), gf.WG_M, gf.BLOCK_N
     _DQ(
         (_host.cdiv(sq, m * NUM_WG), hq, b), (q.dtype, d, prob.has_right),
         (gf.descriptor(q, m), gf.descriptor(k, n), gf.descriptor(v, n), gf.descriptor(do, m), gf.descriptor(dq, m),

@@ -27,7 +27,8 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
   head's end (4-D descriptors over (B, H, S, D) with the tensors' own strides: "bshd" views
   need no copy) and clips the o store there.
 
-Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64 or 128,
+Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64 or 128 (or
+72…120 in steps of 8, run at width 128: ``width``),
 dense (B, H, S, D) with unit head-dim stride and 16-byte aligned strides and bases, no sliding
 window, no softcap, positive scale, causal only with Sq = Sk, and enough work (``MIN_WORK``) to
 be the faster one. Everything else runs the Triton forward. Online softmax in base 2, as ``forward.py``; o and lse (natural log) alike.
@@ -95,11 +96,22 @@ against 1951, 1×32×16384×128 3548 against 3592), D = 64 loses 7–8 % (8×16�
 LOG2E = 1.4426950408889634
 
 
+def width(head_dim: int) -> int | None:
+    """The head-dim width the Gluon kernels run ``head_dim`` at: 64 and 128 as they are, 72…120 (multiples
+    of 8: 16-byte rows) at 128 — TMA zero-fills the columns past the head dim on loads (they add nothing to
+    q·k, and give o columns nobody reads) and clips them on stores; None: the Triton kernels only."""
+    if head_dim == 64:
+        return 64
+    if 64 < head_dim <= 128 and head_dim % 8 == 0:
+        return 128
+    return None
+
+
 def supported(q: Tensor, k: Tensor, v: Tensor, o: Tensor, prob) -> bool:
     """Whether ``prob`` (a ``forward.Problem``) on these canonical tensors runs the Gluon forward."""
-    min_work, d = MIN_WORK, prob.head_dim
-    if prob.has_right and d in NUM_WG and _persistent(q.shape[0] * prob.hq * _host.cdiv(prob.max_sq, WG_M * NUM_WG[d]), q.device):
-        min_work = {**MIN_WORK, (d, True): min(MIN_WORK[d, True], CAUSAL_PERSISTENT_MIN_WORK[d])}
+    min_work, w = MIN_WORK, width(prob.head_dim)
+    if prob.has_right and w is not None and _persistent(q.shape[0] * prob.hq * _host.cdiv(prob.max_sq, WG_M * NUM_WG[w]), q.device):
+        min_work = {**MIN_WORK, (w, True): min(MIN_WORK[w, True], CAUSAL_PERSISTENT_MIN_WORK[w])}
     return eligible(prob, min_work, (q, k, v, o))
 
 
@@ -109,19 +121,20 @@ def _persistent(n_causal_items: int, device: torch.device) -> bool:
 
 
 def eligible(prob, min_work: dict, tensors: tuple[Tensor, ...]) -> bool:
-    """The Gluon kernels' common scope (module docstring), with ``min_work`` per (head dim, causal)
+    """The Gluon kernels' common scope (module docstring), with ``min_work`` per (``width``, causal)
     and every tensor in ``tensors`` expressible as a TMA descriptor."""
     q = tensors[0]
     if gluon is None or not ENABLED or q.device.type != "cuda":
         return False
-    if q.dtype not in (torch.float16, torch.bfloat16) or prob.head_dim not in STAGES:
+    w = width(prob.head_dim)
+    if q.dtype not in (torch.float16, torch.bfloat16) or w is None:
         return False
     if prob.varlen or prob.has_left or prob.softcap > 0 or not prob.scale > 0:
         return False
     if prob.has_right and (prob.wr != 0 or prob.max_sq != prob.max_sk):
         return False
     work = q.shape[0] * prob.hq * prob.max_sq * prob.max_sk * prob.head_dim >> prob.has_right
-    if work < min_work[prob.head_dim, prob.has_right] or _host.capability(q.device) != (9, 0):
+    if work < min_work[w, prob.has_right] or _host.capability(q.device) != (9, 0):
         return False
     for x in tensors:
         s = x.stride()
@@ -139,9 +152,9 @@ def _smem_layout(head_dim: int, rows: int, dtype: torch.dtype):
 
 def descriptor(x: Tensor, rows: int) -> TmaArg:
     """A TMA descriptor argument over canonical (B, H, S, D) ``x`` with blocks of ``rows`` positions
-    (LeanKernel encodes it once per address, shape and strides)."""
-    d = x.shape[3]
-    return TmaArg(x, (1, 1, rows, d), _smem_layout(d, rows, x.dtype))
+    and ``width(D)`` columns (LeanKernel encodes it once per address, shape and strides)."""
+    w = width(x.shape[3])
+    return TmaArg(x, (1, 1, rows, w), _smem_layout(w, rows, x.dtype))
 
 
 def _program_time(rows: int, n_wg: int) -> float:
@@ -242,7 +255,8 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     benchmarks/results/h100-2026-11-23-session15/attn-groups-probe.json: 1×32×16384×128 3.61 against
     3.33 ms, 8×16×2048×64 245 against 206 µs at the grouping chosen), while on few rounds they gain
     (4×8×2048×64 59.8 against 66.6 µs, 4×8×2048×128 72.6 against 87.7)."""
-    b, hq, sq, d = q.shape
+    b, hq, sq, _ = q.shape
+    d = width(prob.head_dim)
     causal, n_wg, n_sm = prob.has_right, NUM_WG[d], _host.sm_count(q.device)
     n_big, n_small = (_host.cdiv(sq, WG_M * n_wg), 0) if causal else plan(sq, b * hq, n_sm, n_wg)
     n_items = b * hq * (n_big + n_small)
