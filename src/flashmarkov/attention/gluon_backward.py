@@ -2,7 +2,7 @@
 
 The Triton backward (``backward.py``) runs dK/dV and dQ as two kernels; these replace them in the
 Gluon forward's scope (``gluon_forward.eligible``) from ``MIN_WORK``, dK/dV at ``DKDV_HEAD_DIMS`` and
-dQ at ``DQ_HEAD_DIMS``. Both are deterministic (no atomics). Each has a one-warp TMA producer and two
+dQ at ``DQ_HEAD_DIMS`` (head dims by their ``gluon_forward.width``). Both are deterministic (no atomics). Each has a one-warp TMA producer and two
 consumer warpgroups of 64 rows (240 registers) that take two ping-pong turns per tile.
 
 dQ: a program owns 128 query rows of one (sequence, query head); q and dO are resident, K/V tiles
