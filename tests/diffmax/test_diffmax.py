@@ -94,6 +94,32 @@ def test_kernels_any_dim(dim, stream, triton_backend, nan_alloc, monkeypatch):
     _check_row_op((3, 5, 23), dim, torch.float64, triton_backend, torch.tensor([[[0.35]]], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_nan_and_inf_rows(backend, stream, monkeypatch):
+    """A row holding a NaN or +inf score is NaN in the forward and the backward, as softmax propagates
+    them; the other rows, an all-masked one included, are what they are alone. (The kernels ignored
+    a NaN, giving a row that summed to 1.25; the reference returned zeros for a row with +inf.)"""
+    device = "cpu"
+    if backend == "triton":  # compiled on a GPU, interpreted on CPU tensors
+        monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+        device = DEVICE
+    if stream:  # rows of 40 in blocks of 16
+        monkeypatch.setattr(rows, "pick_config", lambda n, itemsize: rows.RowConfig(16, 1))
+    x = torch.randn(5, 40, generator=_gen()).to(device)
+    x[1, 7], x[2, 30], x[3], x[4, :20] = math.nan, math.inf, -math.inf, -math.inf
+    xi = x.clone().requires_grad_()
+    p = diffmax_bisect(xi, 0.5)
+    bad = torch.tensor([False, True, True, False, False], device=device)
+    assert p[bad].isnan().all() and not p[~bad].isnan().any()
+    for i in (0, 3, 4):
+        torch.testing.assert_close(p[i], diffmax_bisect(x[i : i + 1], 0.5)[0], rtol=0, atol=0)
+    torch.testing.assert_close(p[[0, 4]].sum(-1), torch.ones(2, device=device))
+    assert torch.equal(p[3], torch.zeros(40, device=device))
+    (dx,) = torch.autograd.grad(p, xi, torch.randn(5, 40, generator=_gen(1)).to(device))
+    assert dx[bad].isnan().all() and torch.isfinite(dx[~bad]).all()
+
+
 def test_kernels_strided_views_take_no_copy(triton_backend, nan_alloc):
     """A transposed input is read through strides; outputs match the contiguous computation."""
     z = scores((4, 30), torch.float64, triton_backend, gen=_gen())

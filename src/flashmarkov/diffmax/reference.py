@@ -55,7 +55,8 @@ def diffmax_bisect_ref(
     """α-diffmax of ``X`` along ``dim`` by ``n_iter`` bisection halvings.
 
     Args:
-        X: float16/bfloat16/float32/float64 scores of any shape; −inf marks masked entries.
+        X: float16/bfloat16/float32/float64 scores of any shape; −inf marks masked entries; a
+            row with a NaN or +inf gives NaN (p and τ), as softmax propagates them.
         alpha: 0 < α < 1; a float, a tensor broadcastable to X with ``dim`` of size 1, or a
             zero-argument callable returning one.
         dim: the normalised axis.
@@ -76,10 +77,11 @@ def diffmax_bisect_ref(
     k = 1.0 / one_minus
     xs = X.to(acc) * one_minus
     finite = torch.isfinite(xs)
+    bad = (torch.isnan(xs) | (xs == torch.inf)).any(dim=dim, keepdim=True)
     n = finite.sum(dim=dim, keepdim=True)
     m = xs.amax(dim=dim, keepdim=True)
     empty = n == 0
-    m = torch.where(empty, torch.zeros_like(m), m)
+    m = torch.where(empty | bad, torch.zeros_like(m), m)
     xs = torch.where(finite, xs, torch.full_like(xs, -torch.inf))
 
     def p_of(tau: Tensor) -> Tensor:
@@ -97,10 +99,10 @@ def diffmax_bisect_ref(
     if ensure_sum_one:
         total = p.sum(dim=dim, keepdim=True)
         p = p / torch.where(total > 0, total, torch.ones_like(total))
-    p = p.to(X.dtype)
+    p = torch.where(bad, torch.nan, p).to(X.dtype)
     if not return_tau:
         return p
-    return p, torch.where(empty, torch.full_like(tau_lo, -torch.inf), tau_lo)
+    return p, torch.where(bad, torch.nan, torch.where(empty, torch.full_like(tau_lo, -torch.inf), tau_lo))
 
 
 def _phi(v: Tensor, terms: int) -> Tensor:
@@ -133,7 +135,7 @@ def diffmax_bisect_bwd_ref(
     acc = compute_dtype(p.dtype)
     a = _alpha_rows(resolve_alpha(alpha, p, dim), p, dim)
     y, g = p.to(acc), dp.to(acc)
-    positive = y > 0
+    positive = (y > 0) | torch.isnan(y)  # a NaN row (NaN or +inf scores) gets NaN gradients, as in the kernels
     s = torch.where(positive, y.clamp(min=torch.finfo(acc).tiny) ** a, torch.zeros_like(y))
     s_sum = s.sum(dim=dim, keepdim=True)
     s_sum = torch.where(s_sum > 0, s_sum, torch.ones_like(s_sum))

@@ -193,21 +193,26 @@ def _diffmax_fwd_kernel(
         b_x = tl.load(p_xr + o_n.to(tl.int64) * sx_n, mask=o_n < N, other=float("-inf")).to(ACC) * one_minus
         m = tl.max(b_x)
         n_fin = tl.sum((b_x > float("-inf")).to(ACC))
+        # NaN or +inf anywhere: the row is NaN (as softmax propagates them), not a quiet answer without them
+        n_bad = tl.sum(((b_x != b_x) | (b_x == float("inf"))).to(tl.int32))
     else:
         b_x = tl.zeros([BLOCK_N], ACC)
         b_m = tl.full([BLOCK_N], float("-inf"), ACC)
         b_cnt = tl.zeros([BLOCK_N], ACC)
+        b_bad = tl.zeros([BLOCK_N], tl.int32)
         start = 0
         while start < N:
             m_n = start + o_n < N
             b_c = tl.load(p_xr + (start + o_n).to(tl.int64) * sx_n, mask=m_n, other=float("-inf")).to(ACC)
             b_m = tl.maximum(b_m, b_c * one_minus)
             b_cnt += (b_c > float("-inf")).to(ACC)
+            b_bad += ((b_c != b_c) | (b_c == float("inf"))).to(tl.int32)
             start += BLOCK_N
         m = tl.max(b_m)
         n_fin = tl.sum(b_cnt)
+        n_bad = tl.sum(b_bad)
     empty = n_fin == 0
-    m = tl.where(empty, 0.0, m)
+    m = tl.where(empty | (n_bad > 0), 0.0, m)
     tau_lo = m - 1.0
     tau_hi = m - tl.exp(-one_minus * tl.log(tl.maximum(n_fin, 1.0)))
     tau = tau_lo
@@ -226,6 +231,7 @@ def _diffmax_fwd_kernel(
         scale = 1.0 / tl.where(S > 0, S, 1.0)
     else:
         scale = tl.full([], 1.0, ACC)
+    scale = tl.where(n_bad > 0, float("nan"), scale)
     if SINGLE:
         _, b_p = _powers(tl.maximum(b_x - tau, 0.0), k, POW)
         tl.store(p_yr + o_n.to(tl.int64) * sy_n, (b_p * scale).to(p_y.dtype.element_ty), mask=o_n < N)
@@ -237,7 +243,7 @@ def _diffmax_fwd_kernel(
             _, b_p = _powers(tl.maximum(b_c * one_minus - tau, 0.0), k, POW)
             tl.store(p_yr + (start + o_n).to(tl.int64) * sy_n, (b_p * scale).to(p_y.dtype.element_ty), mask=m_n)
             start += BLOCK_N
-    tl.store(p_tau + i_r, tl.where(empty, float("-inf"), tau))
+    tl.store(p_tau + i_r, tl.where(n_bad > 0, float("nan"), tl.where(empty, float("-inf"), tau)))
 
 
 @triton.jit
