@@ -48,6 +48,12 @@ def test_embed_errors(tmp_path):
     (tmp_path / "x.txt").write_text("1,2\n")
     with pytest.raises(SystemExit, match=".npy or .csv"):
         embed_main([str(tmp_path / "x.txt")])
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    with pytest.raises(SystemExit, match="cannot read it as numbers"):  # not a numpy traceback
+        embed_main([str(tmp_path / "ragged.csv")])
+    (tmp_path / "words.csv").write_text("a,b\nc,d\n")
+    with pytest.raises(SystemExit, match="cannot read it as numbers"):
+        embed_main([str(tmp_path / "words.csv")])
 
 
 def test_demo_diffusion(tmp_path):

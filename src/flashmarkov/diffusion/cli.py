@@ -68,19 +68,22 @@ def load(path: str) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"{path}: no such file (or give a built-in data set: {', '.join(BUILTIN)})")
-    if p.suffix == ".npy":
-        X = np.load(p, allow_pickle=False)
-    elif p.suffix == ".csv":
-        with p.open() as f:
-            first = f.readline()
-        try:
-            [float(v) for v in first.strip().split(",")]
-            skip = 0
-        except ValueError:
-            skip = 1
-        X = np.loadtxt(p, delimiter=",", skiprows=skip, ndmin=2)
-    else:
+    if p.suffix not in (".npy", ".csv"):
         raise SystemExit(f"{path}: expected a .npy or .csv file")
+    try:
+        if p.suffix == ".npy":
+            X = np.load(p, allow_pickle=False)
+        else:
+            with p.open() as f:
+                first = f.readline()
+            try:
+                [float(v) for v in first.strip().split(",")]
+                skip = 0
+            except ValueError:  # a header line
+                skip = 1
+            X = np.loadtxt(p, delimiter=",", skiprows=skip, ndmin=2)
+    except (OSError, ValueError) as exc:  # unreadable, ragged or non-numeric: say so, without a traceback
+        raise SystemExit(f"{path}: cannot read it as numbers: {exc}") from exc
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
