@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from flashmarkov.attention import flash_attention, flash_attention_varlen, forward
+from flashmarkov.attention import flash_attention, flash_attention_ref, flash_attention_varlen, forward
 from flashmarkov.attention.op import attention_bwd_op, attention_op
 
+from ..conftest import DEVICE, TOLERANCE, rel_err
 from .helpers import check_attention, check_varlen, rand
 
 F16, F32 = torch.float16, torch.float32
@@ -277,6 +278,32 @@ def test_gluon_forward_causal_groups():
             assert g <= 132 // gf.CAUSAL_MIN_REUSE, (n_bh, sq, g)
     # the snake makespan: two rounds of three programs pair the longest item with the shortest
     assert gf._snake_makespan([6.0, 5.0, 4.0, 3.0, 2.0, 1.0], 3) == 7.0
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_double_backward(backend, monkeypatch):
+    """Second derivatives (a gradient penalty, GQA, causal, Sq < Sk): under ``create_graph`` the
+    backward runs the reference's torch ops on either path; against autograd through the float64
+    reference forward. (The kernels' backward returned gradients without a graph.)"""
+    device = "cpu"
+    if backend == "triton":  # compiled on a GPU, interpreted on CPU tensors
+        monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+        device = DEVICE
+    gen = torch.Generator().manual_seed(0)
+    base = [torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in ((2, 4, 33, 16), (2, 2, 40, 16), (2, 2, 40, 16))]
+    w = torch.randn(2, 4, 33, 16, generator=gen, dtype=torch.float64)
+
+    def second_order(attn, dtype):
+        xs = [x.to(device=device, dtype=dtype).requires_grad_() for x in base]
+        o = attn(*xs, causal=True)
+        firsts = torch.autograd.grad((o * w.to(o)).sum(), xs, create_graph=True)
+        penalty = sum((g.double() ** 2).sum() for g in firsts)
+        return torch.autograd.grad(penalty, xs)
+
+    got = second_order(flash_attention, torch.float32)
+    expected = second_order(flash_attention_ref, torch.float64)
+    for name, g, e in zip(("q", "k", "v"), got, expected, strict=True):
+        assert rel_err(g, e) <= TOLERANCE[torch.float32], f"d2/d{name}: {rel_err(g, e):.3g}"
 
 
 def test_gluon_width():

@@ -73,6 +73,19 @@ def _(q, k, v, cu_q, cu_k, max_sq, max_sk, causal, scale, wl, wr, softcap):
     return torch.empty_like(q), _lse_like(q, cu_q)
 
 
+def attention_bwd_ref(
+    do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dlse: Tensor | None,
+    cu_q: Tensor | None, cu_k: Tensor | None, max_sq: int, max_sk: int,
+    causal: bool, scale: float, wl: int, wr: int, softcap: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``attention_bwd`` by the PyTorch reference: torch ops throughout, so autograd can
+    differentiate the gradients again (O(Sq·Sk) memory)."""
+    kw = dict(dlse=dlse, causal=causal, softmax_scale=scale, window=(wl, wr), softcap=softcap)
+    if cu_q is None:
+        return reference.flash_attention_bwd_ref(do, q, k, v, **kw)
+    return reference.flash_attention_varlen_bwd_ref(do, q, k, v, cu_q, cu_k, **kw)
+
+
 def attention_bwd(
     do: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dlse: Tensor | None,
     cu_q: Tensor | None, cu_k: Tensor | None, max_sq: int, max_sk: int,
@@ -81,11 +94,7 @@ def attention_bwd(
     """(dq, dk, dv) like (q, k, v); ``dlse`` may be None (lse unused)."""
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if not _use_triton(q):
-        kw = dict(dlse=dlse, causal=causal, softmax_scale=scale, window=(wl, wr), softcap=softcap)
-        if cu_q is None:
-            grads = reference.flash_attention_bwd_ref(do, q, k, v, **kw)
-        else:
-            grads = reference.flash_attention_varlen_bwd_ref(do, q, k, v, cu_q, cu_k, **kw)
+        grads = attention_bwd_ref(do, q, k, v, o, lse, dlse, cu_q, cu_k, max_sq, max_sk, causal, scale, wl, wr, softcap)
         for dst, src in zip((dq, dk, dv), grads, strict=True):
             dst.copy_(src)
         return dq, dk, dv
@@ -132,7 +141,9 @@ attention_op.register_autograd(_backward, setup_context=_setup_context)
 class AttentionFunction(torch.autograd.Function):
     """The eager path: the same forward and backward as ``flashmarkov::attention`` without the
     custom-op dispatch layers (host time that matters for short sequences). Gradients are not
-    materialised, so an unused lse costs nothing in the backward."""
+    materialised, so an unused lse costs nothing in the backward. A backward under
+    ``create_graph=True`` (a second derivative to come) runs the reference backward, whose torch
+    ops autograd differentiates again; the kernels' backward is first-order only."""
 
     @staticmethod
     def forward(ctx, q, k, v, cu_q, cu_k, max_sq, max_sk, causal, scale, wl, wr, softcap):
@@ -143,4 +154,4 @@ class AttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dlse):
-        return _gradients(ctx, do, dlse, attention_bwd)
+        return _gradients(ctx, do, dlse, attention_bwd_ref if torch.is_grad_enabled() else attention_bwd)
