@@ -5,7 +5,8 @@
 (float16, bfloat16, float32 with float32-accurate tf32x3 dot products, IEEE above D = 128) and the PyTorch reference
 (``flash_attention_ref``, ``flash_attention_varlen_ref``) on other devices and for float64.
 Features: causal masking aligned bottom-right when Sq != Sk, sliding windows, softcapping,
-GQA/MQA, head dims 1..256, any lengths; forward and backward (dq, dk, dv, and lse's gradient).
+GQA/MQA, head dims 1..256, any lengths; forward and backward (dq, dk, dv, and lse's gradient);
+second derivatives (``create_graph=True``) through the reference backward (O(Sq·Sk) memory).
 The backward has no atomics: gradients are bitwise repeatable whatever ``deterministic`` says.
 """
 
