@@ -12,7 +12,7 @@ import flashmarkov
 from flashmarkov.scan import kernels, linear_scan, linear_scan_bwd_ref, linear_scan_ref, pscan, scan_forward
 from flashmarkov.scan.op import linear_scan_op
 
-from ..conftest import INTERPRETED_DTYPES, assert_close
+from ..conftest import DEVICE, INTERPRETED_DTYPES, assert_close
 from .helpers import check_scan, make_gates
 
 LAYOUTS = {"bdt": lambda T: ((2, 3, T), -1), "btd": lambda T: ((2, T, 3), 1)}
@@ -200,6 +200,33 @@ def test_gradcheck_float64(dim, reverse, offsets):
         return linear_scan(g, x, dim=dim, reverse=reverse, initial_state=h0, return_final_state=True, cu_seqlens=cu)
 
     assert torch.autograd.gradcheck(f, (g, x, h0))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_double_backward(backend, monkeypatch):
+    """Second derivatives (a gradient penalty on the gates', tokens' and initial state's gradients):
+    under ``create_graph`` the backward runs the reference's torch ops on either path; against
+    autograd through the float64 reference scan. (The kernels' backward returned gradients without
+    a graph.)"""
+    device = "cpu"
+    if backend == "triton":  # compiled on a GPU, interpreted on CPU tensors
+        monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+        device = DEVICE
+    gen = torch.Generator().manual_seed(0)
+    base = [0.5 + 0.5 * torch.rand(2, 3, 50, generator=gen, dtype=torch.float64),
+            torch.randn(2, 3, 50, generator=gen, dtype=torch.float64), torch.randn(2, 3, generator=gen, dtype=torch.float64)]
+    w = torch.randn(2, 3, 50, generator=gen, dtype=torch.float64)
+
+    def second_order(scan, dtype):
+        g, x, h0 = (t.to(device=device, dtype=dtype).requires_grad_() for t in base)
+        y = scan(g, x, initial_state=h0, reverse=True)
+        firsts = torch.autograd.grad((y * w.to(y)).sum(), (g, x, h0), create_graph=True)
+        penalty = sum((f.double() ** 2).sum() for f in firsts)
+        return torch.autograd.grad(penalty, (g, x, h0))
+
+    got, expected = second_order(linear_scan, torch.float32), second_order(linear_scan_ref, torch.float64)
+    for name, a, e in zip(("gates", "tokens", "initial_state"), got, expected, strict=True):
+        assert_close(a, e, torch.float32, f"d2/d{name}")
 
 
 def test_torch_compile_fullgraph():

@@ -144,10 +144,7 @@ def _bwd(
     """(d gates, d tokens, d initial_state or None without an initial state)."""
     dgates, dtokens = torch.empty_like(gates), torch.empty_like(y)
     if _runtime.backend_for(y.device) == "reference":
-        dg, dx, dh0 = reference.linear_scan_bwd_ref(
-            gates, y, dy, dim=dim, reverse=reverse, initial_state=initial_state, dfinal=dfinal,
-            cu_seqlens=cu_seqlens,
-        )
+        dg, dx, dh0 = _bwd_ref(gates, y, dy, initial_state, dfinal, cu_seqlens, dim, reverse)
         dgates.copy_(dg)
         dtokens.copy_(dx)
         return dgates, dtokens, (dh0.contiguous() if dh0 is not None else None)
@@ -161,6 +158,23 @@ def _bwd(
         cu_seqlens=cu_seqlens, y=y, dgates=dgates, dfinal=dfinal,
     )
     return dgates, dtokens, dh0
+
+
+def _bwd_ref(
+    gates: Tensor,
+    y: Tensor,
+    dy: Tensor,
+    initial_state: Tensor | None,
+    dfinal: Tensor | None,
+    cu_seqlens: Tensor | None,
+    dim: int,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``_bwd`` by the PyTorch reference: torch ops throughout, so autograd can differentiate the
+    gradients again (``LinearScanFunction`` under ``create_graph``)."""
+    return reference.linear_scan_bwd_ref(
+        gates, y, dy, dim=dim, reverse=reverse, initial_state=initial_state, dfinal=dfinal, cu_seqlens=cu_seqlens,
+    )
 
 
 def scan_bwd(
@@ -216,7 +230,8 @@ class LinearScanFunction(torch.autograd.Function):
     """The eager path: the same forward and backward as ``flashmarkov::linear_scan`` without the
     custom-op dispatch layers, which cost more host time than a short scan takes on the GPU.
     ``linear_scan`` uses the custom op while torch.compile traces. Returns ``y`` alone unless
-    ``need_final`` (then ``(y, final)``): no placeholder tensors on the eager path."""
+    ``need_final`` (then ``(y, final)``): no placeholder tensors on the eager path. A backward under
+    ``create_graph=True`` runs the reference backward, which autograd differentiates again."""
 
     @staticmethod
     def forward(ctx, gates, tokens, initial_state, cu_seqlens, dim, reverse, need_final):
@@ -226,7 +241,7 @@ class LinearScanFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dfinal=None):
-        return _gradients(ctx, dy, dfinal, _bwd)
+        return _gradients(ctx, dy, dfinal, _bwd_ref if torch.is_grad_enabled() else _bwd)
 
 
 def scan_out(gates: Tensor, tokens: Tensor, out: Tensor, dim: int, reverse: bool) -> None:
