@@ -205,6 +205,35 @@ def test_gradcheck_x_and_alpha(dim):
     assert torch.autograd.gradcheck(f, (zi, a), atol=1e-7)
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_double_backward(backend, monkeypatch):
+    """Second derivatives in X and a per-row α (a gradient penalty): gradgradcheck in float64 (finite
+    differences of the backward), then float32 on either path, where ``create_graph`` runs the
+    reference backward, against those float64 second derivatives. (The kernels' backward returned
+    gradients without a graph.)"""
+    gen = _gen()
+    x0 = 2 * torch.randn(4, 37, generator=gen, dtype=torch.float64)
+    a0 = torch.tensor([[0.3], [0.5], [0.7], [0.9]], dtype=torch.float64)
+    w = torch.randn(4, 37, generator=gen, dtype=torch.float64)
+
+    def second_order(device, dtype):
+        x, a = (t.to(device=device, dtype=dtype).requires_grad_() for t in (x0, a0))
+        p = diffmax_bisect(x, a)
+        gx, ga = torch.autograd.grad((p * w.to(p)).sum(), (x, a), create_graph=True)
+        return torch.autograd.grad((gx.double() ** 2).sum() + (ga.double() ** 2).sum(), (x, a))
+
+    if backend == "reference":
+        args = (x0.clone().requires_grad_(), a0.clone().requires_grad_())
+        assert torch.autograd.gradgradcheck(lambda x, a: diffmax_bisect(x, a, n_iter=80), args, atol=1e-6)
+    expected = second_order("cpu", torch.float64)
+    device = "cpu"
+    if backend == "triton":  # compiled on a GPU, interpreted on CPU tensors
+        monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+        device = DEVICE
+    for name, got, want in zip(("X", "alpha"), second_order(device, torch.float32), expected, strict=True):
+        assert_close(got.cpu(), want, torch.float32, f"d2/d{name}")
+
+
 def test_gradcheck_scalar_tensor_alpha():
     z = torch.randn(3, 6, dtype=torch.float64, generator=_gen(), requires_grad=True)
     a = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)

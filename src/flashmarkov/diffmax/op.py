@@ -61,9 +61,7 @@ def diffmax_bwd(
     dX = torch.empty_like(p)
     dalpha = p.new_empty(_keep_shape(p, dim) if need_alpha_grad else [0], dtype=_acc(p.dtype))
     if _runtime.backend_for(p.device) == "reference":
-        dX_ref, da_ref = reference.diffmax_bisect_bwd_ref(
-            p, dp, alpha if alpha is not None else alpha_value, dim, need_alpha_grad=need_alpha_grad
-        )
+        dX_ref, da_ref = _bwd_ref(p, dp, alpha, alpha_value, dim, need_alpha_grad)
         dX.copy_(dX_ref)
         if need_alpha_grad:
             dalpha.copy_(da_ref)
@@ -72,6 +70,14 @@ def diffmax_bwd(
 
     diffmax_bwd_launch(p, dp, alpha, alpha_value, dim, dX, dalpha.view(-1) if need_alpha_grad else None)
     return dX, dalpha
+
+
+def _bwd_ref(
+    p: Tensor, dp: Tensor, alpha: Tensor | None, alpha_value: float, dim: int, need_alpha_grad: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``diffmax_bwd`` by the PyTorch reference (from p alone): torch ops throughout, so autograd can
+    differentiate the gradients again (``DiffmaxFunction`` under ``create_graph``)."""
+    return reference.diffmax_bisect_bwd_ref(p, dp, alpha if alpha is not None else alpha_value, dim, need_alpha_grad=need_alpha_grad)
 
 
 diffmax_bwd_op = torch.library.custom_op("flashmarkov::diffmax_bwd", diffmax_bwd, mutates_args=())
@@ -112,7 +118,8 @@ class DiffmaxFunction(torch.autograd.Function):
     """The eager path: the forward and backward of ``flashmarkov::diffmax`` without the custom-op
     dispatch layers (host time that a small call on the GPU would notice); ``diffmax_bisect``
     uses the custom op while torch.compile traces. Gradients are not materialised: the engine
-    would otherwise fill a zero tensor for τ's (never used) gradient on every backward."""
+    would otherwise fill a zero tensor for τ's (never used) gradient on every backward. A backward
+    under ``create_graph=True`` runs the reference backward, which autograd differentiates again."""
 
     @staticmethod
     def forward(ctx, X, alpha, alpha_value, dim, n_iter, ensure_sum_one):
@@ -124,7 +131,7 @@ class DiffmaxFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dp, dtau):
-        return _gradients(ctx, dp, diffmax_bwd)
+        return _gradients(ctx, dp, _bwd_ref if torch.is_grad_enabled() else diffmax_bwd)
 
 
 def _states_shape(q: Tensor, Sk: int) -> list[int]:
