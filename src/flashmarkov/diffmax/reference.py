@@ -77,7 +77,7 @@ def diffmax_bisect_ref(
     k = 1.0 / one_minus
     xs = X.to(acc) * one_minus
     finite = torch.isfinite(xs)
-    bad = (torch.isnan(xs) | (xs == torch.inf)).any(dim=dim, keepdim=True)
+    bad = (~finite & (xs != -torch.inf)).any(dim=dim, keepdim=True)  # NaN or +inf: a NaN row
     n = finite.sum(dim=dim, keepdim=True)
     m = xs.amax(dim=dim, keepdim=True)
     empty = n == 0
