@@ -54,7 +54,7 @@ def _compile(kernel, d: int, descs: dict[str, int], consts: dict, maxnreg: int):
 
 def compile_forward(d: int, causal: bool, persistent: bool, dynamic: bool = False):
     """The compiled ``_attn_fwd_ws_kernel`` variant."""
-    descs = {"q_desc": gf.WG_M, "k_desc": gf.BLOCK_N, "v_desc": gf.BLOCK_N, "o_desc": gf.WG_M}
+    descs = {"q_desc": gf.WG_M, "k_desc": gf.BLOCK_N[d], "v_desc": gf.BLOCK_N[d], "o_desc": gf.WG_M}
     consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gf.STAGES[d], NUM_WG=gf.NUM_WG[d], PERSISTENT=persistent,
                   DYNAMIC=dynamic)
     return _compile(gf._attn_fwd_ws_kernel, d, descs, consts, gf.MAXNREG[gf.NUM_WG[d]])
@@ -64,7 +64,7 @@ def compile_backward(kind: str, d: int, causal: bool):
     """The compiled Gluon dQ (``kind`` "dq") or dK/dV ("dkdv") kernel of ``gluon_backward``."""
     from flashmarkov.attention import gluon_backward as gb
 
-    m, n = gf.WG_M, gf.BLOCK_N
+    m, n = gf.WG_M, gf.BLOCK_N[d]
     if kind == "dq":
         descs = {"q_desc": m, "k_desc": n, "v_desc": n, "do_desc": m, "dq_desc": m}
         consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.STAGES[d], NUM_WG=gb.NUM_WG)

@@ -108,6 +108,8 @@ GLUON_CASES = [
     (2, 16, 8, 1950, 1950, 64, False, "bshd"),  # plan 7 + 5, the last small program's second warpgroup on 30 rows
     (2, 4, 2, 700, 700, 96, True, "bhsd"),  # head dims run at width 128 (gluon_forward.width)
     (1, 6, 6, 1000, 1537, 80, False, "bshd"),
+    (1, 4, 2, 1000, 1500, 256, False, "bhsd"),  # D = 256: 32-key tiles, forward only (the backward is Triton's)
+    (2, 2, 2, 700, 700, 256, True, "bshd"),
 ]
 
 

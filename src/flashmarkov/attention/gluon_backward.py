@@ -43,7 +43,8 @@ DKDV_HEAD_DIMS = (64, 128)
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
 dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
-MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33}
+MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33,
+            (256, False): 1 << 62, (256, True): 1 << 62}  # D = 256: the Triton backward (no Gluon one)
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
 kernels run here: where they beat the Triton kernels by >= 3 % and the public fwd+bwd is bound by
 the GPU rather than by the host. H100, session 17 (benchmarks/results/h100-2026-11-23-session17/):
@@ -88,7 +89,8 @@ def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: T
     """Launch the Gluon dQ kernel (``plan``'s second flag must hold): writes dq (like q). ``lse`` and
     ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
     b, hq, sq, _ = q.shape
-    d, m, n = gf.width(prob.head_dim), gf.WG_M, gf.BLOCK_N
+    d = gf.width(prob.head_dim)
+    m, n = gf.WG_M, gf.BLOCK_N[d]
     _DQ(
         (_host.cdiv(sq, m * NUM_WG), hq, b), (q.dtype, d, prob.has_right),
         (gf.descriptor(q, m), gf.descriptor(k, n), gf.descriptor(v, n), gf.descriptor(do, m), gf.descriptor(dq, m),

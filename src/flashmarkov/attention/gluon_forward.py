@@ -5,10 +5,10 @@ with the same warps that compute; on an H100 it reaches ~490 TFLOP/s at (2, 16, 
 against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 structure in Gluon:
 
 - a work item is 64·NUM_WG query rows of one (sequence, query head): NUM_WG consumer warpgroups
-  of 64 rows (2 at D = 128, 3 at D = 64; the default partition and worker partitions), which
+  of 64 rows (2 at D = 128 and 256, 3 at D = 64; the default partition and worker partitions), which
   share the K/V tiles. Persistent programs, one per SM, walk the items in turn (the next item's
   q and K/V load during this one's last products and epilogue; o leaves through slots of its
-  own). Causal items are row blocks, longest first within groups of heads (``causal_groups``),
+  own, at D = 256 through the q slots, which then take the next q only after o's store). Causal items are row blocks, longest first within groups of heads (``causal_groups``),
   taken in rounds of alternating direction; a causal forward of many rounds launches one program
   per item instead (``attention_forward``). Non-causal items follow ``plan``: where the last round
   would leave SMs idle, each (sequence, head) gets fewer big items and some of 64·(NUM_WG − 1)
@@ -27,7 +27,7 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
   head's end (4-D descriptors over (B, H, S, D) with the tensors' own strides: "bshd" views
   need no copy) and clips the o store there.
 
-Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64 or 128 (or
+Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64, 128 or 256 (or
 72…120 in steps of 8, run at width 128: ``width``),
 dense (B, H, S, D) with unit head-dim stride and 16-byte aligned strides and bases, no sliding
 window, no softcap, positive scale, causal only with Sq = Sk, and enough work (``MIN_WORK``) to
@@ -64,24 +64,27 @@ ENABLED = True
 """False: every forward runs the Triton kernel (for measuring one against the other)."""
 
 WG_M = 64  # rows per consumer warpgroup (one wgmma M)
-NUM_WG = {64: 3, 128: 2}  # consumer warpgroups per head dim
-BLOCK_N = 128  # keys per K/V tile (Gluon tiles are powers of two: FlashAttention-3's 176 is not open)
-STAGES = {64: 3, 128: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB)
+NUM_WG = {64: 3, 128: 2, 256: 2}  # consumer warpgroups per head dim
+BLOCK_N = {64: 128, 128: 128, 256: 64}  # keys per K/V tile (Gluon tiles are powers of two: FlashAttention-3's 176 is not open)
+STAGES = {64: 3, 128: 2, 256: 2}  # K/V ring depth per head dim (shared memory at D = 128: q 32 KB + 2·2·32 KB;
+# D = 256: q 64 KB (o leaves through it) + 2·2·32 KB = 197 KB)
 MAXNREG = {3: 128, 2: 168}  # registers per thread at launch per consumer count: warpgroups × MAXNREG ≤ 512
-MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 35, (128, False): 1 << 30, (128, True): 1 << 30}
+MIN_WORK = {(64, False): 1 << 33, (64, True): 1 << 35, (128, False): 1 << 30, (128, True): 1 << 30,
+            (256, False): 1 << 26, (256, True): 1 << 26}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the Gluon forward
 runs; below it the Triton forward. H100, bf16, kernel µs Gluon vs Triton, with the descriptors'
 encodings reused (LeanKernel.TmaArg; session 11, probe-small-gluon log): D = 128 gains from 2^30
 (8×8×512×128 30.4 vs 35.6, causal 28.7 vs 31.1; 16×8×512×128 50.5 vs 65.8); D = 64 loses on small
 grids (16×8×512×64 37.5 vs 35.3, 32×8×128×64 18.8 vs 15.0), is level at 2^33 (4×8×2048×64 87.4 vs
 89.8) and gains causal only on long rows (8×16×2048×64, 2^34: 207 vs 210; 2×16×8192×64, 2^36: 614
-vs 739)."""
+vs 739). D = 256 (session 18, gluon-fwd-d256-small.json): faster at every size measured, from 2^26
+(1×8×256×256 15.3 vs 19.6; 16×8×512×256 78.0 vs 113.0; 4×8×2048×256 211.7 vs 330.6, cuDNN 218.9)."""
 # causal forwards of at most this many items per SM run persistent programs (``attention_forward``)
 CAUSAL_PERSISTENT_ROUNDS = 4
 # the causal walk keeps (sequence, head) pairs in groups whose K/V stay in L2 (``causal_groups``)
 CAUSAL_L2_BYTES = 24 << 20  # K/V bytes of all heads below which any grouping is allowed (H100: 50 MB of L2)
 CAUSAL_MIN_REUSE = 8  # above it, at least this many concurrent programs per head (programs / heads per group)
-CAUSAL_PERSISTENT_MIN_WORK = {64: 1 << 32, 128: 1 << 30}
+CAUSAL_PERSISTENT_MIN_WORK = {64: 1 << 32, 128: 1 << 30, 256: 1 << 30}
 """head dim -> the threshold (if lower than ``MIN_WORK``'s) of causal forwards that run persistent
 programs (``CAUSAL_PERSISTENT_ROUNDS``): H100, session 15 (attn-causal-probe), 4×8×2048×64 (2^32)
 60.3–61.2 µs against the Triton forward's 67.5 (cuDNN 61.3–61.8); with one program per item the
@@ -97,13 +100,15 @@ LOG2E = 1.4426950408889634
 
 
 def width(head_dim: int) -> int | None:
-    """The head-dim width the Gluon kernels run ``head_dim`` at: 64 and 128 as they are, 72…120 (multiples
+    """The head-dim width the Gluon kernels run ``head_dim`` at: 64, 128 and 256 as they are, 72…120 (multiples
     of 8: 16-byte rows) at 128 — TMA zero-fills the columns past the head dim on loads (they add nothing to
     q·k, and give o columns nobody reads) and clips them on stores; None: the Triton kernels only."""
     if head_dim == 64:
         return 64
     if 64 < head_dim <= 128 and head_dim % 8 == 0:
         return 128
+    if head_dim == 256:
+        return 256
     return None
 
 
@@ -228,7 +233,8 @@ def causal_groups(n_bh: int, sq: int, rows: int, kv_bytes: int, n_sm: int) -> in
     (powers of two and n_bh) with the shortest ``_snake_makespan`` of the items' tiles (+ 1 for
     an item's prologue and epilogue), the smaller on a tie within 0.5 %."""
     n_m = _host.cdiv(sq, rows)
-    tiles = [min(_host.cdiv(sq, BLOCK_N), _host.cdiv((i + 1) * rows, BLOCK_N)) + 1.0 for i in reversed(range(n_m))]
+    bn = BLOCK_N[128]  # the model counts 128-key tiles at every head dim (not tuned for D = 256's 64-key tiles)
+    tiles = [min(_host.cdiv(sq, bn), _host.cdiv((i + 1) * rows, bn)) + 1.0 for i in reversed(range(n_m))]
     limit = n_bh if kv_bytes <= CAUSAL_L2_BYTES else max(1, n_sm // CAUSAL_MIN_REUSE)
     if n_bh * n_m > 20_000:  # many rounds: any grouping balances
         return 1
@@ -271,7 +277,7 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
     grid = (min(n_items, n_sm) if persistent else n_items, 1, 1)
     _FWD(
         grid, (q.dtype, d, causal, persistent, dynamic),
-        (descriptor(q, WG_M), descriptor(k, BLOCK_N), descriptor(v, BLOCK_N), descriptor(o, WG_M), lse, p_next),
+        (descriptor(q, WG_M), descriptor(k, BLOCK_N[d]), descriptor(v, BLOCK_N[d]), descriptor(o, WG_M), lse, p_next),
         (lse.stride(0), lse.stride(1), sq, prob.max_sk, prob.hq // prob.hkv, hq, n_big, n_small, n_items, n_grp), (prob.scale * LOG2E,),
         lambda: dict(HEAD_DIM=d, CAUSAL=causal, STAGES=STAGES[d], NUM_WG=n_wg, PERSISTENT=persistent, DYNAMIC=dynamic,
                      num_warps=4, maxnreg=MAXNREG[n_wg]),
@@ -535,8 +541,9 @@ if gluon is not None:
               first: gl.constexpr, CAUSAL: gl.constexpr, WG: gl.constexpr):
         """A consumer warpgroup's work on its 64 rows from row0 (``_consumer``): K/V tiles from the
         ring's kv0-th, turns from the tc0-th, q once ``q_bar`` completes phase ``q_phase``; o leaves
-        through ``o_s``: causal the q slot; else (persistent) its own slot, whose previous store is
-        waited for first, and q is released to the producer (``q_empty``) once the last S is done."""
+        through ``o_s``, its own slot, whose previous store is waited for first, and q is released to
+        the producer (``q_empty``) once the last S is done; at D = 256 ``o_s`` is the q slot, released
+        once o's store has completed."""
         HEAD_DIM: gl.constexpr = k_bufs.type.shape[4]
         STAGES: gl.constexpr = k_bufs.type.shape[0]
         BM: gl.constexpr = q_bufs.type.shape[3]  # 64
@@ -583,7 +590,9 @@ if gluon is not None:
                 o, p16, m_i, l_i, alpha = _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
                                                 next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
                                                 first, STAGES, _masked(j, n_tiles, row0, BN, CAUSAL), CAUSAL)
-        mbarrier.arrive(q_empty, count=1)  # every S of this item is done: the producer may load the next item's q
+        O_IN_Q: gl.constexpr = HEAD_DIM > 128  # o leaves through the q slot (``_attn_fwd_ws_kernel``)
+        if not O_IN_Q:
+            mbarrier.arrive(q_empty, count=1)  # every S of this item is done: the producer may load the next item's q
 
         # the last P·V
         g = kv0 + n_tiles
@@ -603,6 +612,9 @@ if gluon is not None:
         o_s.reshape([BM, HEAD_DIM]).store(o.to(dtype))
         fence_async_shared()
         tma.async_copy_shared_to_global(o_desc, [i_b, i_h, row0, 0], o_s)
+        if O_IN_Q:  # the next item's q may load once o has left the slot
+            tma.store_wait(0)
+            mbarrier.arrive(q_empty, count=1)
         o_r = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, s_layout))
         b_lse = (m_i + gl.log2(l_i)) * 0.6931471805599453
         gl.store(p_lse + i_b.to(gl.int64) * s_lb + i_h.to(gl.int64) * s_lh + o_r, b_lse, mask=o_r < sq)
@@ -677,8 +689,10 @@ if gluon is not None:
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
-        # o leaves through slots of its own while the next item's q loads
-        o_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
+        if HEAD_DIM > 128:  # o leaves through the q slots (64-key tiles in 2 stages fit beside them, not beside a third 64 KB)
+            o_bufs = q_bufs
+        else:  # o leaves through slots of its own while the next item's q loads
+            o_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
         k_bufs, v_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, turn = kv_ring(k_desc, v_desc, STAGES, NUM_WG)
         q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(q_empty, count=NUM_WG)
