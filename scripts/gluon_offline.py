@@ -64,7 +64,7 @@ def compile_backward(kind: str, d: int, causal: bool):
     """The compiled Gluon dQ (``kind`` "dq") or dK/dV ("dkdv") kernel of ``gluon_backward``."""
     from flashmarkov.attention import gluon_backward as gb
 
-    m, n = gf.WG_M, gf.BLOCK_N[d]
+    m, n = gf.WG_M, gb.DQ_BLOCK_N[d]
     if kind == "dq":
         descs = {"q_desc": m, "k_desc": n, "v_desc": n, "do_desc": m, "dq_desc": m}
         consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.STAGES[d], NUM_WG=gb.NUM_WG)
@@ -88,9 +88,11 @@ def ptxas_usage(compiled) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", default="64,128")
-    parser.add_argument("--kernels", default="fwd,dq,dkdv", help="fwd, dq (D = 128 only), dkdv")
+    parser.add_argument("--kernels", default="fwd,dq,dkdv", help="fwd, dq (gluon_backward.DQ_HEAD_DIMS only), dkdv")
     args = parser.parse_args()
     kernels = args.kernels.split(",")
+    from flashmarkov.attention import gluon_backward as gb
+
     for d in (int(x) for x in args.dims.split(",")):
         for causal in (False, True):
             runs = []
@@ -99,7 +101,7 @@ def main() -> None:
                 runs += [(f"fwd {walk}", lambda walk=walk: compile_forward(d, causal, walk != "per-item", walk == "dynamic"))
                          for walk in walks]
             runs += [(kind, lambda kind=kind: compile_backward(kind, d, causal)) for kind in ("dq", "dkdv")
-                     if kind in kernels and (kind == "dkdv" or d == 128)]
+                     if kind in kernels and (kind == "dkdv" or d in gb.DQ_HEAD_DIMS)]
             for name, build in runs:
                 compiled = build()
                 regs, spills = ptxas_usage(compiled)

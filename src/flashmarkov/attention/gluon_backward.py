@@ -32,9 +32,11 @@ from . import gluon_forward as gf
 Tensor = torch.Tensor
 
 NUM_WG = 2  # consumer warpgroups of 64 rows (queries for dQ, keys for dK/dV)
-STAGES = {64: 3, 128: 2}  # dQ: K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB)
+STAGES = {64: 3, 128: 2, 256: 2}  # dQ: K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB;
+# D = 256: q and dO 128 KB + 2·2·16 KB)
+DQ_BLOCK_N = {64: 128, 128: 128, 256: 32}  # dQ: keys per K/V tile (64 at D = 256 would need 256 KB)
 KV_STAGES = 3  # dK/dV: (q, dO) ring depth (shared memory at D = 128: K, V 64 KB + 3·32 KB)
-DQ_HEAD_DIMS = (128,)
+DQ_HEAD_DIMS = (128, 256)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
 vs 1646, 1×32×16384×128 9317 vs 14391)."""
@@ -44,7 +46,7 @@ vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
 dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33,
-            (256, False): 1 << 62, (256, True): 1 << 62}  # D = 256: the Triton backward (no Gluon one)
+            (256, False): 1 << 30, (256, True): 1 << 30}  # D = 256: dQ only (DKDV_HEAD_DIMS)
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
 kernels run here: where they beat the Triton kernels by >= 3 % and the public fwd+bwd is bound by
 the GPU rather than by the host. H100, session 17 (benchmarks/results/h100-2026-11-23-session17/):
@@ -90,7 +92,7 @@ def attention_dq(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, lse: T
     ``delta`` are (B, Hq, Sq) float32 with unit position stride and the same strides."""
     b, hq, sq, _ = q.shape
     d = gf.width(prob.head_dim)
-    m, n = gf.WG_M, gf.BLOCK_N[d]
+    m, n = gf.WG_M, DQ_BLOCK_N[d]
     _DQ(
         (_host.cdiv(sq, m * NUM_WG), hq, b), (q.dtype, d, prob.has_right),
         (gf.descriptor(q, m), gf.descriptor(k, n), gf.descriptor(v, n), gf.descriptor(do, m), gf.descriptor(dq, m),
