@@ -29,18 +29,21 @@ from flashmarkov.attention import gluon_forward as gf
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
 
-def _descriptor(rows: int, d: int) -> TensorDescriptor:
+def _descriptor(rows: int, d: int, cols: int | None = None) -> TensorDescriptor:
+    """Blocks of ``rows`` × ``cols`` (default d) over a (2, 4, 1024, d) bfloat16 tensor."""
     x = torch.empty(2, 4, 1024, d, dtype=torch.bfloat16)
-    return TensorDescriptor.from_tensor(x, [1, 1, rows, d], gf._smem_layout(d, rows, torch.bfloat16))
+    cols = cols or d
+    return TensorDescriptor.from_tensor(x, [1, 1, rows, cols], gf._smem_layout(cols, rows, torch.bfloat16))
 
 
 def _compile(kernel, d: int, descs: dict[str, int], consts: dict, maxnreg: int):
     """A Gluon kernel compiled for sm_90a (bfloat16): ``descs`` maps its descriptor arguments to their
-    block rows, ``consts`` its constexprs; pointers are float32, scales float32, the rest int32."""
+    block rows (or (rows, columns)), ``consts`` its constexprs; pointers are float32, scales float32, the rest int32."""
     signature, constexprs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in descs:
-            signature[name] = mangle_type(_descriptor(descs[name], d))
+            block = descs[name] if isinstance(descs[name], tuple) else (descs[name],)
+            signature[name] = mangle_type(_descriptor(*block[:1], d, *block[1:]))
         elif name in consts:
             signature[name] = "constexpr"
             constexprs[(i,)] = consts[name]
@@ -69,8 +72,8 @@ def compile_backward(kind: str, d: int, causal: bool):
         descs = {"q_desc": m, "k_desc": n, "v_desc": n, "do_desc": m, "dq_desc": m}
         consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.STAGES[d], NUM_WG=gb.NUM_WG)
         return _compile(gb._attn_bwd_dq_ws_kernel, d, descs, consts, gf.MAXNREG[gb.NUM_WG])
-    descs = dict.fromkeys(("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc"), m)
-    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.KV_STAGES, NUM_WG=gb.NUM_WG)
+    descs = dict.fromkeys(("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc"), (m, gb.KV_PART[d]))
+    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.KV_STAGES[d], NUM_WG=gb.NUM_WG)
     return _compile(gb._attn_bwd_dkdv_ws_kernel, d, descs, consts, gf.MAXNREG[gb.NUM_WG])
 
 

@@ -35,18 +35,24 @@ NUM_WG = 2  # consumer warpgroups of 64 rows (queries for dQ, keys for dK/dV)
 STAGES = {64: 3, 128: 2, 256: 2}  # dQ: K/V ring depth (shared memory at D = 128: q and dO 64 KB + 2·2·32 KB;
 # D = 256: q and dO 128 KB + 2·2·16 KB)
 DQ_BLOCK_N = {64: 128, 128: 128, 256: 32}  # dQ: keys per K/V tile (64 at D = 256 would need 256 KB)
-KV_STAGES = 3  # dK/dV: (q, dO) ring depth (shared memory at D = 128: K, V 64 KB + 3·32 KB)
+KV_STAGES = {64: 3, 128: 3, 256: 2}  # dK/dV: (q, dO) ring depth (shared memory at D = 128: K, V 64 KB + 3·32 KB;
+# D = 256: K, V 64 KB + 2·64 KB)
+KV_PART = {64: 64, 128: 128, 256: 128}
+"""dK/dV: columns per K, V, q and dO tile. Below the head dim (D = 256) the kernel splits columns instead of
+keys between its two warpgroups: a program owns 64 keys, both warpgroups compute the same Sᵀ and dPᵀ over
+all columns, and warpgroup w accumulates columns w·128 … + 127 of dK and dV (a 64 × 256 float32 dK and dV
+per warpgroup would need 256 registers per thread)."""
 DQ_HEAD_DIMS = (128, 256)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
 vs 1646, 1×32×16384×128 9317 vs 14391)."""
-DKDV_HEAD_DIMS = (64, 128)
+DKDV_HEAD_DIMS = (64, 128, 256)
 """Head dims whose dK/dV run here (H100, Gluon vs Triton: 2×16×8192×128 3381 vs 4114 µs, causal 1904
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
 dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33,
-            (256, False): 1 << 30, (256, True): 1 << 30}  # D = 256: dQ only (DKDV_HEAD_DIMS)
+            (256, False): 1 << 30, (256, True): 1 << 30}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
 kernels run here: where they beat the Triton kernels by >= 3 % and the public fwd+bwd is bound by
 the GPU rather than by the host. H100, session 17 (benchmarks/results/h100-2026-11-23-session17/):
@@ -77,12 +83,13 @@ def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: 
     """Launch the Gluon dK/dV kernel (``plan``'s first flag must hold): writes dk, dv (like k, v)."""
     b, hkv, sk, _ = k.shape
     d, m = gf.width(prob.head_dim), gf.WG_M
+    part = KV_PART[d]
+    keys = m * NUM_WG if part == d else m  # keys per program (``KV_PART``)
     _DKDV(
-        (_host.cdiv(sk, m * NUM_WG), hkv, b), (q.dtype, d, prob.has_right),
-        (gf.descriptor(q, m), gf.descriptor(k, m), gf.descriptor(v, m), gf.descriptor(do, m), gf.descriptor(dk, m),
-         gf.descriptor(dv, m), lse, delta),
+        (_host.cdiv(sk, keys), hkv, b), (q.dtype, d, prob.has_right),
+        tuple(gf.descriptor(x, m, part) for x in (q, k, v, do, dk, dv)) + (lse, delta),
         (lse.stride(0), lse.stride(1), prob.max_sq, prob.hq // prob.hkv), (prob.scale * gf.LOG2E, prob.scale),
-        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES, NUM_WG=NUM_WG, num_warps=4,
+        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES[d], NUM_WG=NUM_WG, num_warps=4,
                      maxnreg=gf.MAXNREG[NUM_WG]),
     )
 
@@ -226,16 +233,20 @@ if gf.gluon is not None:
                             (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
 
     @gluon.jit
-    def _kv_step(t, i_g, m0, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty, my_turn, next_turn, st_zero,
+    def _kv_step(t, i_g, m0, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty, my_turn, next_turn, st_zero,
                  dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0, qk_scale,
-                 first: gl.constexpr, MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr):
+                 first: gl.constexpr, MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr,
+                 PARTS: gl.constexpr, WG: gl.constexpr):
         """Step t (ring position) of a dK/dV consumer: the query tile at row m0 of query head i_g of
         the group. First turn: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ; then Pᵀ, dSᵀ (causal mask when MASK);
-        second turn: dV += Pᵀ·dO and dK += dSᵀ·Q. Returns (dk, dv)."""
-        STAGES: gl.constexpr = q_bufs.type.shape[0]
+        second turn: dV += Pᵀ·dO and dK += dSᵀ·Q. PARTS = 1: K, V are the warpgroup's own slot WG;
+        PARTS > 1 (column parts, ``_attn_bwd_dkdv_ws_kernel``): Sᵀ and dPᵀ sum over every part of the
+        shared K, V and of the tile, dV and dK take part WG of dO and Q. Returns (dk, dv)."""
+        STAGES: gl.constexpr = q_bufs.type.shape[0] // PARTS
         BQ: gl.constexpr = q_bufs.type.shape[3]
-        HEAD_DIM: gl.constexpr = q_bufs.type.shape[4]
-        dtype: gl.constexpr = k_s.dtype
+        PART: gl.constexpr = q_bufs.type.shape[4]
+        BK: gl.constexpr = k_bufs.type.shape[3]
+        dtype: gl.constexpr = k_bufs.dtype
         i_s = t % STAGES
         l_off = l_off0 + i_g.to(gl.int64) * s_lh
         # the tile's lse and Δ loaded once per thread, and moved to the scores' column layout while
@@ -245,13 +256,20 @@ if gf.gluon is not None:
         o_l = m0 + gl.arange(0, BQ, layout=ld_layout)
         lse_l = gl.load(p_lse + l_off + o_l, mask=o_l < sq, other=0.0) * 1.4426950408889634
         delta_l = gl.load(p_delta + l_off + o_l, mask=o_l < sq, other=0.0)
-        q_t = q_bufs.index(i_s).reshape([BQ, HEAD_DIM])
-        do_t = do_bufs.index(i_s).reshape([BQ, HEAD_DIM])
         mbarrier.wait(q_ready.index(i_s), (t // STAGES) & 1)
         mbarrier.wait(my_turn, first)
-        st_tok = warpgroup_mma(k_s, q_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
-        dpt_tok = warpgroup_mma(v_s, do_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+        st_tok = st_zero
+        dpt_tok = st_zero
+        for p in gl.static_range(PARTS):
+            kv = p if PARTS > 1 else WG
+            q_p = q_bufs.index(i_s * PARTS + p).reshape([BQ, PART]).permute((1, 0))
+            do_p = do_bufs.index(i_s * PARTS + p).reshape([BQ, PART]).permute((1, 0))
+            st_tok = warpgroup_mma(k_bufs.index(kv).reshape([BK, PART]), q_p, st_tok, use_acc=p > 0, is_async=True)
+            dpt_tok = warpgroup_mma(v_bufs.index(kv).reshape([BK, PART]), do_p, dpt_tok, use_acc=p > 0, is_async=True)
         mbarrier.arrive(next_turn, count=1)
+        mine = i_s * PARTS + (WG if PARTS > 1 else 0)  # the tile's part this warpgroup's dK, dV take
+        q_t = q_bufs.index(mine).reshape([BQ, PART])
+        do_t = do_bufs.index(mine).reshape([BQ, PART])
         lse2 = gl.convert_layout(lse_l, gl.SliceLayout(0, st_layout))
         delta = gl.convert_layout(delta_l, gl.SliceLayout(0, st_layout))
         st, dpt = warpgroup_mma_wait(0, deps=(st_tok, dpt_tok))
@@ -281,29 +299,29 @@ if gf.gluon is not None:
         return n0, q0, gl.cdiv(sq, BQ) - q0
 
     @gluon.jit
-    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
-        """dK/dV consumer warpgroup WG: keys n0 + WG·64 … + 63 of the program's block."""
+    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr):
+        """dK/dV consumer warpgroup WG: keys n0 + WG·64 … + 63 of the program's block (PARTS = 1), or
+        column part WG of the block's 64 keys (PARTS > 1)."""
         (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
-         do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale) = args
+         do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale) = args
         BK: gl.constexpr = k_desc.block_type.shape[2]  # 64 keys per warpgroup
         BQ: gl.constexpr = q_desc.block_type.shape[2]
-        HEAD_DIM: gl.constexpr = k_desc.block_type.shape[3]
+        PART: gl.constexpr = k_desc.block_type.shape[3]
         NUM_WG: gl.constexpr = k_bufs.type.shape[0]
         dtype: gl.constexpr = k_desc.dtype
         st_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BQ, 16])
-        d_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD_DIM, 16])
+        d_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, PART, 16])
         a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=d_layout, k_width=2)
         i_hk, i_b = gl.program_id(1), gl.program_id(2)
-        n0, q0_tile, n_q = _kv_range(sq, BQ, NUM_WG * BK, CAUSAL)
-        key0 = n0 + WG * BK
+        KEYS: gl.constexpr = BK * NUM_WG if PARTS == 1 else BK  # keys per program
+        n0, q0_tile, n_q = _kv_range(sq, BQ, KEYS, CAUSAL)
+        key0 = n0 + WG * BK if PARTS == 1 else n0
         my_turn = turn.index(WG)
         next_turn = turn.index((WG + 1) % NUM_WG)
         first: gl.constexpr = 1 if WG == 0 else 0
-        k_s = k_bufs.index(WG).reshape([BK, HEAD_DIM])
-        v_s = v_bufs.index(WG).reshape([BK, HEAD_DIM])
         st_zero = gl.zeros([BK, BQ], gl.float32, st_layout)
-        dk = gl.zeros([BK, HEAD_DIM], gl.float32, d_layout)
-        dv = gl.zeros([BK, HEAD_DIM], gl.float32, d_layout)
+        dk = gl.zeros([BK, PART], gl.float32, d_layout)
+        dv = gl.zeros([BK, PART], gl.float32, d_layout)
         l_off0 = i_b.to(gl.int64) * s_lb + (i_hk * group).to(gl.int64) * s_lh
         mbarrier.wait(kv_bar, 0)
         # per query head of the group: the tiles on the causal diagonal (masked), then the rest
@@ -313,45 +331,56 @@ if gf.gluon is not None:
         for i_g in range(group):
             t0 = i_g * n_q
             for j in range(n_m):
-                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty,
+                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
                                   my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
-                                  qk_scale, first, True, st_layout, a_layout)
+                                  qk_scale, first, True, st_layout, a_layout, PARTS, WG)
             for j in range(n_m, n_q):
-                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty,
+                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
                                   my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
-                                  qk_scale, first, False, st_layout, a_layout)
-        # dK·scale and dV through the K and V slots, TMA stores clipped at the head's end
-        k_bufs.index(WG).reshape([BK, HEAD_DIM]).store((dk * scale).to(dtype))
-        v_bufs.index(WG).reshape([BK, HEAD_DIM]).store(dv.to(dtype))
+                                  qk_scale, first, False, st_layout, a_layout, PARTS, WG)
+        # dK·scale and dV through the K and V slots, TMA stores clipped at the head's end; with column
+        # parts every warpgroup reads every slot, so all finish their products first
+        if PARTS > 1:
+            mbarrier.arrive(done, count=1)
+            mbarrier.wait(done, 0)
+        k_bufs.index(WG).reshape([BK, PART]).store((dk * scale).to(dtype))
+        v_bufs.index(WG).reshape([BK, PART]).store(dv.to(dtype))
         fence_async_shared()
-        tma.async_copy_shared_to_global(dk_desc, [i_b, i_hk, key0, 0], k_bufs.index(WG))
-        tma.async_copy_shared_to_global(dv_desc, [i_b, i_hk, key0, 0], v_bufs.index(WG))
+        col = WG * PART if PARTS > 1 else 0
+        tma.async_copy_shared_to_global(dk_desc, [i_b, i_hk, key0, col], k_bufs.index(WG))
+        tma.async_copy_shared_to_global(dv_desc, [i_b, i_hk, key0, col], v_bufs.index(WG))
         tma.store_wait(0)
 
     @gluon.jit
-    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr):
+    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr):
         """One warp: the program's K and V once, then (q, dO) tiles of every query head of the group
         through the ring (same signature as ``_kv_consumer``)."""
         (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
-         do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale) = args
+         do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale) = args
         BK: gl.constexpr = k_desc.block_type.shape[2]
         BQ: gl.constexpr = q_desc.block_type.shape[2]
+        PART: gl.constexpr = k_desc.block_type.shape[3]
         NUM_WG: gl.constexpr = k_bufs.type.shape[0]
-        STAGES: gl.constexpr = q_bufs.type.shape[0]
+        STAGES: gl.constexpr = q_bufs.type.shape[0] // PARTS
         i_hk, i_b = gl.program_id(1), gl.program_id(2)
-        n0, q0_tile, n_q = _kv_range(sq, BQ, NUM_WG * BK, CAUSAL)
+        KEYS: gl.constexpr = BK * NUM_WG if PARTS == 1 else BK  # keys per program
+        n0, q0_tile, n_q = _kv_range(sq, BQ, KEYS, CAUSAL)
         mbarrier.expect(kv_bar, NUM_WG * (k_desc.block_type.nbytes + v_desc.block_type.nbytes))
-        for w in gl.static_range(NUM_WG):
-            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, n0 + w * BK, 0], kv_bar, k_bufs.index(w))
-            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, n0 + w * BK, 0], kv_bar, v_bufs.index(w))
+        for w in gl.static_range(NUM_WG):  # slot w: the keys of warpgroup w, or column part w
+            row = n0 + w * BK if PARTS == 1 else n0
+            col = w * PART if PARTS > 1 else 0
+            tma.async_copy_global_to_shared(k_desc, [i_b, i_hk, row, col], kv_bar, k_bufs.index(w))
+            tma.async_copy_global_to_shared(v_desc, [i_b, i_hk, row, col], kv_bar, v_bufs.index(w))
         for t in range(group * n_q):
             i_s = t % STAGES
             i_h = i_hk * group + t // n_q
             m0 = (q0_tile + t % n_q) * BQ
             mbarrier.wait(q_empty.index(i_s), ((t // STAGES) & 1) ^ 1)
-            mbarrier.expect(q_ready.index(i_s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0, 0], q_ready.index(i_s), q_bufs.index(i_s))
-            tma.async_copy_global_to_shared(do_desc, [i_b, i_h, m0, 0], q_ready.index(i_s), do_bufs.index(i_s))
+            mbarrier.expect(q_ready.index(i_s), PARTS * (q_desc.block_type.nbytes + do_desc.block_type.nbytes))
+            for p in gl.static_range(PARTS):
+                slot = i_s * PARTS + p
+                tma.async_copy_global_to_shared(q_desc, [i_b, i_h, m0, p * PART], q_ready.index(i_s), q_bufs.index(slot))
+                tma.async_copy_global_to_shared(do_desc, [i_b, i_h, m0, p * PART], q_ready.index(i_s), do_bufs.index(slot))
 
     @gluon.jit
     def _attn_bwd_dkdv_ws_kernel(
@@ -362,24 +391,27 @@ if gf.gluon is not None:
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
     ):
         dtype: gl.constexpr = q_desc.dtype
+        PARTS: gl.constexpr = HEAD_DIM // q_desc.block_type.shape[3]  # column parts of a row (1, or NUM_WG)
         k_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + v_desc.block_type.shape, v_desc.layout)
-        q_bufs = gl.allocate_shared_memory(dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
-        do_bufs = gl.allocate_shared_memory(dtype, [STAGES] + do_desc.block_type.shape, do_desc.layout)
+        q_bufs = gl.allocate_shared_memory(dtype, [STAGES * PARTS] + q_desc.block_type.shape, q_desc.layout)
+        do_bufs = gl.allocate_shared_memory(dtype, [STAGES * PARTS] + do_desc.block_type.shape, do_desc.layout)
         kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         q_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         turn = gl.allocate_shared_memory(gl.int64, [NUM_WG, 1], mbarrier.MBarrierLayout())
+        done = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         mbarrier.init(kv_bar, count=1)
+        mbarrier.init(done, count=NUM_WG)
         for w in gl.static_range(NUM_WG):
             mbarrier.init(turn.index(w), count=1)
         for i in gl.static_range(STAGES):
             mbarrier.init(q_ready.index(i), count=1)
             mbarrier.init(q_empty.index(i), count=NUM_WG)
         args = (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
-                do_bufs, kv_bar, q_ready, q_empty, turn, sq, group, qk_scale, scale)
-        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0)), (_kv_consumer, (args, CAUSAL, 1)),
-                            (_kv_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
+                do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale)
+        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0, PARTS)), (_kv_consumer, (args, CAUSAL, 1, PARTS)),
+                            (_kv_producer, (args, CAUSAL, 1, PARTS))], [4, 1], [240, 24])
 
     _DQ = LeanKernel(_attn_bwd_dq_ws_kernel)
     _DKDV = LeanKernel(_attn_bwd_dkdv_ws_kernel)

@@ -155,10 +155,11 @@ def _smem_layout(head_dim: int, rows: int, dtype: torch.dtype):
     return gl.NVMMASharedLayout.get_default_for([1, 1, rows, head_dim], gdt)
 
 
-def descriptor(x: Tensor, rows: int) -> TmaArg:
+def descriptor(x: Tensor, rows: int, cols: int | None = None) -> TmaArg:
     """A TMA descriptor argument over canonical (B, H, S, D) ``x`` with blocks of ``rows`` positions
-    and ``width(D)`` columns (LeanKernel encodes it once per address, shape and strides)."""
-    w = width(x.shape[3])
+    and ``cols`` columns, by default ``width(D)`` (LeanKernel encodes it once per address, shape and
+    strides)."""
+    w = cols or width(x.shape[3])
     return TmaArg(x, (1, 1, rows, w), _smem_layout(w, rows, x.dtype))
 
 
