@@ -19,6 +19,7 @@ as the Triton kernel: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ in the first turn, P�
 dK += dSᵀ·Q in the second. Non-causal needs no mask (padding rows are zero-filled with lse and Δ
 read as 0: they contribute nothing); under the causal mask the diagonal tiles run in their own
 loop. dK · scale and dV leave through the K and V slots with TMA (clipped at the head's end).
+At D = 256 the two warpgroups split columns instead of keys (``KV_PART``).
 """
 
 from __future__ import annotations
@@ -38,19 +39,21 @@ DQ_BLOCK_N = {64: 128, 128: 128, 256: 32}  # dQ: keys per K/V tile (64 at D = 25
 KV_STAGES = {64: 3, 128: 3, 256: 2}  # dK/dV: (q, dO) ring depth (shared memory at D = 128: K, V 64 KB + 3·32 KB;
 # D = 256: K, V 64 KB + 2·64 KB)
 KV_PART = {64: 64, 128: 128, 256: 128}
-"""dK/dV: columns per K, V, q and dO tile. Below the head dim (D = 256) the kernel splits columns instead of
+"""dK/dV: columns per K, V, q and dO tile. Below the head dim (D = 256: width 128) the kernel splits columns instead of
 keys between its two warpgroups: a program owns 64 keys, both warpgroups compute the same Sᵀ and dPᵀ over
 all columns, and warpgroup w accumulates columns w·128 … + 127 of dK and dV (a 64 × 256 float32 dK and dV
 per warpgroup would need 256 registers per thread)."""
 DQ_HEAD_DIMS = (128, 256)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
-vs 1646, 1×32×16384×128 9317 vs 14391)."""
+vs 1646, 1×32×16384×128 9317 vs 14391); at D = 256 (session 18, gluon-bwd-d256-ab-0094dfe.json, kernel
+µs) 2×16×4096×256 1273 vs 1895, causal 738 vs 1060; 4×16×1024×256 186 vs 271."""
 DKDV_HEAD_DIMS = (64, 128, 256)
 """Head dims whose dK/dV run here (H100, Gluon vs Triton: 2×16×8192×128 3381 vs 4114 µs, causal 1904
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
-dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured."""
+dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured. D = 256 (column parts, session 18,
+gluon-bwd-d256-ab-0094dfe.json): 2×16×4096×256 2680 vs 5105, causal 1476 vs 2488; 1×16×8192×256 5412 vs 10687; 4×16×1024×256 382 vs 673."""
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33,
             (256, False): 1 << 30, (256, True): 1 << 30}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
@@ -65,7 +68,9 @@ but 4×8×2048×64 456 / 411 → 577 / 444 and causal 398 / 270 → 492 / 398, 1
 below ~0.5 ms of kernels a call is host-bound and its rounds spread by ±50 % whichever kernels
 run, so smaller problems keep the Triton kernels. The Gluon launches cost little host time
 now (LeanKernel reuses their descriptor encodings: +7 µs per backward for dK/dV,
-gluon-bwd-host-a9688fa.log); until session 11 each encoded its descriptors (~25–30 µs apiece)."""
+gluon-bwd-host-a9688fa.log); until session 11 each encoded its descriptors (~25–30 µs apiece).
+D = 256 from 2^30, where both Gluon kernels were faster at the smallest sizes measured (gluon-bwd-d256-small-0094dfe.json, kernel µs: 2×8×512×256 dK/dV 28 vs
+46, dQ 25 vs 34; 1×8×1024×256 causal 50 vs 80 and 44 vs 62); below 2^30 not measured."""
 
 
 def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, prob) -> tuple[bool, bool]:
