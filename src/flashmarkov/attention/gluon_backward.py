@@ -43,6 +43,9 @@ KV_PART = {64: 64, 128: 128, 256: 128}
 keys between its two warpgroups: a program owns 64 keys, both warpgroups compute the same Sᵀ and dPᵀ over
 all columns, and warpgroup w accumulates columns w·128 … + 127 of dK and dV (a 64 × 256 float32 dK and dV
 per warpgroup would need 256 registers per thread)."""
+KV_EXCHANGE = True
+"""Column parts (``KV_PART``) split Sᵀ and dPᵀ between the warpgroups and exchange dPᵀ, Pᵀ and dSᵀ through
+shared memory (``_kv_part_step``); False: both compute both (for measuring one against the other)."""
 DQ_HEAD_DIMS = (128, 256)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
@@ -94,8 +97,8 @@ def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: 
         (_host.cdiv(sk, keys), hkv, b), (q.dtype, d, prob.has_right),
         tuple(gf.descriptor(x, m, part) for x in (q, k, v, do, dk, dv)) + (lse, delta),
         (lse.stride(0), lse.stride(1), prob.max_sq, prob.hq // prob.hkv), (prob.scale * gf.LOG2E, prob.scale),
-        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES[d], NUM_WG=NUM_WG, num_warps=4,
-                     maxnreg=gf.MAXNREG[NUM_WG]),
+        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES[d], NUM_WG=NUM_WG,
+                     EXCHANGE=KV_EXCHANGE and part < d, num_warps=4, maxnreg=gf.MAXNREG[NUM_WG]),
     )
 
 
@@ -295,6 +298,77 @@ if gf.gluon is not None:
         return dk, dv
 
     @gluon.jit
+    def _kv_part_step(t, i_g, m0, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty, dp_s, p_s, ds_s, x_bar, st_zero,
+                      dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0, qk_scale,
+                      MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr, WG: gl.constexpr):
+        """Step t of a dK/dV consumer with column parts and exchange (``KV_EXCHANGE``): warpgroup 0
+        computes Sᵀ = K·Qᵀ and Pᵀ, warpgroup 1 dPᵀ = V·dOᵀ and passes dPᵀ − Δ (float32, ``dp_s``) to it;
+        warpgroup 0 forms dSᵀ = Pᵀ ∘ (dPᵀ − Δ) and passes Pᵀ and dSᵀ (``p_s``, ``ds_s``) back; each then
+        takes dV += Pᵀ·dO and dK += dSᵀ·Q on its column part, from registers (0) or shared memory (1).
+        Each product is issued once (the plain column-part step issues Sᵀ and dPᵀ in both warpgroups).
+        ``x_bar``: dPᵀ ready, dPᵀ read, Pᵀ/dSᵀ ready, Pᵀ/dSᵀ read (one arrival each). Returns (dk, dv)."""
+        STAGES: gl.constexpr = q_bufs.type.shape[0] // 2
+        BQ: gl.constexpr = q_bufs.type.shape[3]
+        PART: gl.constexpr = q_bufs.type.shape[4]
+        BK: gl.constexpr = k_bufs.type.shape[3]
+        dtype: gl.constexpr = k_bufs.dtype
+        i_s = t % STAGES
+        ph = t & 1
+        l_off = l_off0 + i_g.to(gl.int64) * s_lh
+        ld_layout: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+        o_l = m0 + gl.arange(0, BQ, layout=ld_layout)
+        if WG == 0:
+            r_l = gl.load(p_lse + l_off + o_l, mask=o_l < sq, other=0.0) * 1.4426950408889634
+            a_bufs = k_bufs
+            b_bufs = q_bufs
+        else:
+            r_l = gl.load(p_delta + l_off + o_l, mask=o_l < sq, other=0.0)
+            a_bufs = v_bufs
+            b_bufs = do_bufs
+        mbarrier.wait(q_ready.index(i_s), (t // STAGES) & 1)
+        tok = st_zero
+        for p in gl.static_range(2):  # Sᵀ (warpgroup 0) or dPᵀ (1) over both column parts
+            tok = warpgroup_mma(a_bufs.index(p).reshape([BK, PART]), b_bufs.index(i_s * 2 + p).reshape([BQ, PART]).permute((1, 0)),
+                                tok, use_acc=p > 0, is_async=True)
+        r = gl.convert_layout(r_l, gl.SliceLayout(0, st_layout))
+        x = warpgroup_mma_wait(0, deps=(tok,))
+        q_t = q_bufs.index(i_s * 2 + WG).reshape([BQ, PART])
+        do_t = do_bufs.index(i_s * 2 + WG).reshape([BQ, PART])
+        if WG == 0:
+            if MASK:  # causal: keys key0 … key0 + 63 against rows m0 … m0 + 63, a row sees keys ≤ it
+                o_q = m0 + gl.arange(0, BQ, layout=gl.SliceLayout(0, st_layout))
+                o_k = key0 + gl.arange(0, BK, layout=gl.SliceLayout(1, st_layout))
+                x = gl.where(o_q[None, :] >= o_k[:, None], x, float("-inf"))
+            pt = gl.exp2(x * qk_scale - r[None, :])
+            mbarrier.wait(x_bar.index(0), ph)
+            dpt = dp_s.load(st_layout)
+            gl.thread_barrier()
+            mbarrier.arrive(x_bar.index(1), count=1)
+            pt16 = pt.to(dtype)
+            dst16 = (pt * dpt).to(dtype)
+            mbarrier.wait(x_bar.index(3), ph ^ 1)
+            p_s.store(pt16)
+            ds_s.store(dst16)
+            fence_async_shared()
+            gl.thread_barrier()
+            mbarrier.arrive(x_bar.index(2), count=1)
+            dv_tok = warpgroup_mma(gl.convert_layout(pt16, a_layout), do_t, dv, is_async=True)
+            dk_tok = warpgroup_mma(gl.convert_layout(dst16, a_layout), q_t, dk, is_async=True)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
+        else:
+            mbarrier.wait(x_bar.index(1), ph ^ 1)
+            dp_s.store(x - r[None, :])
+            gl.thread_barrier()
+            mbarrier.arrive(x_bar.index(0), count=1)
+            mbarrier.wait(x_bar.index(2), ph)
+            dv_tok = warpgroup_mma(p_s, do_t, dv, is_async=True)
+            dk_tok = warpgroup_mma(ds_s, q_t, dk, is_async=True)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
+            mbarrier.arrive(x_bar.index(3), count=1)
+        mbarrier.arrive(q_empty.index(i_s), count=1)
+        return dk, dv
+
+    @gluon.jit
     def _kv_range(sq, BQ: gl.constexpr, BK: gl.constexpr, CAUSAL: gl.constexpr):
         """(first key of the program, first query tile, query tiles per head) that see its keys."""
         n0 = gl.program_id(0) * BK
@@ -304,11 +378,11 @@ if gf.gluon is not None:
         return n0, q0, gl.cdiv(sq, BQ) - q0
 
     @gluon.jit
-    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr):
+    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr, EXCHANGE: gl.constexpr):
         """dK/dV consumer warpgroup WG: keys n0 + WG·64 … + 63 of the program's block (PARTS = 1), or
         column part WG of the block's 64 keys (PARTS > 1)."""
         (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
-         do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale) = args
+         do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale, dp_s, p_s, ds_s, x_bar) = args
         BK: gl.constexpr = k_desc.block_type.shape[2]  # 64 keys per warpgroup
         BQ: gl.constexpr = q_desc.block_type.shape[2]
         PART: gl.constexpr = k_desc.block_type.shape[3]
@@ -335,14 +409,24 @@ if gf.gluon is not None:
             n_m = gl.minimum(gl.cdiv(key0 + BK - 1 - q0_tile * BQ, BQ), n_q)
         for i_g in range(group):
             t0 = i_g * n_q
-            for j in range(n_m):
-                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
-                                  my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
-                                  qk_scale, first, True, st_layout, a_layout, PARTS, WG)
-            for j in range(n_m, n_q):
-                dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
-                                  my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
-                                  qk_scale, first, False, st_layout, a_layout, PARTS, WG)
+            if EXCHANGE:
+                for j in range(n_m):
+                    dk, dv = _kv_part_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready,
+                                           q_empty, dp_s, p_s, ds_s, x_bar, st_zero, dk, dv, p_lse, p_delta, l_off0,
+                                           s_lh, sq, key0, qk_scale, True, st_layout, a_layout, WG)
+                for j in range(n_m, n_q):
+                    dk, dv = _kv_part_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready,
+                                           q_empty, dp_s, p_s, ds_s, x_bar, st_zero, dk, dv, p_lse, p_delta, l_off0,
+                                           s_lh, sq, key0, qk_scale, False, st_layout, a_layout, WG)
+            else:
+                for j in range(n_m):
+                    dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
+                                      my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
+                                      qk_scale, first, True, st_layout, a_layout, PARTS, WG)
+                for j in range(n_m, n_q):
+                    dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
+                                      my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
+                                      qk_scale, first, False, st_layout, a_layout, PARTS, WG)
         # dK·scale and dV through the K and V slots, TMA stores clipped at the head's end; with column
         # parts every warpgroup reads every slot, so all finish their products first
         if PARTS > 1:
@@ -357,11 +441,11 @@ if gf.gluon is not None:
         tma.store_wait(0)
 
     @gluon.jit
-    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr):
+    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr, EXCHANGE: gl.constexpr):
         """One warp: the program's K and V once, then (q, dO) tiles of every query head of the group
         through the ring (same signature as ``_kv_consumer``)."""
         (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
-         do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale) = args
+         do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale, dp_s, p_s, ds_s, x_bar) = args
         BK: gl.constexpr = k_desc.block_type.shape[2]
         BQ: gl.constexpr = q_desc.block_type.shape[2]
         PART: gl.constexpr = k_desc.block_type.shape[3]
@@ -394,6 +478,7 @@ if gf.gluon is not None:
         s_lb, s_lh,  # their strides (batch, head), shared
         sq, group, qk_scale, scale,  # query length, Hq // Hkv, scale · log2 e, scale
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
+        EXCHANGE: gl.constexpr,  # column parts exchange dPᵀ, Pᵀ and dSᵀ (``_kv_part_step``)
     ):
         dtype: gl.constexpr = q_desc.dtype
         PARTS: gl.constexpr = HEAD_DIM // q_desc.block_type.shape[3]  # column parts of a row (1, or NUM_WG)
@@ -413,10 +498,25 @@ if gf.gluon is not None:
         for i in gl.static_range(STAGES):
             mbarrier.init(q_ready.index(i), count=1)
             mbarrier.init(q_empty.index(i), count=NUM_WG)
+        BK: gl.constexpr = k_desc.block_type.shape[2]
+        BQ: gl.constexpr = q_desc.block_type.shape[2]
+        if EXCHANGE:  # dPᵀ − Δ (float32), Pᵀ and dSᵀ between the warpgroups, and their four barriers
+            dp_s = gl.allocate_shared_memory(gl.float32, [BK, BQ], gl.NVMMASharedLayout.get_default_for([BK, BQ], gl.float32))
+            x_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BK, BQ], dtype)
+            p_s = gl.allocate_shared_memory(dtype, [BK, BQ], x_layout)
+            ds_s = gl.allocate_shared_memory(dtype, [BK, BQ], x_layout)
+            x_bar = gl.allocate_shared_memory(gl.int64, [4, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(4):
+                mbarrier.init(x_bar.index(i), count=1)
+        else:
+            dp_s = done
+            p_s = done
+            ds_s = done
+            x_bar = done
         args = (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
-                do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale)
-        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0, PARTS)), (_kv_consumer, (args, CAUSAL, 1, PARTS)),
-                            (_kv_producer, (args, CAUSAL, 1, PARTS))], [4, 1], [240, 24])
+                do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale, dp_s, p_s, ds_s, x_bar)
+        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0, PARTS, EXCHANGE)), (_kv_consumer, (args, CAUSAL, 1, PARTS, EXCHANGE)),
+                            (_kv_producer, (args, CAUSAL, 1, PARTS, EXCHANGE))], [4, 1], [240, 24])
 
     _DQ = LeanKernel(_attn_bwd_dq_ws_kernel)
     _DKDV = LeanKernel(_attn_bwd_dkdv_ws_kernel)
