@@ -73,8 +73,7 @@ def compile_backward(kind: str, d: int, causal: bool):
         consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.STAGES[d], NUM_WG=gb.NUM_WG)
         return _compile(gb._attn_bwd_dq_ws_kernel, d, descs, consts, gf.MAXNREG[gb.NUM_WG])
     descs = dict.fromkeys(("q_desc", "k_desc", "v_desc", "do_desc", "dk_desc", "dv_desc"), (m, gb.KV_PART[d]))
-    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.KV_STAGES[d], NUM_WG=gb.NUM_WG,
-                  EXCHANGE=gb.KV_EXCHANGE and gb.KV_PART[d] < d)
+    consts = dict(HEAD_DIM=d, CAUSAL=causal, STAGES=gb.KV_STAGES[d], NUM_WG=gb.NUM_WG)
     return _compile(gb._attn_bwd_dkdv_ws_kernel, d, descs, consts, gf.MAXNREG[gb.NUM_WG])
 
 

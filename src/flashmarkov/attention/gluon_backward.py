@@ -40,12 +40,10 @@ KV_STAGES = {64: 3, 128: 3, 256: 2}  # dK/dV: (q, dO) ring depth (shared memory 
 # D = 256: K, V 64 KB + 2·64 KB)
 KV_PART = {64: 64, 128: 128, 256: 128}
 """dK/dV: columns per K, V, q and dO tile. Below the head dim (D = 256: width 128) the kernel splits columns instead of
-keys between its two warpgroups: a program owns 64 keys, both warpgroups compute the same Sᵀ and dPᵀ over
-all columns, and warpgroup w accumulates columns w·128 … + 127 of dK and dV (a 64 × 256 float32 dK and dV
-per warpgroup would need 256 registers per thread)."""
-KV_EXCHANGE = True
-"""Column parts (``KV_PART``) split Sᵀ and dPᵀ between the warpgroups and exchange dPᵀ, Pᵀ and dSᵀ through
-shared memory (``_kv_part_step``); False: both compute both (for measuring one against the other)."""
+keys between its two warpgroups: a program owns 64 keys, warpgroup 0 computes Sᵀ and warpgroup 1 dPᵀ over all
+columns, they exchange dPᵀ − Δ, Pᵀ and dSᵀ through shared memory (``_kv_part_step``), and warpgroup w accumulates
+columns w·128 … + 127 of dK and dV (a 64 × 256 float32 dK and dV per warpgroup would need 256 registers per
+thread). Shared memory at D = 256: K, V 64 KB + 2·64 KB + 32 KB exchanged = 230 KB."""
 DQ_HEAD_DIMS = (128, 256)
 """Head dims whose dQ runs here: at D = 64 the Triton dQ is faster (H100: 2×16×8192×64 1341 vs
 1628 µs, 4×8×2048×64 93 vs 111); at D = 128 this one (2×16×8192×128 2173 vs 3058 µs, causal 1175
@@ -56,7 +54,9 @@ DKDV_HEAD_DIMS = (64, 128, 256)
 vs 2823; 2×16×8192×64 2216 vs 2465, causal 1263 vs 1528; 8×16×2048×64 650 vs 634, a wash). Since
 session 16's lse/Δ loads the Gluon kernel is 3–9 % faster again (2×16×8192×64 2.17 ms, causal 1.13;
 dkdv-lse-overlap-ab.json); 8×16×2048×64 not re-measured. D = 256 (column parts, session 18,
-gluon-bwd-d256-ab-0094dfe.json): 2×16×4096×256 2680 vs 5105, causal 1476 vs 2488; 1×16×8192×256 5412 vs 10687; 4×16×1024×256 382 vs 673."""
+gluon-bwd-d256-ab-0094dfe.json; Sᵀ and dPᵀ then in both warpgroups): 2×16×4096×256 2680 vs 5105, causal
+1476 vs 2488; 1×16×8192×256 5412 vs 10687; 4×16×1024×256 382 vs 673. With the exchange (``KV_PART``;
+gluon-bwd-d256-exchange-1d94a50.json) 1888, causal 1006; 3926; 281."""
 MIN_WORK = {(64, False): 1 << 36, (64, True): 1 << 34, (128, False): 1 << 34, (128, True): 1 << 33,
             (256, False): 1 << 30, (256, True): 1 << 30}
 """(head dim, causal) -> the B·Hq·Sq·Sk·D (halved under the causal mask) from which the backward
@@ -72,8 +72,9 @@ below ~0.5 ms of kernels a call is host-bound and its rounds spread by ±50 % wh
 run, so smaller problems keep the Triton kernels. The Gluon launches cost little host time
 now (LeanKernel reuses their descriptor encodings: +7 µs per backward for dK/dV,
 gluon-bwd-host-a9688fa.log); until session 11 each encoded its descriptors (~25–30 µs apiece).
-D = 256 from 2^30, where both Gluon kernels were faster at the smallest sizes measured (gluon-bwd-d256-small-0094dfe.json, kernel µs: 2×8×512×256 dK/dV 28 vs
-46, dQ 25 vs 34; 1×8×1024×256 causal 50 vs 80 and 44 vs 62); below 2^30 not measured."""
+D = 256 from 2^30, where both Gluon kernels were faster at the smallest sizes measured
+(gluon-bwd-d256-small-0094dfe.json, kernel µs: 2×8×512×256 dK/dV 28 vs 46, dQ 25 vs 34; 1×8×1024×256 causal
+50 vs 80 and 44 vs 62); below 2^30 not measured."""
 
 
 def plan(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dq: Tensor, dk: Tensor, dv: Tensor, prob) -> tuple[bool, bool]:
@@ -97,8 +98,8 @@ def attention_dkdv(q: Tensor, k: Tensor, v: Tensor, do: Tensor, dk: Tensor, dv: 
         (_host.cdiv(sk, keys), hkv, b), (q.dtype, d, prob.has_right),
         tuple(gf.descriptor(x, m, part) for x in (q, k, v, do, dk, dv)) + (lse, delta),
         (lse.stride(0), lse.stride(1), prob.max_sq, prob.hq // prob.hkv), (prob.scale * gf.LOG2E, prob.scale),
-        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES[d], NUM_WG=NUM_WG,
-                     EXCHANGE=KV_EXCHANGE and part < d, num_warps=4, maxnreg=gf.MAXNREG[NUM_WG]),
+        lambda: dict(HEAD_DIM=d, CAUSAL=prob.has_right, STAGES=KV_STAGES[d], NUM_WG=NUM_WG, num_warps=4,
+                     maxnreg=gf.MAXNREG[NUM_WG]),
     )
 
 
@@ -241,20 +242,16 @@ if gf.gluon is not None:
                             (_producer, (args, CAUSAL, 1))], [4, 1], [240, 24])
 
     @gluon.jit
-    def _kv_step(t, i_g, m0, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty, my_turn, next_turn, st_zero,
+    def _kv_step(t, i_g, m0, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty, my_turn, next_turn, st_zero,
                  dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0, qk_scale,
-                 first: gl.constexpr, MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr,
-                 PARTS: gl.constexpr, WG: gl.constexpr):
+                 first: gl.constexpr, MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr):
         """Step t (ring position) of a dK/dV consumer: the query tile at row m0 of query head i_g of
         the group. First turn: Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ; then Pᵀ, dSᵀ (causal mask when MASK);
-        second turn: dV += Pᵀ·dO and dK += dSᵀ·Q. PARTS = 1: K, V are the warpgroup's own slot WG;
-        PARTS > 1 (column parts, ``_attn_bwd_dkdv_ws_kernel``): Sᵀ and dPᵀ sum over every part of the
-        shared K, V and of the tile, dV and dK take part WG of dO and Q. Returns (dk, dv)."""
-        STAGES: gl.constexpr = q_bufs.type.shape[0] // PARTS
+        second turn: dV += Pᵀ·dO and dK += dSᵀ·Q. Returns (dk, dv)."""
+        STAGES: gl.constexpr = q_bufs.type.shape[0]
         BQ: gl.constexpr = q_bufs.type.shape[3]
-        PART: gl.constexpr = q_bufs.type.shape[4]
-        BK: gl.constexpr = k_bufs.type.shape[3]
-        dtype: gl.constexpr = k_bufs.dtype
+        HEAD_DIM: gl.constexpr = q_bufs.type.shape[4]
+        dtype: gl.constexpr = k_s.dtype
         i_s = t % STAGES
         l_off = l_off0 + i_g.to(gl.int64) * s_lh
         # the tile's lse and Δ loaded once per thread, and moved to the scores' column layout while
@@ -264,20 +261,13 @@ if gf.gluon is not None:
         o_l = m0 + gl.arange(0, BQ, layout=ld_layout)
         lse_l = gl.load(p_lse + l_off + o_l, mask=o_l < sq, other=0.0) * 1.4426950408889634
         delta_l = gl.load(p_delta + l_off + o_l, mask=o_l < sq, other=0.0)
+        q_t = q_bufs.index(i_s).reshape([BQ, HEAD_DIM])
+        do_t = do_bufs.index(i_s).reshape([BQ, HEAD_DIM])
         mbarrier.wait(q_ready.index(i_s), (t // STAGES) & 1)
         mbarrier.wait(my_turn, first)
-        st_tok = st_zero
-        dpt_tok = st_zero
-        for p in gl.static_range(PARTS):
-            kv = p if PARTS > 1 else WG
-            q_p = q_bufs.index(i_s * PARTS + p).reshape([BQ, PART]).permute((1, 0))
-            do_p = do_bufs.index(i_s * PARTS + p).reshape([BQ, PART]).permute((1, 0))
-            st_tok = warpgroup_mma(k_bufs.index(kv).reshape([BK, PART]), q_p, st_tok, use_acc=p > 0, is_async=True)
-            dpt_tok = warpgroup_mma(v_bufs.index(kv).reshape([BK, PART]), do_p, dpt_tok, use_acc=p > 0, is_async=True)
+        st_tok = warpgroup_mma(k_s, q_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
+        dpt_tok = warpgroup_mma(v_s, do_t.permute((1, 0)), st_zero, use_acc=False, is_async=True)
         mbarrier.arrive(next_turn, count=1)
-        mine = i_s * PARTS + (WG if PARTS > 1 else 0)  # the tile's part this warpgroup's dK, dV take
-        q_t = q_bufs.index(mine).reshape([BQ, PART])
-        do_t = do_bufs.index(mine).reshape([BQ, PART])
         lse2 = gl.convert_layout(lse_l, gl.SliceLayout(0, st_layout))
         delta = gl.convert_layout(delta_l, gl.SliceLayout(0, st_layout))
         st, dpt = warpgroup_mma_wait(0, deps=(st_tok, dpt_tok))
@@ -301,11 +291,13 @@ if gf.gluon is not None:
     def _kv_part_step(t, i_g, m0, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty, dp_s, p_s, ds_s, x_bar, st_zero,
                       dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0, qk_scale,
                       MASK: gl.constexpr, st_layout: gl.constexpr, a_layout: gl.constexpr, WG: gl.constexpr):
-        """Step t of a dK/dV consumer with column parts and exchange (``KV_EXCHANGE``): warpgroup 0
+        """Step t of a dK/dV consumer with column parts (``KV_PART``): warpgroup 0
         computes Sᵀ = K·Qᵀ and Pᵀ, warpgroup 1 dPᵀ = V·dOᵀ and passes dPᵀ − Δ (float32, ``dp_s``) to it;
         warpgroup 0 forms dSᵀ = Pᵀ ∘ (dPᵀ − Δ) and passes Pᵀ and dSᵀ (``p_s``, ``ds_s``) back; each then
         takes dV += Pᵀ·dO and dK += dSᵀ·Q on its column part, from registers (0) or shared memory (1).
-        Each product is issued once (the plain column-part step issues Sᵀ and dPᵀ in both warpgroups).
+        Each product is issued once; the four roundings are those of ``_kv_step`` (Pᵀ and dSᵀ in float32,
+        then rounded once). (Both warpgroups computing both Sᵀ and dPᵀ, session 18: 2.68 ms against 1.89
+        at 2×16×4096×256.) No turns: the exchange orders the warpgroups.
         ``x_bar``: dPᵀ ready, dPᵀ read, Pᵀ/dSᵀ ready, Pᵀ/dSᵀ read (one arrival each). Returns (dk, dv)."""
         STAGES: gl.constexpr = q_bufs.type.shape[0] // 2
         BQ: gl.constexpr = q_bufs.type.shape[3]
@@ -378,7 +370,7 @@ if gf.gluon is not None:
         return n0, q0, gl.cdiv(sq, BQ) - q0
 
     @gluon.jit
-    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr, EXCHANGE: gl.constexpr):
+    def _kv_consumer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr):
         """dK/dV consumer warpgroup WG: keys n0 + WG·64 … + 63 of the program's block (PARTS = 1), or
         column part WG of the block's 64 keys (PARTS > 1)."""
         (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
@@ -399,6 +391,8 @@ if gf.gluon is not None:
         next_turn = turn.index((WG + 1) % NUM_WG)
         first: gl.constexpr = 1 if WG == 0 else 0
         st_zero = gl.zeros([BK, BQ], gl.float32, st_layout)
+        k_s = k_bufs.index(WG).reshape([BK, PART])  # the warpgroup's own keys (PARTS = 1)
+        v_s = v_bufs.index(WG).reshape([BK, PART])
         dk = gl.zeros([BK, PART], gl.float32, d_layout)
         dv = gl.zeros([BK, PART], gl.float32, d_layout)
         l_off0 = i_b.to(gl.int64) * s_lb + (i_hk * group).to(gl.int64) * s_lh
@@ -409,7 +403,7 @@ if gf.gluon is not None:
             n_m = gl.minimum(gl.cdiv(key0 + BK - 1 - q0_tile * BQ, BQ), n_q)
         for i_g in range(group):
             t0 = i_g * n_q
-            if EXCHANGE:
+            if PARTS > 1:
                 for j in range(n_m):
                     dk, dv = _kv_part_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready,
                                            q_empty, dp_s, p_s, ds_s, x_bar, st_zero, dk, dv, p_lse, p_delta, l_off0,
@@ -420,13 +414,13 @@ if gf.gluon is not None:
                                            s_lh, sq, key0, qk_scale, False, st_layout, a_layout, WG)
             else:
                 for j in range(n_m):
-                    dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
+                    dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty,
                                       my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
-                                      qk_scale, first, True, st_layout, a_layout, PARTS, WG)
+                                      qk_scale, first, True, st_layout, a_layout)
                 for j in range(n_m, n_q):
-                    dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_bufs, v_bufs, q_bufs, do_bufs, q_ready, q_empty,
+                    dk, dv = _kv_step(t0 + j, i_g, (q0_tile + j) * BQ, k_s, v_s, q_bufs, do_bufs, q_ready, q_empty,
                                       my_turn, next_turn, st_zero, dk, dv, p_lse, p_delta, l_off0, s_lh, sq, key0,
-                                      qk_scale, first, False, st_layout, a_layout, PARTS, WG)
+                                      qk_scale, first, False, st_layout, a_layout)
         # dK·scale and dV through the K and V slots, TMA stores clipped at the head's end; with column
         # parts every warpgroup reads every slot, so all finish their products first
         if PARTS > 1:
@@ -441,7 +435,7 @@ if gf.gluon is not None:
         tma.store_wait(0)
 
     @gluon.jit
-    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr, EXCHANGE: gl.constexpr):
+    def _kv_producer(args, CAUSAL: gl.constexpr, WG: gl.constexpr, PARTS: gl.constexpr):
         """One warp: the program's K and V once, then (q, dO) tiles of every query head of the group
         through the ring (same signature as ``_kv_consumer``)."""
         (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
@@ -478,7 +472,6 @@ if gf.gluon is not None:
         s_lb, s_lh,  # their strides (batch, head), shared
         sq, group, qk_scale, scale,  # query length, Hq // Hkv, scale · log2 e, scale
         HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, NUM_WG: gl.constexpr,
-        EXCHANGE: gl.constexpr,  # column parts exchange dPᵀ, Pᵀ and dSᵀ (``_kv_part_step``)
     ):
         dtype: gl.constexpr = q_desc.dtype
         PARTS: gl.constexpr = HEAD_DIM // q_desc.block_type.shape[3]  # column parts of a row (1, or NUM_WG)
@@ -500,7 +493,7 @@ if gf.gluon is not None:
             mbarrier.init(q_empty.index(i), count=NUM_WG)
         BK: gl.constexpr = k_desc.block_type.shape[2]
         BQ: gl.constexpr = q_desc.block_type.shape[2]
-        if EXCHANGE:  # dPᵀ − Δ (float32), Pᵀ and dSᵀ between the warpgroups, and their four barriers
+        if PARTS > 1:  # dPᵀ − Δ (float32), Pᵀ and dSᵀ between the warpgroups, and their four barriers (``_kv_part_step``)
             dp_s = gl.allocate_shared_memory(gl.float32, [BK, BQ], gl.NVMMASharedLayout.get_default_for([BK, BQ], gl.float32))
             x_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BK, BQ], dtype)
             p_s = gl.allocate_shared_memory(dtype, [BK, BQ], x_layout)
@@ -515,8 +508,8 @@ if gf.gluon is not None:
             x_bar = done
         args = (q_desc, k_desc, v_desc, do_desc, dk_desc, dv_desc, p_lse, p_delta, s_lb, s_lh, k_bufs, v_bufs, q_bufs,
                 do_bufs, kv_bar, q_ready, q_empty, turn, done, sq, group, qk_scale, scale, dp_s, p_s, ds_s, x_bar)
-        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0, PARTS, EXCHANGE)), (_kv_consumer, (args, CAUSAL, 1, PARTS, EXCHANGE)),
-                            (_kv_producer, (args, CAUSAL, 1, PARTS, EXCHANGE))], [4, 1], [240, 24])
+        gl.warp_specialize([(_kv_consumer, (args, CAUSAL, 0, PARTS)), (_kv_consumer, (args, CAUSAL, 1, PARTS)),
+                            (_kv_producer, (args, CAUSAL, 1, PARTS))], [4, 1], [240, 24])
 
     _DQ = LeanKernel(_attn_bwd_dq_ws_kernel)
     _DKDV = LeanKernel(_attn_bwd_dkdv_ws_kernel)
