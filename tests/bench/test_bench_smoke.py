@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flashmarkov.bench import main, scan
+from flashmarkov.bench import main, report, scan
 from flashmarkov.bench.options import parse_args
 from flashmarkov.bench.registry import Impl, Skip
 
@@ -69,6 +69,10 @@ def test_records_markdown_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture
         assert f"## {title}\n" in table
     assert "| shape | dtype | floor ms | flashmarkov | torch.logspace | flashmarkov vs best peer |" in table
     assert (tmp_path / "scan.png").read_bytes().startswith(b"\x89PNG")
+
+    assert "rows merged from" not in table
+    merged = [dict(r, commit="abc1234", date="2026-01-02T00:00:00") if r["metric"] != "copy_GBps" else r for r in records]
+    assert "rows merged from commit abc1234 (2026-01-02)" in report.markdown(merged, "scan").splitlines()[2]
 
     out = capsys.readouterr().out
     summary = out[out.index("wrote ") :].splitlines()[1:]

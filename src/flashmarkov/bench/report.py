@@ -101,11 +101,17 @@ def compact(records: list[Record]) -> Table:
 
 
 def _provenance(records: list[Record]) -> str:
+    """The first run's machine, versions, commit and date; records merged from other runs
+    (``benchmarks/merge_results.py``) add their commits, each record keeping its own in the JSON."""
     copy = next(r for r in records if r["metric"] == COPY)
-    return (
+    line = (
         f"{copy['gpu']} · torch {copy['torch']} · triton {copy['triton']} · commit {copy['commit']} · "
         f"{copy['date']} · copy bandwidth {copy['value']:.0f} GB/s (read + write) · timer: {copy['timer']}"
     )
+    others = sorted({(r["commit"], r["date"][:10]) for r in records} - {(copy["commit"], copy["date"][:10])})
+    if others:
+        line += " · rows merged from " + ", ".join(f"commit {c} ({d})" for c, d in others) + " (each record's commit is in the JSON)"
+    return line
 
 
 def markdown(records: list[Record], op: str) -> str:
