@@ -310,7 +310,8 @@ def test_gluon_width():
     """Head dims the Gluon kernels take, and the width they run at (TMA pads the rest with zeros)."""
     from flashmarkov.attention import gluon_forward
 
-    assert [gluon_forward.width(d) for d in (48, 64, 72, 96, 100, 120, 128, 136, 256)] == [None, 64, 128, 128, None, 128, 128, None, 256]
+    dims = (48, 64, 72, 96, 100, 120, 128, 136, 192, 250, 256, 264)
+    assert [gluon_forward.width(d) for d in dims] == [None, 64, 128, 128, None, 128, 128, 256, 256, None, 256, None]
 
 
 def test_gluon_forward_plan():

@@ -108,8 +108,10 @@ GLUON_CASES = [
     (2, 16, 8, 1950, 1950, 64, False, "bshd"),  # plan 7 + 5, the last small program's second warpgroup on 30 rows
     (2, 4, 2, 700, 700, 96, True, "bhsd"),  # head dims run at width 128 (gluon_forward.width)
     (1, 6, 6, 1000, 1537, 80, False, "bshd"),
-    (1, 4, 2, 1000, 1500, 256, False, "bhsd"),  # D = 256: 32-key tiles, forward only (the backward is Triton's)
+    (1, 4, 2, 1000, 1500, 256, False, "bhsd"),  # D = 256: 64-key forward tiles, dK/dV by column parts
     (2, 2, 2, 700, 700, 256, True, "bshd"),
+    (2, 4, 2, 777, 777, 192, True, "bhsd"),  # head dims 136…248 run at width 256 (gluon_forward.width)
+    (1, 2, 1, 500, 1100, 160, False, "bshd"),
 ]
 
 

@@ -28,7 +28,7 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
   need no copy) and clips the o store there.
 
 Scope (``supported`` says when): CUDA capability 9.0, float16 / bfloat16, head dim 64, 128 or 256 (or
-72…120 in steps of 8, run at width 128: ``width``),
+72…120 and 136…248 in steps of 8, run at width 128 and 256: ``width``),
 dense (B, H, S, D) with unit head-dim stride and 16-byte aligned strides and bases, no sliding
 window, no softcap, positive scale, causal only with Sq = Sk, and enough work (``MIN_WORK``) to
 be the faster one. Everything else runs the Triton forward. Online softmax in base 2, as ``forward.py``; o and lse (natural log) alike.
@@ -101,14 +101,13 @@ LOG2E = 1.4426950408889634
 
 def width(head_dim: int) -> int | None:
     """The head-dim width the Gluon kernels run ``head_dim`` at: 64, 128 and 256 as they are, 72…120 (multiples
-    of 8: 16-byte rows) at 128 — TMA zero-fills the columns past the head dim on loads (they add nothing to
-    q·k, and give o columns nobody reads) and clips them on stores; None: the Triton kernels only."""
+    of 8: 16-byte rows) at 128 and 136…248 at 256 — TMA zero-fills the columns past the head dim on loads (they
+    add nothing to q·k, and give o columns nobody reads) and clips them on stores (the Triton kernels pad to
+    the same powers of two); None: the Triton kernels only."""
     if head_dim == 64:
         return 64
-    if 64 < head_dim <= 128 and head_dim % 8 == 0:
-        return 128
-    if head_dim == 256:
-        return 256
+    if head_dim % 8 == 0 and 64 < head_dim <= 256:
+        return 128 if head_dim <= 128 else 256
     return None
 
 
