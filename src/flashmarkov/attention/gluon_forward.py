@@ -8,8 +8,9 @@ against cuDNN's ~650 (notes/attention.md). This kernel is the FlashAttention-3 s
   of 64 rows (2 at D = 128 and 256, 3 at D = 64; the default partition and worker partitions), which
   share the K/V tiles. Persistent programs, one per SM, walk the items in turn (the next item's
   q and K/V load during this one's last products and epilogue; o leaves through slots of its
-  own, at D = 256 through the q slots, which then take the next q only after o's store). Causal items are row blocks, longest first within groups of heads (``causal_groups``),
-  taken in rounds of alternating direction; a causal forward of many rounds launches one program
+  own, above D = 128 through the q slots, which then take the next q only after o's store:
+  ``_o_in_q``). Causal items are row blocks, longest first within groups of heads
+  (``causal_groups``), taken in rounds of alternating direction; a causal forward of many rounds launches one program
   per item instead (``attention_forward``). Non-causal items follow ``plan``: where the last round
   would leave SMs idle, each (sequence, head) gets fewer big items and some of 64·(NUM_WG − 1)
   rows, after all the big ones. A
@@ -285,6 +286,12 @@ def attention_forward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, p
 
 
 if gluon is not None:
+
+    @gluon.constexpr_function
+    def _o_in_q(head_dim):
+        """Whether o leaves through the q slots: above D = 128 a separate o staging (64 KB at D = 256)
+        would leave no room for a 2-deep ring of 64-key K/V tiles."""
+        return head_dim > 128
 
     @gluon.jit
     def kv_ring(k_desc, v_desc, STAGES: gl.constexpr, NUM_WG: gl.constexpr):
@@ -590,7 +597,7 @@ if gluon is not None:
                 o, p16, m_i, l_i, alpha = _step(j, kv0, tc0, q_s, k_bufs, v_bufs, k_ready, k_empty, v_ready, v_empty, my_turn,
                                                 next_turn, s_zero, o, p16, m_i, l_i, alpha, row0, sk, qk_scale,
                                                 first, STAGES, _masked(j, n_tiles, row0, BN, CAUSAL), CAUSAL)
-        O_IN_Q: gl.constexpr = HEAD_DIM > 128  # o leaves through the q slot (``_attn_fwd_ws_kernel``)
+        O_IN_Q: gl.constexpr = _o_in_q(HEAD_DIM)
         if not O_IN_Q:
             mbarrier.arrive(q_empty, count=1)  # every S of this item is done: the producer may load the next item's q
 
@@ -689,7 +696,7 @@ if gluon is not None:
     ):
         dtype: gl.constexpr = q_desc.dtype
         q_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
-        if HEAD_DIM > 128:  # o leaves through the q slots (64-key tiles in 2 stages fit beside them, not beside a third 64 KB)
+        if _o_in_q(HEAD_DIM):
             o_bufs = q_bufs
         else:  # o leaves through slots of its own while the next item's q loads
             o_bufs = gl.allocate_shared_memory(dtype, [NUM_WG] + q_desc.block_type.shape, q_desc.layout)
