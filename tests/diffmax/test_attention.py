@@ -272,6 +272,45 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b, c: diffmax_attention(a, b, c, 0.6, causal=True, n_iter=80), args, atol=1e-7)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 0.3])
+def test_gradgradcheck_float64(alpha):
+    """Second derivatives on the reference path against finite differences of the backward (GQA,
+    causal, Sq < Sk; α = 0.3 puts y^(k−2) with k < 2 in the second derivative). The reference once
+    held the bisection's τ constant, whose Jacobian diag(s) − p sᵀ is not the weights' (wrong
+    second derivatives, silently)."""
+    q, k, v = _inputs(1, 2, 1, 5, 7, 4, 3, torch.float64, "cpu", gen=torch.Generator().manual_seed(3))
+    args = tuple(t.requires_grad_() for t in (q, k, v))
+    assert torch.autograd.gradgradcheck(
+        lambda a, b, c: diffmax_attention(a, b, c, alpha, causal=True, n_iter=80), args, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_double_backward(backend, monkeypatch):
+    """A gradient penalty through diffmax attention (GQA, causal, Sq < Sk): under ``create_graph`` the
+    backward runs the reference's torch ops on either path; float32 against the float64 reference
+    path (whose second derivatives ``test_gradgradcheck_float64`` checks). The kernels' backward
+    returned gradients without a graph (the penalty's gradient silently dropped)."""
+    gen = torch.Generator().manual_seed(0)
+    base = _inputs(2, 4, 2, 19, 26, 16, 8, torch.float64, "cpu", gen=gen)
+    w = torch.randn(2, 4, 19, 8, generator=gen, dtype=torch.float64)
+
+    def second_order(device, dtype):
+        xs = [x.to(device=device, dtype=dtype).requires_grad_() for x in base]
+        o = diffmax_attention(*xs, 0.5, causal=True)
+        firsts = torch.autograd.grad((o * w.to(o)).sum(), xs, create_graph=True)
+        penalty = sum((g.double() ** 2).sum() for g in firsts)
+        return torch.autograd.grad(penalty, xs)
+
+    expected = second_order("cpu", torch.float64)
+    device = "cpu"
+    if backend == "triton":  # compiled on a GPU, interpreted on CPU tensors
+        monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
+        device = DEVICE
+    for name, g, e in zip(("q", "k", "v"), second_order(device, torch.float32), expected, strict=True):
+        assert rel_err(g.cpu(), e) <= TOLERANCE[torch.float32], f"d2/d{name}: {rel_err(g.cpu(), e):.3g}"
+
+
 def test_torch_compile_fullgraph():
     def model(q, k, v):
         return (diffmax_attention(q, k, v, 0.5, causal=True) ** 2).sum()

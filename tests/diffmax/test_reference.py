@@ -105,6 +105,32 @@ def test_backward_formulas_against_finite_differences(alpha):
     assert (da - da_fd).abs().max() < 1e-7
 
 
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 0.8])
+def test_autograd_through_the_reference(alpha):
+    """Autograd through ``diffmax_bisect_ref`` (τ attached by two Newton steps, its value unchanged)
+    gives the closed-form gradients of ``diffmax_bisect_bwd_ref`` in X and a per-row α, with a masked
+    entry and a fully masked row, and exact second derivatives (gradgradcheck). With τ held constant
+    autograd gave the Jacobian diag(s) − p sᵀ."""
+    z = torch.randn(4, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    z[0, 4] = -math.inf
+    z[3] = -math.inf
+    a = torch.tensor([[alpha], [alpha * 0.9], [alpha * 1.1], [alpha]], dtype=torch.float64)
+    x, al = z.clone().requires_grad_(), a.clone().requires_grad_()
+    p = diffmax_bisect_ref(x, al, n_iter=80)
+    with torch.no_grad():
+        assert torch.equal(p, diffmax_bisect_ref(z, a, n_iter=80))  # the same values
+    dp = torch.randn(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(6))
+    dx, da = torch.autograd.grad(p, (x, al), dp)
+    dx_ref, da_ref = diffmax_bisect_bwd_ref(p.detach(), dp, a)
+    assert (dx - dx_ref).abs().max() < 1e-12 and torch.equal(dx[3], torch.zeros(11, dtype=torch.float64))
+    assert (da - da_ref).abs().max() < 1e-10
+    finite = torch.isfinite(z)
+    assert torch.autograd.gradgradcheck(
+        lambda t, u: diffmax_bisect_ref(torch.where(finite, t, z), u, n_iter=80),
+        (torch.where(finite, z, 0.0).requires_grad_(), a.clone().requires_grad_()),
+    )
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=st.integers(1, 40),

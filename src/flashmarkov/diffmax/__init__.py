@@ -306,7 +306,8 @@ def diffmax_attention(
 
     Returns:
         O (B, Hq, Sq, Dv) in q's dtype (rows with no visible key give 0), differentiable in q,
-        k and v; with ``return_stats``, (O, stats).
+        k and v (twice: a backward under ``create_graph=True`` runs the reference backward, O(Sq·Sk)
+        memory per chunk of queries); with ``return_stats``, (O, stats).
     """
     q = _checks.check_tensor("q", q, min_ndim=4)
     k = _checks.check_tensor("k", k, min_ndim=4)

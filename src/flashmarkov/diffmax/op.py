@@ -174,15 +174,25 @@ def _(q, k, v, alpha, causal, scale, wl, wr, n_iter):
     )
 
 
+def attention_bwd_ref(
+    q: Tensor, k: Tensor, v: Tensor, do: Tensor, tau: Tensor, rn: Tensor, states: Tensor,
+    alpha: float, causal: bool, scale: float, wl: int, wr: int, n_iter: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``attention_bwd`` by the PyTorch reference: torch ops throughout, with the weights' threshold τ
+    carrying its exact derivatives (``reference.diffmax_bisect_ref``), so autograd differentiates the
+    gradients again (``DiffmaxAttentionFunction`` under ``create_graph``; O(Sq·Sk) memory per chunk)."""
+    return reference.diffmax_attention_bwd_ref(
+        q, k, v, do, alpha, causal=causal, softmax_scale=scale, window=(wl, wr), n_iter=n_iter
+    )
+
+
 def attention_bwd(
     q: Tensor, k: Tensor, v: Tensor, do: Tensor, tau: Tensor, rn: Tensor, states: Tensor,
     alpha: float, causal: bool, scale: float, wl: int, wr: int, n_iter: int,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(dq, dk, dv) of diffmax attention."""
     if _runtime.backend_for(q.device) == "reference":
-        return reference.diffmax_attention_bwd_ref(
-            q, k, v, do, alpha, causal=causal, softmax_scale=scale, window=(wl, wr), n_iter=n_iter
-        )
+        return attention_bwd_ref(q, k, v, do, tau, rn, states, alpha, causal, scale, wl, wr, n_iter)
     from .attention import attention_bwd_launch
 
     return attention_bwd_launch(q, k, v, do, tau, rn, states, alpha, causal, scale, (wl, wr))
@@ -222,7 +232,9 @@ diffmax_attention_op.register_autograd(_attn_backward, setup_context=_attn_setup
 class DiffmaxAttentionFunction(torch.autograd.Function):
     """The eager path of ``flashmarkov::diffmax_attention`` (no custom-op dispatch layers).
     Gradients are not materialised: the engine would otherwise fill zero tensors for the
-    gradients of τ, 1/S and the tile states (three allocations and fill kernels per backward)."""
+    gradients of τ, 1/S and the tile states (three allocations and fill kernels per backward).
+    A backward under ``create_graph=True`` runs the reference backward (``attention_bwd_ref``),
+    which autograd differentiates again; the kernels' backward is first-order only."""
 
     @staticmethod
     def forward(ctx, q, k, v, alpha, causal, scale, wl, wr, n_iter):
@@ -234,4 +246,4 @@ class DiffmaxAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dtau, drn, dstates):
-        return _attn_gradients(ctx, do, attention_bwd)
+        return _attn_gradients(ctx, do, attention_bwd_ref if torch.is_grad_enabled() else attention_bwd)

@@ -75,27 +75,31 @@ def diffmax_bisect_ref(
     a = _alpha_rows(resolve_alpha(alpha, X, dim), X, dim)
     one_minus = 1.0 - a
     k = 1.0 / one_minus
-    xs = X.to(acc) * one_minus
-    finite = torch.isfinite(xs)
-    bad = (~finite & (xs != -torch.inf)).any(dim=dim, keepdim=True)  # NaN or +inf: a NaN row
+    x = X.to(acc)
+    finite = torch.isfinite(x)
+    bad = (~finite & (x != -torch.inf)).any(dim=dim, keepdim=True)  # NaN or +inf: a NaN row
+    # masked entries enter as 0 · (1 − α) and leave as −inf: no 0 · ∞ in a gradient of α
+    xs = torch.where(finite, torch.where(finite, x, 0.0) * one_minus, -torch.inf)
     n = finite.sum(dim=dim, keepdim=True)
-    m = xs.amax(dim=dim, keepdim=True)
+    m = xs.detach().amax(dim=dim, keepdim=True)
     empty = n == 0
     m = torch.where(empty | bad, torch.zeros_like(m), m)
-    xs = torch.where(finite, xs, torch.full_like(xs, -torch.inf))
 
-    def p_of(tau: Tensor) -> Tensor:
-        return torch.clamp(xs - tau, min=0) ** k
-
+    # the bisection runs on detached values (no graph of n_iter steps)
+    xd, kd = xs.detach(), k.detach()
     tau_lo = m - 1.0
-    tau_hi = m - n.clamp(min=1).to(acc) ** (-one_minus)
+    tau_hi = m - n.clamp(min=1).to(acc) ** (-one_minus.detach())
     width = tau_hi - tau_lo
     for _ in range(n_iter):
         width = width / 2
         tau_mid = tau_lo + width
-        f_mid = p_of(tau_mid).sum(dim=dim, keepdim=True) - 1.0
+        f_mid = (torch.clamp(xd - tau_mid, min=0) ** kd).sum(dim=dim, keepdim=True) - 1.0
         tau_lo = torch.where(f_mid >= 0, tau_mid, tau_lo)
-    p = p_of(tau_lo)
+    if torch.is_grad_enabled() and xs.requires_grad:  # X or α requires a gradient
+        tau_lo = _attach_tau(xs, tau_lo, k, dim)
+        p = _power(xs - tau_lo, k)
+    else:
+        p = torch.clamp(xs - tau_lo, min=0) ** k
     if ensure_sum_one:
         total = p.sum(dim=dim, keepdim=True)
         p = p / torch.where(total > 0, total, torch.ones_like(total))
@@ -103,6 +107,31 @@ def diffmax_bisect_ref(
     if not return_tau:
         return p
     return p, torch.where(bad, torch.nan, torch.where(empty, torch.full_like(tau_lo, -torch.inf), tau_lo))
+
+
+def _power(y: Tensor, k: Tensor) -> Tensor:
+    """[y]_+^k, zero for y <= 0 (and −inf, NaN) with zero derivatives of every order there (a plain
+    ``clamp(y, 0) ** k`` has an infinite derivative at 0 for exponents below 1 and an infinite second
+    derivative below 2, and 0 · ∞ = NaN in the chain rule)."""
+    positive = y > 0
+    return torch.where(positive, torch.where(positive, y, 1.0) ** k, 0.0)
+
+
+def _attach_tau(xs: Tensor, tau: Tensor, k: Tensor, dim: int) -> Tensor:
+    """τ with its value unchanged and the derivatives (in xs and k) of the exact root of
+    F(τ) = Σ [xs − τ]_+^k − 1: two Newton steps from the bisection's τ, minus themselves detached.
+    A Newton step squares the distance to the root (F is smooth where no entry sits at the support's
+    edge), so for inputs perturbed by δ two steps from the fixed τ land O(δ⁴) from the perturbed
+    root: first and second derivatives are the root's. (With τ held constant, p = y^k / Σ y^k has
+    the Jacobian diag(s) − p sᵀ instead of the exact diag(s) − s sᵀ / Σ s, s = p^α; ../math.md §3.)"""
+    t = tau
+    for _ in range(2):
+        y = xs - t
+        f = _power(y, k).sum(dim=dim, keepdim=True) - 1.0
+        d = _power(y, k - 1.0).sum(dim=dim, keepdim=True)  # −F'(τ) / k
+        ok = d > 0
+        t = t + torch.where(ok, f / (k * torch.where(ok, d, 1.0)), 0.0)
+    return tau + (t - t.detach())
 
 
 def _phi(v: Tensor, terms: int) -> Tensor:
