@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything flashmarkov does on the lent GPU machine, by steps:
-#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [host] [probe] [pack]     (default: tests bench)
-# host: benchmarks/host_overhead.py (host µs per public call); probe: benchmarks/attention_probe.py (PROBE_ARGS).
+#   bash scripts/gpu.sh [peers] [tests] [bench] [opbench] [check] [demo] [tune] [ncu-scan] [profile-diffmax] [host] [probe] [overlap] [pack]     (default: tests bench)
+# host: benchmarks/host_overhead.py (host µs per public call); probe: benchmarks/attention_probe.py (PROBE_ARGS);
+# overlap: benchmarks/overlap_probe.py (do MUFU and the tensor cores run at once on one SM?).
 # env: TEST_PATHS (default tests), TEST_WORKERS (pytest-xdist workers, default 8), BENCH_LAYOUTS (default "bdt btd"), BENCH_IMPLS, BENCH_TIMEOUT,
 # FLASHMARKOV_COMMIT (required by bench and opbench: the records' commit, from the calling side's checkout),
 # SLOW_PEER (bench: skip a peer for the rest of the run once it takes more than this many times the floor; default 50, 0: never),
@@ -85,6 +86,7 @@ for step in $steps; do
       timeout 300 python3 -c "from flashmarkov.bench.diffmax import profile_attention; profile_attention()" 2>&1 | tee "$OUT/profile-diffmax.log" | tail -30 ;;
     host)  timeout 150 python3 benchmarks/host_overhead.py > "$OUT/host.log" 2>&1; tail -12 "$OUT/host.log" ;;
     probe) timeout 200 python3 benchmarks/attention_probe.py ${PROBE_ARGS:-} 2>&1 | tee "$OUT/probe.log" | tail -12 ;;
+    overlap) timeout 200 python3 benchmarks/overlap_probe.py --out "$OUT" 2>&1 | tee "$OUT/overlap.log" | tail -4 ;;
     *)     echo "unknown step $step"; status=1 ;;
   esac
 done
