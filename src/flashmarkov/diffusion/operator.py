@@ -144,6 +144,7 @@ class SymmetricMarkov:
         self.center = X.double().mean(0)
         self.X64 = (X.double() - self.center).contiguous()
         self._points: dict[torch.dtype, tuple[Tensor, Tensor | None]] = {}
+        self._products: dict[torch.dtype, tiles.PackedMatmat] = {}  # M·V per dtype, points packed once
         self.sigma = None if sigma is None else sigma.double()
         Xh, sh = self.points(hi)
         self.q = tiles.gaussian_rowsum(Xh, Xh, self.beta, sigma_q=sh, sigma_k=sh).double()
@@ -182,7 +183,9 @@ class SymmetricMarkov:
         V, r = V.to(dtype).contiguous(), self.r.to(dtype)
         if SYMMETRIC_PRODUCT:
             return tiles.gaussian_matmat_sym(X, V, self.beta, scale=r, sigma=s)
-        return tiles.gaussian_matmat(X, X, V, self.beta, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s)
+        if dtype not in self._products:
+            self._products[dtype] = tiles.PackedMatmat(X, self.beta, sigma=s)
+        return self._products[dtype](V, row_scale=r, col_scale=r)
 
     def apply(self, V: Tensor, dtype: torch.dtype | None = None, rows: Tensor | None = None) -> Tensor:
         """P V (with a Doob function: P^h V) for V (N, m), or only its ``rows`` (index tensor)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -98,8 +99,19 @@ def _sigmas(sigma_q: object, sigma_k: object, Q: Tensor, K: Tensor) -> tuple[Ten
 # custom ops: implementation (backend choice) and fake (output metadata)
 
 
-@torch.library.custom_op("flashmarkov::gaussian_matmat", mutates_args=())
-def gaussian_matmat_op(
+def _call(op, impl, *args):
+    """``op(*args)`` under torch.compile, and where autograd would record the call (the ops have no
+    autograd formula: a backward through one raises, naming it); otherwise ``impl(*args)`` directly,
+    without the custom op's dispatch layers (~20 µs of host time per call on this project's CPU)."""
+    if torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
+    ):
+        return op(*args)
+    return impl(*args)
+
+
+
+def _matmat_impl(
     Q: Tensor,
     K: Tensor,
     V: Tensor,
@@ -116,13 +128,15 @@ def gaussian_matmat_op(
     return _launch_matmat(Q, K, V, beta, row_scale=row_scale, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
 
 
+gaussian_matmat_op = torch.library.custom_op("flashmarkov::gaussian_matmat", _matmat_impl, mutates_args=())
+
+
 @gaussian_matmat_op.register_fake
 def _(Q, K, V, beta, row_scale, col_scale, sigma_q, sigma_k):
     return Q.new_empty(Q.shape[0], V.shape[1])
 
 
-@torch.library.custom_op("flashmarkov::gaussian_rowsum", mutates_args=())
-def gaussian_rowsum_op(
+def _rowsum_impl(
     Q: Tensor, K: Tensor, beta: float, col_scale: Tensor | None, sigma_q: Tensor | None, sigma_k: Tensor | None
 ) -> Tensor:
     if _runtime.backend_for(Q.device) == "reference":
@@ -130,16 +144,21 @@ def gaussian_rowsum_op(
     return _launch_rowsum(Q, K, beta, col_scale=col_scale, sigma_q=sigma_q, sigma_k=sigma_k)
 
 
+gaussian_rowsum_op = torch.library.custom_op("flashmarkov::gaussian_rowsum", _rowsum_impl, mutates_args=())
+
+
 @gaussian_rowsum_op.register_fake
 def _(Q, K, beta, col_scale, sigma_q, sigma_k):
     return Q.new_empty(Q.shape[0])
 
 
-@torch.library.custom_op("flashmarkov::gaussian_matmat_sym", mutates_args=())
-def gaussian_matmat_sym_op(X: Tensor, V: Tensor, beta: float, scale: Tensor | None, sigma: Tensor | None) -> Tensor:
+def _matmat_sym_impl(X: Tensor, V: Tensor, beta: float, scale: Tensor | None, sigma: Tensor | None) -> Tensor:
     if _runtime.backend_for(X.device) == "reference":
         return reference.gaussian_matmat_sym_ref(X, V, beta, scale=scale, sigma=sigma)
     return _launch_matmat_sym(X, V, beta, scale=scale, sigma=sigma)
+
+
+gaussian_matmat_sym_op = torch.library.custom_op("flashmarkov::gaussian_matmat_sym", _matmat_sym_impl, mutates_args=())
 
 
 @gaussian_matmat_sym_op.register_fake
@@ -147,14 +166,16 @@ def _(X, V, beta, scale, sigma):
     return X.new_empty(X.shape[0], V.shape[1])
 
 
-@torch.library.custom_op("flashmarkov::gaussian_softmax_apply", mutates_args=())
-def gaussian_softmax_apply_op(
+def _softmax_apply_impl(
     Q: Tensor, K: Tensor, V: Tensor, beta: float, log_bias: Tensor | None
 ) -> tuple[Tensor, Tensor]:
     if _runtime.backend_for(Q.device) == "reference":
         out, lse = reference.gaussian_softmax_apply_ref(Q, K, V, beta, log_bias=log_bias)
         return out, lse
     return _launch_softmax_apply(Q, K, V, beta, log_bias=log_bias)
+
+
+gaussian_softmax_apply_op = torch.library.custom_op("flashmarkov::gaussian_softmax_apply", _softmax_apply_impl, mutates_args=())
 
 
 @gaussian_softmax_apply_op.register_fake
@@ -219,7 +240,37 @@ def gaussian_matmat(
     row_scale = _vector("row_scale", row_scale, Q.shape[0], Q, "Q", "one scale per query")
     col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
     sigma_q, sigma_k = _sigmas(sigma_q, sigma_k, Q, K)
-    return gaussian_matmat_op(Q, K, V, _beta(beta), row_scale, col_scale, sigma_q, sigma_k)
+    return _call(gaussian_matmat_op, _matmat_impl, Q, K, V, _beta(beta), row_scale, col_scale, sigma_q, sigma_k)
+
+
+class PackedMatmat:
+    """``gaussian_matmat(X, X, V, beta, row_scale=…, col_scale=…, sigma_q=sigma, sigma_k=sigma)`` for many
+    value blocks V, with the points centred, scaled, split and padded once (on the Triton path a
+    product otherwise re-packs them: ~25 small launches of host time per call, which iterative
+    solvers pay every step). On the reference backend, under torch.compile and where autograd would
+    record the call, each call is ``gaussian_matmat`` itself. The packed operands hold ~2 × 128 bytes
+    per point (float32: the folded float16 operands) until the object is dropped."""
+
+    def __init__(self, X: Tensor, beta: float, *, sigma: Tensor | None = None) -> None:
+        self.X = _points("X", X)
+        self.beta = _beta(beta)
+        self.sigma = _vector("sigma", sigma, self.X.shape[0], self.X, "X", "one bandwidth per point")
+        self._ops: Operands | None = None
+
+    def __call__(self, V: Tensor, *, row_scale: Tensor | None = None, col_scale: Tensor | None = None) -> Tensor:
+        X, s = self.X, self.sigma
+        V = _values("V", V, X.shape[0], X, "X")
+        row_scale = _vector("row_scale", row_scale, X.shape[0], X, "X", "one scale per query")
+        col_scale = _vector("col_scale", col_scale, X.shape[0], X, "X", "one scale per key")
+        args = (X, X, V, self.beta, row_scale, col_scale, s, s)
+        if (
+            torch.compiler.is_compiling() or _runtime.backend_for(X.device) == "reference"
+            or (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args))
+        ):
+            return _call(gaussian_matmat_op, _matmat_impl, *args)
+        if self._ops is None:
+            self._ops = _pack_operands(X, X, self.beta, job="matmat", sigma_q=s, sigma_k=s)
+        return _apply(self._ops, _scaled(V, col_scale), row_scale)[0]
 
 
 def gaussian_rowsum(
@@ -237,7 +288,7 @@ def gaussian_rowsum(
     _features("K", K, "Q", Q)
     col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
     sigma_q, sigma_k = _sigmas(sigma_q, sigma_k, Q, K)
-    return gaussian_rowsum_op(Q, K, _beta(beta), col_scale, sigma_q, sigma_k)
+    return _call(gaussian_rowsum_op, _rowsum_impl, Q, K, _beta(beta), col_scale, sigma_q, sigma_k)
 
 
 def gaussian_matmat_sym(
@@ -254,7 +305,7 @@ def gaussian_matmat_sym(
     V = _values("V", V, X.shape[0], X, "X")
     scale = _vector("scale", scale, X.shape[0], X, "X", "one scale per point")
     sigma = _vector("sigma", sigma, X.shape[0], X, "X", "one bandwidth per point")
-    return gaussian_matmat_sym_op(X, V, _beta(beta), scale, sigma)
+    return _call(gaussian_matmat_sym_op, _matmat_sym_impl, X, V, _beta(beta), scale, sigma)
 
 
 def gaussian_softmax_apply(
@@ -274,7 +325,7 @@ def gaussian_softmax_apply(
     _features("K", K, "Q", Q)
     V = _values("V", V, K.shape[0], Q, "Q")
     log_bias = _vector("log_bias", log_bias, K.shape[0], Q, "Q", "one bias per key")
-    return gaussian_softmax_apply_op(Q, K, V, _beta(beta), log_bias)
+    return _call(gaussian_softmax_apply_op, _softmax_apply_impl, Q, K, V, _beta(beta), log_bias)
 
 
 def knn(Q: Tensor, K: Tensor, k: int, *, exclude_self: bool = False) -> tuple[Tensor, Tensor]:
@@ -1090,26 +1141,46 @@ def _pack_values(W: Tensor, n_pad: int, ldw: int, block_v: int) -> tuple[Tensor,
     return hi, lo, top
 
 
-def _gaussian_launch(
-    Q: Tensor, K: Tensor, W: Tensor, beta: float, *, job: str, row_scale: Tensor | None = None,
-    sigma_q: Tensor | None = None, sigma_k: Tensor | None = None, log_bias: Tensor | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """One launch of ``_gaussian_tiles_kernel`` for job "matmat", "rowsum", "sym" or "softmax"
-    (after the operand packing); ``W`` holds the values with the column scale folded in."""
+PACK_ROWS = 128  # packed operands have a multiple of this many rows: every tile's block_m and block_n divide it
+
+
+class Operands(NamedTuple):
+    """The point operands of one Gaussian product (``_pack_operands``): packed once, they serve any
+    values (``_apply``). Query side qh, ql, qt, topq; key side kh, kl, kt, topk (``_pack_points``);
+    c = beta (times log2(e) with EXP2); isq, isk the inverse bandwidths or None."""
+
+    job: str
+    qh: Tensor
+    ql: Tensor | None
+    qt: Tensor
+    topq: Tensor | None
+    kh: Tensor
+    kl: Tensor | None
+    kt: Tensor
+    topk: Tensor | None
+    c: Tensor
+    isq: Tensor | None
+    isk: Tensor | None
+    n_q: int
+    n_k: int
+    block_d: int
+    d_chunks: int
+    same: bool
+    fold: bool
+
+
+def _pack_operands(
+    Q: Tensor, K: Tensor, beta: float, *, job: str, sigma_q: Tensor | None = None, sigma_k: Tensor | None = None,
+    log_bias: Tensor | None = None,
+) -> Operands:
+    """The operands of job "matmat", "rowsum", "sym" or "softmax" on queries Q and keys K (``_apply``)."""
     split = exp2 = Q.dtype == torch.float32
-    (n_q, d), n_k, m = Q.shape, K.shape[0], W.shape[1]
+    (n_q, d), n_k = Q.shape, K.shape[0]
     symmetric, softmax = job == "sym", job == "softmax"
     same = symmetric or (K is Q and not softmax)  # queries are the keys: no running maximum
     fold = FOLD and split and same and sigma_q is None
     block_d, d_chunks = _features_split(3 * d + 4 if fold else d)
-    block_v = min(_pow2_at_least(m), 64)
-    ldw = _round_up(m, block_v)
-    cfg = pick_config(job, Q.dtype, block_d * d_chunks, block_v, fold)
-    block_n = cfg.block_n
-    tile = max(cfg.block_m, block_n, 64)
-    q_pad, k_pad = _round_up(n_q, tile), _round_up(n_k, tile)
-    if symmetric and cfg.block_m % block_n:
-        raise RuntimeError(f"symmetric tiles need block_m a multiple of block_n, got {cfg}")
+    q_pad, k_pad = _round_up(n_q, PACK_ROWS), _round_up(n_k, PACK_ROWS)
     c = torch.full((1,), beta * _LOG2E if exp2 else beta, dtype=Q.dtype, device=Q.device)
     ctr = reference.centre(K)
     kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias,
@@ -1122,23 +1193,53 @@ def _gaussian_launch(
         qh, ql, qt, topq = kh, kl, kt, topk
     else:
         qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c)
-    wh, wl, vtop = _pack_values(W, k_pad, ldw, block_v)
-    n_programs = _host.cdiv(n_q, cfg.block_m) * (ldw // block_v)
-    splits = key_splits(n_programs, k_pad // block_n, Q.device) if same and not symmetric else 1
-    keys_per_split = _host.cdiv(k_pad // block_n, splits) * block_n
-    splits = _host.cdiv(n_k, keys_per_split)
-    out = (torch.zeros if symmetric else torch.empty)((splits, n_q, m), dtype=Q.dtype, device=Q.device)
-    lse = torch.empty(n_q, dtype=Q.dtype, device=Q.device) if softmax else None
     isq = None if sigma_q is None else 1.0 / sigma_q
     isk = None if sigma_k is None else (isq if symmetric else 1.0 / sigma_k)
+    return Operands(job, qh, ql, qt, topq, kh, kl, kt, topk, c, isq, isk, n_q, n_k, block_d, d_chunks, same, fold)
+
+
+def _apply(ops: Operands, W: Tensor, row_scale: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """One launch of ``_gaussian_tiles_kernel`` for ``ops`` (``_pack_operands``) and values ``W`` (the
+    column scale folded in): (out, lse), lse only for "softmax"."""
+    split = exp2 = ops.qh.dtype != torch.float64
+    n_q, n_k, m, dtype, device = ops.n_q, ops.n_k, W.shape[1], W.dtype, W.device
+    symmetric, softmax = ops.job == "sym", ops.job == "softmax"
+    width = ops.block_d * ops.d_chunks
+    block_v = min(_pow2_at_least(m), 64)
+    ldw = _round_up(m, block_v)
+    cfg = pick_config(ops.job, dtype, width, block_v, ops.fold)
+    block_n = cfg.block_n
+    if symmetric and cfg.block_m % block_n:
+        raise RuntimeError(f"symmetric tiles need block_m a multiple of block_n, got {cfg}")
+    if PACK_ROWS % cfg.block_m or PACK_ROWS % block_n:
+        raise RuntimeError(f"tiles {cfg} do not divide the packed operands' {PACK_ROWS}-row multiple")
+    k_pad = ops.kh.shape[0]
+    wh, wl, vtop = _pack_values(W, k_pad, ldw, block_v)
+    n_programs = _host.cdiv(n_q, cfg.block_m) * (ldw // block_v)
+    splits = key_splits(n_programs, k_pad // block_n, device) if ops.same and not symmetric else 1
+    keys_per_split = _host.cdiv(k_pad // block_n, splits) * block_n
+    splits = _host.cdiv(n_k, keys_per_split)
+    out = (torch.zeros if symmetric else torch.empty)((splits, n_q, m), dtype=dtype, device=device)
+    lse = torch.empty(n_q, dtype=dtype, device=device) if softmax else None
     _gaussian_tiles_kernel[(_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits)](
-        qh, ql, kh, kl, wh, wl, out, lse, c, topq, topk, qt, kt, row_scale, isq, isk, vtop, n_q, n_k, m, ldw, keys_per_split,
-        BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=block_d, D_CHUNKS=d_chunks, BLOCK_V=block_v,
-        ROW_SCALE=row_scale is not None, SIGMA=isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=same,
-        SPLIT=split, EXP2=exp2, FOLD=fold, MASK_SPLIT=fold and _mask_split(block_d * d_chunks, block_v),
+        ops.qh, ops.ql, ops.kh, ops.kl, wh, wl, out, lse, ops.c, ops.topq, ops.topk, ops.qt, ops.kt, row_scale, ops.isq,
+        ops.isk, vtop, n_q, n_k, m, ldw, keys_per_split,
+        BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=ops.block_d, D_CHUNKS=ops.d_chunks, BLOCK_V=block_v,
+        ROW_SCALE=row_scale is not None, SIGMA=ops.isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=ops.same,
+        SPLIT=split, EXP2=exp2, FOLD=ops.fold, MASK_SPLIT=ops.fold and _mask_split(width, block_v),
         INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
     )
     return (out[0] if splits == 1 else out.sum(0)), lse
+
+
+def _gaussian_launch(
+    Q: Tensor, K: Tensor, W: Tensor, beta: float, *, job: str, row_scale: Tensor | None = None,
+    sigma_q: Tensor | None = None, sigma_k: Tensor | None = None, log_bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """``_apply`` of freshly packed operands: one product of job "matmat", "rowsum", "sym" or "softmax";
+    ``W`` holds the values with the column scale folded in."""
+    ops = _pack_operands(Q, K, beta, job=job, sigma_q=sigma_q, sigma_k=sigma_k, log_bias=log_bias)
+    return _apply(ops, W, row_scale)
 
 
 def _scaled(V: Tensor, scale: Tensor | None) -> Tensor:
