@@ -1,4 +1,4 @@
-"""flashmarkov._launch.LeanKernel as the scan uses it, on CPU: the scan kernel's parameter order,
+"""flashmarkov._launch.LeanKernel as the scan (and the diffusion products) use it, on CPU: the scan kernel's parameter order,
 the static key of ``scan_launch`` (it must determine every constexpr, launch option and pointer
 dtype), and the kernel LeanKernel hands back. The compiled launches themselves only run on a GPU
 (tests/scan/test_scan_gpu.py); LeanKernel's bookkeeping is tested in tests/attention/test_launch.py."""
@@ -31,9 +31,55 @@ def test_every_lean_launcher_is_the_shared_one():
     from flashmarkov.attention import backward, forward
     from flashmarkov.diffmax import attention as diffmax_attention
 
+    from flashmarkov.diffusion import tiles
+
     launchers = [forward._FWD, backward._PRE, backward._DKDV, backward._DQ, kernels._SCAN,
-                 diffmax_attention._FWD, diffmax_attention._LISTS, diffmax_attention._DQ, diffmax_attention._DKDV]
+                 diffmax_attention._FWD, diffmax_attention._LISTS, diffmax_attention._DQ, diffmax_attention._DKDV,
+                 tiles._PACK_POINTS, tiles._PACK_VALUES, tiles._TILES]
     assert all(type(k) is _launch.LeanKernel for k in launchers)
+
+
+def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
+    """The diffusion products' lean launches (points and values packing, the tile kernel): parameters
+    in LeanKernel's order (pointers, ints, then constexprs), and each static key maps to one set of
+    kernel[grid] options and pointer dtypes over every job, dtype and option, so a bound compiled
+    kernel is never reused for a launch Triton would have specialised apart."""
+    from flashmarkov.diffusion import tiles
+
+    calls: list[tuple] = []
+    for name in ("_PACK_POINTS", "_PACK_VALUES", "_TILES"):
+        lean = getattr(tiles, name)
+        jit = JITFunction(_raw(lean.fn))
+        flags = [p.is_constexpr for p in jit.params]
+        n_args = flags.index(True)
+        assert not any(flags[:n_args]) and all(flags[n_args:])
+
+        def record(grid, static, ptrs, ints, floats, options, lean=lean, name=name, n_args=n_args):
+            hash(static)
+            assert len(ptrs) + len(ints) + len(floats) == n_args
+            assert all(isinstance(i, int) and not isinstance(i, bool) for i in ints)
+            calls.append((name, static, options(), tuple(None if p is None else p.dtype for p in ptrs)))
+            return lean(grid, static, ptrs, ints, floats, options)
+
+        monkeypatch.setattr(tiles, name, record)
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        X = torch.randn(70, 3, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype)
+        Y = torch.randn(40, 3, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype)
+        V = torch.randn(70, 5, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype)
+        r = torch.rand(70, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype) + 0.5
+        tiles.gaussian_matmat(X, X, V, 0.5)
+        tiles.gaussian_matmat(X, X, V, 0.5, row_scale=r, col_scale=r, sigma_q=r, sigma_k=r)
+        tiles.gaussian_matmat(Y, X, V, 0.5, row_scale=r[:40])
+        tiles.gaussian_rowsum(X, X, 0.5, col_scale=r)
+        tiles.gaussian_matmat_sym(X, V, 0.5, scale=r)
+        tiles.gaussian_softmax_apply(Y, X, V[:, :1], 0.5, log_bias=r.log())
+        tiles.PackedMatmat(X, 0.5)(V, row_scale=r, col_scale=r)
+    by_key: dict = {}
+    for name, static, opts, dtypes in calls:
+        assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)
+    assert {name for name, _ in by_key} == {"_PACK_POINTS", "_PACK_VALUES", "_TILES"}
+    assert len(by_key) > 20
 
 
 def test_scan_kernel_parameters_are_pointers_ints_constexprs():

@@ -1020,6 +1020,16 @@ def _bgh_kernel(
 # launchers
 
 
+# lean launches (``_launch.LeanKernel``: a bound launch skips Triton's per-call argument binding) of the
+# kernels every product runs; defined with Triton only (without it every call takes the reference)
+if triton is not None:
+    from .._launch import LeanKernel
+
+    _PACK_POINTS = LeanKernel(_pack_points_kernel)
+    _PACK_VALUES = LeanKernel(_pack_values_kernel)
+    _TILES = LeanKernel(_gaussian_tiles_kernel)
+
+
 @dataclass(frozen=True)
 class TileConfig:
     """Tile shape and launch width of one launch (see ``pick_config``)."""
@@ -1117,11 +1127,12 @@ def _pack_points(X: Tensor, ctr: Tensor, n_pad: int, block_d: int, d_chunks: int
     if split and top is None:  # the same float32 subtractions as the kernel's, at the columns' extremes
         lo_x, hi_x = torch.aminmax(X, dim=0)
         top = torch.maximum(hi_x - ctr, ctr - lo_x).amax().reshape(1)
-    block = 64
-    _pack_points_kernel[(n_pad // block,)](
-        X, ctr, top, c, bias, hi, hi if fold else lo, t, n, d, FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks,
-        GAUSSIAN=c is not None, BIAS=bias is not None, SPLIT=split, EXP2=split, FOLD=fold is not None,
-        QUERY=fold == "query", num_warps=4,
+    block, flags = 64, (c is not None, bias is not None, split, fold is not None, fold == "query")
+    _PACK_POINTS(
+        (n_pad // block, 1, 1), (X.dtype, fill, block, block_d, d_chunks, flags),
+        (X, ctr, top, c, bias, hi, hi if fold else lo, t), (n, d), (),
+        lambda: dict(FILL=fill, BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks, GAUSSIAN=flags[0], BIAS=flags[1],
+                     SPLIT=split, EXP2=split, FOLD=flags[3], QUERY=flags[4], num_warps=4),
     )
     return hi, lo, t, top
 
@@ -1135,8 +1146,9 @@ def _pack_values(W: Tensor, n_pad: int, ldw: int, block_v: int) -> tuple[Tensor,
     lo = torch.empty_like(hi) if split else None
     top = torch.linalg.vector_norm(W, ord=math.inf, dim=0) if split else None
     block = 64
-    _pack_values_kernel[(n_pad // block, ldw // block_v)](
-        W, top, hi, lo, n, m, ldw, BLOCK=block, BLOCK_V=block_v, SPLIT=split, num_warps=4
+    _PACK_VALUES(
+        (n_pad // block, ldw // block_v, 1), (W.dtype, block, block_v), (W, top, hi, lo), (n, m, ldw), (),
+        lambda: dict(BLOCK=block, BLOCK_V=block_v, SPLIT=split, num_warps=4),
     )
     return hi, lo, top
 
@@ -1221,13 +1233,18 @@ def _apply(ops: Operands, W: Tensor, row_scale: Tensor | None = None) -> tuple[T
     splits = _host.cdiv(n_k, keys_per_split)
     out = (torch.zeros if symmetric else torch.empty)((splits, n_q, m), dtype=dtype, device=device)
     lse = torch.empty(n_q, dtype=dtype, device=device) if softmax else None
-    _gaussian_tiles_kernel[(_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits)](
-        ops.qh, ops.ql, ops.kh, ops.kl, wh, wl, out, lse, ops.c, ops.topq, ops.topk, ops.qt, ops.kt, row_scale, ops.isq,
-        ops.isk, vtop, n_q, n_k, m, ldw, keys_per_split,
-        BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=ops.block_d, D_CHUNKS=ops.d_chunks, BLOCK_V=block_v,
-        ROW_SCALE=row_scale is not None, SIGMA=ops.isq is not None, SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=ops.same,
-        SPLIT=split, EXP2=exp2, FOLD=ops.fold, MASK_SPLIT=ops.fold and _mask_split(width, block_v),
-        INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
+    flags = (ops.job, row_scale is not None, ops.isq is not None, ops.same, ops.fold, ops.fold and _mask_split(width, block_v))
+    _TILES(
+        (_host.cdiv(n_q, cfg.block_m), ldw // block_v, splits), (dtype, cfg, ops.block_d, ops.d_chunks, block_v, flags),
+        (ops.qh, ops.ql, ops.kh, ops.kl, wh, wl, out, lse, ops.c, ops.topq, ops.topk, ops.qt, ops.kt, row_scale, ops.isq,
+         ops.isk, vtop),
+        (n_q, n_k, m, ldw, keys_per_split), (),
+        lambda: dict(
+            BLOCK_M=cfg.block_m, BLOCK_N=block_n, BLOCK_D=ops.block_d, D_CHUNKS=ops.d_chunks, BLOCK_V=block_v,
+            ROW_SCALE=flags[1], SIGMA=flags[2], SOFTMAX=softmax, SYMMETRIC=symmetric, SAME=ops.same, SPLIT=split,
+            EXP2=exp2, FOLD=ops.fold, MASK_SPLIT=flags[5], INTERPRET=_runtime.interpreting(), num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, maxnreg=cfg.maxnreg,
+        ),
     )
     return (out[0] if splits == 1 else out.sum(0)), lse
 
