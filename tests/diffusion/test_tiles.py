@@ -249,6 +249,10 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
         assert_close(got, want, dtype, "packed M·V")
     # the first call packed once; each gaussian_matmat packs again
     assert len(packs) == (4 if backend == "triton" else 0)
+    X.mul_(1.5)  # an in-place change of the points: packed again, equal to the fresh product
+    got = product(V, row_scale=r, col_scale=r)
+    assert torch.equal(got, tiles.gaussian_matmat(X, X, V, 0.7, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s))
+    assert len(packs) == (6 if backend == "triton" else 0)
     V = torch.randn(n, 2, dtype=dtype, device=X.device, requires_grad=True)
     with pytest.raises(RuntimeError, match="autograd"):
         product(V).sum().backward()

@@ -249,13 +249,15 @@ class PackedMatmat:
     product otherwise re-packs them: ~25 small launches of host time per call, which iterative
     solvers pay every step). On the reference backend, under torch.compile and where autograd would
     record the call, each call is ``gaussian_matmat`` itself. The packed operands hold ~2 × 128 bytes
-    per point (float32: the folded float16 operands) until the object is dropped."""
+    per point (float32: the folded float16 operands) until the object is dropped; an in-place change
+    of X or sigma (their version counters) packs them again."""
 
     def __init__(self, X: Tensor, beta: float, *, sigma: Tensor | None = None) -> None:
         self.X = _points("X", X)
         self.beta = _beta(beta)
         self.sigma = _vector("sigma", sigma, self.X.shape[0], self.X, "X", "one bandwidth per point")
         self._ops: Operands | None = None
+        self._versions: tuple | None = None  # (X, sigma) version counters when packed: in-place changes re-pack
 
     def __call__(self, V: Tensor, *, row_scale: Tensor | None = None, col_scale: Tensor | None = None) -> Tensor:
         X, s = self.X, self.sigma
@@ -268,8 +270,10 @@ class PackedMatmat:
             or (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args))
         ):
             return _call(gaussian_matmat_op, _matmat_impl, *args)
-        if self._ops is None:
+        versions = (X._version, None if s is None else s._version)
+        if self._ops is None or self._versions != versions:
             self._ops = _pack_operands(X, X, self.beta, job="matmat", sigma_q=s, sigma_k=s)
+            self._versions = versions
         return _apply(self._ops, _scaled(V, col_scale), row_scale)[0]
 
 
