@@ -74,7 +74,8 @@ def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton
         tiles.gaussian_rowsum(X, X, 0.5, col_scale=r)
         tiles.gaussian_matmat_sym(X, V, 0.5, scale=r)
         tiles.gaussian_softmax_apply(Y, X, V[:, :1], 0.5, log_bias=r.log())
-        tiles.PackedMatmat(X, 0.5)(V, row_scale=r, col_scale=r)
+        tiles.PackedProduct(X, X, 0.5)(V, row_scale=r, col_scale=r)
+        tiles.PackedProduct(Y, X, 0.5, softmax=True, log_bias=r.log())(V)
     by_key: dict = {}
     for name, static, opts, dtypes in calls:
         assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)

@@ -11,7 +11,7 @@ import torch
 
 from flashmarkov.diffusion import FlashDiffusion, SymmetricMarkov, asymmetric_operator
 
-from ..conftest import assert_close, rel_err
+from ..conftest import DEVICE, assert_close, rel_err
 from . import dense
 
 GEN = torch.Generator().manual_seed(5)
@@ -167,16 +167,22 @@ def test_symmetric_operator_plain_product(with_sigma, dtype, triton_backend, mon
         assert_close(op.matmat(V.to(dev, dtype)).cpu(), expected, dtype, f"M V symmetric={symmetric}")
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_asymmetric_products(dtype):
+def test_asymmetric_products(dtype, backend, monkeypatch):
+    """P V and Pᵀ U against dense float64, twice each (the Triton path packs its points once, on the
+    first product: ``tiles.PackedProduct``)."""
+    monkeypatch.setenv("FLASHMARKOV_BACKEND", backend)
+    device = DEVICE if backend == "triton" else "cpu"
     Q, K = points(70, 3, dtype), points(90, 3, dtype, shift=3.4)
-    op = asymmetric_operator(Q, K, beta=0.6, alpha=0.5)
+    op = asymmetric_operator(Q.to(device), K.to(device), beta=0.6, alpha=0.5)
     w = dense.kernel(K, K, 0.6).sum(1).pow(-0.5)
     A = dense.kernel(Q, K, 0.6) * w[None, :]
     P = A / A.sum(1, keepdim=True)
-    V, U = torch.randn(90, 3, generator=GEN, dtype=torch.float64), torch.randn(70, 2, generator=GEN, dtype=torch.float64)
-    assert_close(op.matvec(V.to(dtype)), P @ V, dtype, "P V")
-    assert_close(op.rmatvec(U.to(dtype)), P.T @ U, dtype, "P^T U")
+    for _ in range(2):
+        V, U = torch.randn(90, 3, generator=GEN, dtype=torch.float64), torch.randn(70, 2, generator=GEN, dtype=torch.float64)
+        assert_close(op.matvec(V.to(device, dtype)).cpu(), P @ V, dtype, "P V")
+        assert_close(op.rmatvec(U.to(device, dtype)).cpu(), P.T @ U, dtype, "P^T U")
 
 
 def test_asymmetric_svds_and_eigs():

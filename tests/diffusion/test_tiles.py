@@ -227,7 +227,7 @@ def test_matmat_sym_tiles(tile, offset, dtype, nan_alloc, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sigma", [False, True])
 def test_packed_matmat(backend, dtype, sigma, monkeypatch):
-    """``PackedMatmat`` (the operator's M·V: points packed once) equals ``gaussian_matmat`` bitwise for
+    """``PackedProduct`` (the operator's M·V: points packed once) equals ``gaussian_matmat`` bitwise for
     several value blocks and scales, packs its points once on the Triton path, and is within the
     dtype's tolerance of the float64 dense product; a value block that requires a gradient takes the
     custom op, whose backward raises (nothing silently non-differentiable)."""
@@ -237,7 +237,7 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
     packs = []
     real_pack = tiles._pack_operands
     monkeypatch.setattr(tiles, "_pack_operands", lambda *a, **k: packs.append(1) or real_pack(*a, **k))
-    product = tiles.PackedMatmat(X, 0.7, sigma=s)
+    product = tiles.PackedProduct(X, X, 0.7, sigma_q=s, sigma_k=s)
     for m, seed in ((5, 0), (17, 1), (5, 2)):
         gen = torch.Generator().manual_seed(seed)
         V = torch.randn(n, m, generator=gen, dtype=torch.float64).to(device=X.device, dtype=dtype)
@@ -256,6 +256,32 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
     V = torch.randn(n, 2, dtype=dtype, device=X.device, requires_grad=True)
     with pytest.raises(RuntimeError, match="autograd"):
         product(V).sum().backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_softmax_apply(backend, dtype, monkeypatch):
+    """``PackedProduct(softmax=True)`` (the asymmetric operator's products) equals
+    ``gaussian_softmax_apply`` bitwise over several value blocks, packs once, packs again after an
+    in-place change of its log-bias; misuse raises before any launch."""
+    X = points(60, 4, torch.float64, 0.9).to(dtype)
+    Y = points(37, 4, torch.float64, 0.9).to(dtype)
+    bias = torch.randn(60, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(X)
+    packs = []
+    real_pack = tiles._pack_operands
+    monkeypatch.setattr(tiles, "_pack_operands", lambda *a, **k: packs.append(1) or real_pack(*a, **k))
+    product = tiles.PackedProduct(Y, X, 0.4, softmax=True, log_bias=bias)
+    for m in (3, 1, 3):
+        V = torch.randn(60, m, dtype=torch.float64, generator=torch.Generator().manual_seed(m)).to(X)
+        for got, want in zip(product(V), tiles.gaussian_softmax_apply(Y, X, V, 0.4, log_bias=bias), strict=True):
+            assert torch.equal(got, want)
+    bias.add_(0.5)
+    for got, want in zip(product(V), tiles.gaussian_softmax_apply(Y, X, V, 0.4, log_bias=bias), strict=True):
+        assert torch.equal(got, want)
+    assert len(packs) == (6 if backend == "triton" else 0)  # 2 by the object, 4 by the public calls
+    with pytest.raises(ValueError, match="not supported with softmax=True"):
+        product(V, row_scale=bias)
+    with pytest.raises(ValueError, match="log_bias needs softmax=True"):
+        tiles.PackedProduct(Y, X, 0.4, log_bias=bias)
 
 
 def test_matmat_sym_tiles_must_nest(monkeypatch):

@@ -144,7 +144,7 @@ class SymmetricMarkov:
         self.center = X.double().mean(0)
         self.X64 = (X.double() - self.center).contiguous()
         self._points: dict[torch.dtype, tuple[Tensor, Tensor | None]] = {}
-        self._products: dict[torch.dtype, tiles.PackedMatmat] = {}  # M·V per dtype, points packed once
+        self._products: dict[torch.dtype, tiles.PackedProduct] = {}  # M·V per dtype, points packed once
         self.sigma = None if sigma is None else sigma.double()
         Xh, sh = self.points(hi)
         self.q = tiles.gaussian_rowsum(Xh, Xh, self.beta, sigma_q=sh, sigma_k=sh).double()
@@ -184,7 +184,7 @@ class SymmetricMarkov:
         if SYMMETRIC_PRODUCT:
             return tiles.gaussian_matmat_sym(X, V, self.beta, scale=r, sigma=s)
         if dtype not in self._products:
-            self._products[dtype] = tiles.PackedMatmat(X, self.beta, sigma=s)
+            self._products[dtype] = tiles.PackedProduct(X, X, self.beta, sigma_q=s, sigma_k=s)
         return self._products[dtype](V, row_scale=r, col_scale=r)
 
     def apply(self, V: Tensor, dtype: torch.dtype | None = None, rows: Tensor | None = None) -> Tensor:
@@ -259,6 +259,8 @@ class AsymmetricMarkov:
         probe = self.K.new_zeros(self.K.shape[0], 1)
         # lse_i = log Σ_j W_ij w_j: the row normaliser, in log space
         self.lse = tiles.gaussian_softmax_apply(self.Q, self.K, probe, self.beta, log_bias=self.log_w.to(K.dtype))[1].double()
+        self._forward: tiles.PackedProduct | None = None
+        self._transposed: tiles.PackedProduct | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -266,14 +268,16 @@ class AsymmetricMarkov:
 
     def matvec(self, V: Tensor) -> Tensor:
         """P V for V (Nk, m) → (Nq, m), in the points' dtype."""
-        out, _ = tiles.gaussian_softmax_apply(self.Q, self.K, V.to(self.K.dtype).contiguous(), self.beta, log_bias=self.log_w.to(self.K.dtype))
+        if self._forward is None:  # the points packed once for every product (tiles.PackedProduct)
+            self._forward = tiles.PackedProduct(self.Q, self.K, self.beta, softmax=True, log_bias=self.log_w.to(self.K.dtype))
+        out, _ = self._forward(V.to(self.K.dtype).contiguous())
         return out
 
     def rmatvec(self, U: Tensor) -> Tensor:
         """Pᵀ U for U (Nq, m) → (Nk, m): w_j Σ_i W_ij e^−lse_i U_i = e^{log w_j + lse'_j} softmax-apply."""
-        out, lse2 = tiles.gaussian_softmax_apply(
-            self.K, self.Q, U.to(self.Q.dtype).contiguous(), self.beta, log_bias=(-self.lse).to(self.Q.dtype)
-        )
+        if self._transposed is None:
+            self._transposed = tiles.PackedProduct(self.K, self.Q, self.beta, softmax=True, log_bias=(-self.lse).to(self.Q.dtype))
+        out, lse2 = self._transposed(U.to(self.Q.dtype).contiguous())
         return out * torch.exp(self.log_w + lse2.double()).to(out.dtype)[:, None]
 
     def svds(self, k: int, *, tol: float = 1e-8, **kw: Any) -> tuple[Tensor, Tensor, Tensor]:

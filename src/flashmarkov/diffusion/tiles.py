@@ -243,37 +243,63 @@ def gaussian_matmat(
     return _call(gaussian_matmat_op, _matmat_impl, Q, K, V, _beta(beta), row_scale, col_scale, sigma_q, sigma_k)
 
 
-class PackedMatmat:
-    """``gaussian_matmat(X, X, V, beta, row_scale=…, col_scale=…, sigma_q=sigma, sigma_k=sigma)`` for many
-    value blocks V, with the points centred, scaled, split and padded once (on the Triton path a
-    product otherwise re-packs them: ~25 small launches of host time per call, which iterative
-    solvers pay every step). On the reference backend, under torch.compile and where autograd would
-    record the call, each call is ``gaussian_matmat`` itself. The packed operands hold ~2 × 128 bytes
-    per point (float32: the folded float16 operands) until the object is dropped; an in-place change
-    of X or sigma (their version counters) packs them again."""
+class PackedProduct:
+    """``gaussian_matmat(Q, K, V, beta, …)`` (``softmax=False``) or ``gaussian_softmax_apply(Q, K, V, beta,
+    log_bias=…)`` (``softmax=True``) for many value blocks V, with the points centred, scaled, split and
+    padded once: on the Triton path each public call packs them again (~25 small launches of host
+    time, which iterative solvers would pay every step). Q, K, the bandwidths and the log-bias are
+    fixed here; V and the scales come per call. On the reference backend, under torch.compile and
+    where autograd would record the call, a call is the public function itself. The packed operands
+    hold ~128 bytes per point and side (float32: the float16 operands) until the object is dropped;
+    an in-place change of a fixed tensor (its version counter) packs them again."""
 
-    def __init__(self, X: Tensor, beta: float, *, sigma: Tensor | None = None) -> None:
-        self.X = _points("X", X)
-        self.beta = _beta(beta)
-        self.sigma = _vector("sigma", sigma, self.X.shape[0], self.X, "X", "one bandwidth per point")
+    def __init__(
+        self, Q: Tensor, K: Tensor, beta: float, *, softmax: bool = False, sigma_q: Tensor | None = None,
+        sigma_k: Tensor | None = None, log_bias: Tensor | None = None,
+    ) -> None:
+        Q = _points("Q", Q)
+        K = K if K is Q else _points("K", K, Q, "Q")
+        _features("K", K, "Q", Q)
+        if softmax and (sigma_q is not None or sigma_k is not None):
+            raise ValueError("per-point bandwidths are not supported with softmax=True")
+        if not softmax and log_bias is not None:
+            raise ValueError("log_bias needs softmax=True")
+        self.Q, self.K, self.beta, self.softmax = Q, K, _beta(beta), bool(softmax)
+        self.sigma_q, self.sigma_k = _sigmas(sigma_q, sigma_k, Q, K)
+        self.log_bias = _vector("log_bias", log_bias, K.shape[0], Q, "Q", "one bias per key")
+        self._fixed = tuple(t for t in (Q, K, self.sigma_q, self.sigma_k, self.log_bias) if t is not None)
         self._ops: Operands | None = None
-        self._versions: tuple | None = None  # (X, sigma) version counters when packed: in-place changes re-pack
+        self._versions: tuple[int, ...] = ()  # the fixed tensors' version counters when packed
 
-    def __call__(self, V: Tensor, *, row_scale: Tensor | None = None, col_scale: Tensor | None = None) -> Tensor:
-        X, s = self.X, self.sigma
-        V = _values("V", V, X.shape[0], X, "X")
-        row_scale = _vector("row_scale", row_scale, X.shape[0], X, "X", "one scale per query")
-        col_scale = _vector("col_scale", col_scale, X.shape[0], X, "X", "one scale per key")
-        args = (X, X, V, self.beta, row_scale, col_scale, s, s)
+    def __call__(
+        self, V: Tensor, *, row_scale: Tensor | None = None, col_scale: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """M·V (diag(row_scale) K diag(col_scale) V) without ``softmax``; with it (out, lse) and no scales."""
+        Q, K = self.Q, self.K
+        V = _values("V", V, K.shape[0], Q, "Q")
+        if self.softmax:
+            if row_scale is not None or col_scale is not None:
+                raise ValueError("row_scale and col_scale are not supported with softmax=True")
+            op, impl, args = gaussian_softmax_apply_op, _softmax_apply_impl, (Q, K, V, self.beta, self.log_bias)
+        else:
+            row_scale = _vector("row_scale", row_scale, Q.shape[0], Q, "Q", "one scale per query")
+            col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
+            op, impl = gaussian_matmat_op, _matmat_impl
+            args = (Q, K, V, self.beta, row_scale, col_scale, self.sigma_q, self.sigma_k)
         if (
-            torch.compiler.is_compiling() or _runtime.backend_for(X.device) == "reference"
+            torch.compiler.is_compiling() or _runtime.backend_for(Q.device) == "reference"
             or (torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args))
         ):
-            return _call(gaussian_matmat_op, _matmat_impl, *args)
-        versions = (X._version, None if s is None else s._version)
+            return _call(op, impl, *args)
+        versions = tuple(t._version for t in self._fixed)
         if self._ops is None or self._versions != versions:
-            self._ops = _pack_operands(X, X, self.beta, job="matmat", sigma_q=s, sigma_k=s)
+            self._ops = _pack_operands(
+                Q, K, self.beta, job="softmax" if self.softmax else "matmat", sigma_q=self.sigma_q, sigma_k=self.sigma_k,
+                log_bias=self.log_bias,
+            )
             self._versions = versions
+        if self.softmax:
+            return _apply(self._ops, V)
         return _apply(self._ops, _scaled(V, col_scale), row_scale)[0]
 
 
