@@ -35,19 +35,20 @@ def test_every_lean_launcher_is_the_shared_one():
 
     launchers = [forward._FWD, backward._PRE, backward._DKDV, backward._DQ, kernels._SCAN,
                  diffmax_attention._FWD, diffmax_attention._LISTS, diffmax_attention._DQ, diffmax_attention._DKDV,
-                 tiles._PACK_POINTS, tiles._PACK_VALUES, tiles._TILES]
+                 tiles._PACK_POINTS, tiles._PACK_VALUES, tiles._TILES, tiles._STATS, tiles._CENTRE]
     assert all(type(k) is _launch.LeanKernel for k in launchers)
 
 
 def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
-    """The diffusion products' lean launches (points and values packing, the tile kernel): parameters
+    """The diffusion products' lean launches (centring, points and values packing, the tile kernel): parameters
     in LeanKernel's order (pointers, ints, then constexprs), and each static key maps to one set of
     kernel[grid] options and pointer dtypes over every job, dtype and option, so a bound compiled
     kernel is never reused for a launch Triton would have specialised apart."""
     from flashmarkov.diffusion import tiles
 
     calls: list[tuple] = []
-    for name in ("_PACK_POINTS", "_PACK_VALUES", "_TILES"):
+    names = ("_PACK_POINTS", "_PACK_VALUES", "_TILES", "_STATS", "_CENTRE")
+    for name in names:
         lean = getattr(tiles, name)
         jit = JITFunction(_raw(lean.fn))
         flags = [p.is_constexpr for p in jit.params]
@@ -79,7 +80,7 @@ def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton
     by_key: dict = {}
     for name, static, opts, dtypes in calls:
         assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)
-    assert {name for name, _ in by_key} == {"_PACK_POINTS", "_PACK_VALUES", "_TILES"}
+    assert {name for name, _ in by_key} == set(names)
     assert len(by_key) > 20
 
 

@@ -284,6 +284,37 @@ def test_packed_softmax_apply(backend, dtype, monkeypatch):
         tiles.PackedProduct(Y, X, 0.4, log_bias=bias)
 
 
+@pytest.mark.parametrize(
+    "n,d,dtype,shift",
+    [(1, 1, torch.float32, 0.0), (1000, 3, torch.float32, 3.0), (70, 17, torch.float64, -2.0),
+     (300, 70, torch.float32, 100.0), (40000, 2, torch.float32, 0.5)],
+)
+def test_centre_kernels(n, d, dtype, shift, triton_backend):
+    """``_centre`` (two launches: per-program column sums and extremes, then one program) gives
+    ``reference.centre`` and the float32 top ``_pack_points`` computes, over one or several feature
+    chunks and one or many row programs (n = 40 000: 157 programs of 256 rows)."""
+    gen = torch.Generator().manual_seed(n + d)
+    K = (torch.randn(n, d, generator=gen, dtype=torch.float64) * 2 + shift).to(device=triton_backend, dtype=dtype)
+    ctr, top = tiles._centre(K)
+    ref = reference.centre(K)
+    assert ctr.dtype == K.dtype and torch.equal(ctr, ref)
+    if dtype == torch.float32:
+        lo, hi = torch.aminmax(K, dim=0)
+        assert torch.equal(top, torch.maximum(hi - ref, ref - lo).amax().reshape(1))
+    else:
+        assert top is None
+
+
+def test_centre_kernels_ties_and_constants(triton_backend):
+    """Means halfway between multiples of the step round half to even, as torch.round; identical
+    points (radius 0) keep their mean."""
+    K = torch.tensor([[1.5, 0.0, -3.5], [3.5, 1.0, -1.5]], device=triton_backend)  # means 2.5, 0.5, -2.5
+    assert torch.equal(tiles._centre(K)[0], reference.centre(K))
+    assert tiles._centre(K)[0].tolist() == [2.0, 0.0, -2.0]  # step 1 (the radius over all columns)
+    K = torch.full((9, 2), 7.25, device=triton_backend, dtype=torch.float64)
+    assert tiles._centre(K)[0].tolist() == [7.25, 7.25]
+
+
 def test_matmat_sym_tiles_must_nest(monkeypatch):
     monkeypatch.setenv("FLASHMARKOV_BACKEND", "triton")
     monkeypatch.setattr(tiles, "pick_config", lambda job, *a: tiles.TileConfig(16, 32, 1))

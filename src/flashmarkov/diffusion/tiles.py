@@ -471,6 +471,108 @@ def _centred_chunk(x_ptr, ctr_ptr, o_r, m_r, o_c, d):
 
 
 @_jit
+def _stats_kernel(
+    x_ptr,            # [n, d] points
+    part_ptr,         # [n_part, 3, BLOCK_D * D_CHUNKS] float64 out: column sums, minima, maxima of this program's rows
+    n, d,
+    rows_per_prog,    # rows per program (a multiple of BLOCK)
+    BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    """First half of ``_centre``: per program, the float64 column sums and the extremes of its rows."""
+    i_p = tl.program_id(0)
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    r_lo = i_p.to(tl.int64) * rows_per_prog
+    r_hi = tl.minimum(r_lo + rows_per_prog, n)
+    p_part = part_ptr + i_p.to(tl.int64) * 3 * D
+    for i_d in tl.static_range(D_CHUNKS):
+        o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        m_c = o_c < d
+        b_sum = tl.zeros([BLOCK_D], dtype=tl.float64)
+        b_lo = tl.full([BLOCK_D], float("inf"), dtype=x_ptr.dtype.element_ty)
+        b_hi = tl.full([BLOCK_D], float("-inf"), dtype=x_ptr.dtype.element_ty)
+        if INTERPRET:  # the interpreter cannot take a runtime range bound
+            r0 = r_lo
+            while r0 < r_hi:
+                b_sum, b_lo, b_hi = _stats_rows(x_ptr, r0, r_hi, o_c, m_c, d, b_sum, b_lo, b_hi, BLOCK)
+                r0 += BLOCK
+        else:
+            for r0 in range(r_lo, r_hi, BLOCK):
+                b_sum, b_lo, b_hi = _stats_rows(x_ptr, r0, r_hi, o_c, m_c, d, b_sum, b_lo, b_hi, BLOCK)
+        tl.store(p_part + o_c, b_sum)
+        tl.store(p_part + D + o_c, b_lo.to(tl.float64))
+        tl.store(p_part + 2 * D + o_c, b_hi.to(tl.float64))
+
+
+@_jit
+def _stats_rows(x_ptr, r0, r_hi, o_c, m_c, d, b_sum, b_lo, b_hi, BLOCK: tl.constexpr):
+    """(sums, minima, maxima) updated with rows [r0, min(r0 + BLOCK, r_hi)) of the columns o_c."""
+    o_r = r0 + tl.arange(0, BLOCK)
+    m = (o_r < r_hi)[:, None] & m_c[None, :]
+    b_x = tl.load(x_ptr + o_r[:, None] * d + o_c[None, :], mask=m, other=0.0)
+    b_sum += tl.sum(b_x.to(tl.float64), 0)
+    b_lo = tl.minimum(b_lo, tl.min(tl.where(m, b_x, float("inf")), 0))
+    b_hi = tl.maximum(b_hi, tl.max(tl.where(m, b_x, float("-inf")), 0))
+    return b_sum, b_lo, b_hi
+
+
+@_jit
+def _centre_kernel(
+    part_ptr,         # [n_part, 3, D] float64 (``_stats_kernel``); row 0 is reused as scratch
+    ctr_ptr,          # [d] out: the centre, in the points' dtype (``reference.centre``)
+    top_ptr,          # [1] out: max |x − centre| in float32 arithmetic (SPLIT), as ``_pack_points`` computes it
+    n_part, n, d,
+    BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, D_CHUNKS: tl.constexpr, SPLIT: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """Second half of ``_centre`` (one program): the mean (float64), the cloud's radius about it, the
+    mean rounded half to even to a multiple of 2^floor(log2(radius)), and the points' top."""
+    D: tl.constexpr = BLOCK_D * D_CHUNKS
+    radius = 0.0
+    for i_d in tl.static_range(D_CHUNKS):
+        o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        m_c = o_c < d
+        b_sum = tl.zeros([BLOCK_D], dtype=tl.float64)
+        b_lo = tl.full([BLOCK_D], float("inf"), dtype=tl.float64)
+        b_hi = tl.full([BLOCK_D], float("-inf"), dtype=tl.float64)
+        p0 = 0
+        while p0 < n_part:  # partials in a fixed order: deterministic
+            o_p = p0 + tl.arange(0, BLOCK_P)
+            m = (o_p < n_part)[:, None] & m_c[None, :]
+            p = part_ptr + o_p[:, None].to(tl.int64) * 3 * D + o_c[None, :]
+            b_sum += tl.sum(tl.load(p, mask=m, other=0.0), 0)
+            b_lo = tl.minimum(b_lo, tl.min(tl.load(p + D, mask=m, other=float("inf")), 0))
+            b_hi = tl.maximum(b_hi, tl.max(tl.load(p + 2 * D, mask=m, other=float("-inf")), 0))
+            p0 += BLOCK_P
+        b_mean = b_sum / n
+        radius = tl.maximum(radius, tl.max(tl.where(m_c, tl.maximum(b_hi - b_mean, b_mean - b_lo), 0.0), 0))
+        if not INTERPRET:
+            tl.debug_barrier()  # every thread has read the partials before row 0 is overwritten
+        tl.store(part_ptr + o_c, b_mean)
+        tl.store(part_ptr + D + o_c, b_lo)
+        tl.store(part_ptr + 2 * D + o_c, b_hi)
+    if not INTERPRET:
+        tl.debug_barrier()  # the scratch row is written before it is read back
+    step = tl.maximum(tl.exp2(tl.floor(tl.log2(tl.maximum(radius, 1e-300)))), 1e-300)  # as reference.centre, no log2(0)
+    top = 0.0
+    for i_d in tl.static_range(D_CHUNKS):
+        o_c = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        m_c = o_c < d
+        b_mean = tl.load(part_ptr + o_c, mask=m_c, other=0.0)
+        b_v = b_mean / step
+        b_r = tl.floor(b_v + 0.5)
+        b_r = tl.where((b_r - b_v == 0.5) & (b_r - 2.0 * tl.floor(b_r * 0.5) != 0.0), b_r - 1.0, b_r)  # half to even
+        b_ctr = tl.where(radius > 0, b_r * step, b_mean).to(ctr_ptr.dtype.element_ty)
+        tl.store(ctr_ptr + o_c, b_ctr, mask=m_c)
+        if SPLIT:  # the same float32 subtractions as ``_pack_points``'s, at the columns' extremes
+            b_lo = tl.load(part_ptr + D + o_c, mask=m_c, other=0.0).to(tl.float32)
+            b_hi = tl.load(part_ptr + 2 * D + o_c, mask=m_c, other=0.0).to(tl.float32)
+            b_top = tl.where(m_c, tl.maximum(b_hi - b_ctr.to(tl.float32), b_ctr.to(tl.float32) - b_lo), 0.0)
+            top = tl.maximum(top, tl.max(b_top, 0))
+    if SPLIT:
+        tl.store(top_ptr, top)
+
+
+@_jit
 def _pack_points_kernel(
     x_ptr,           # [n, d]
     ctr_ptr,         # [d]  the centre subtracted from every point (the keys' mean)
@@ -1056,6 +1158,8 @@ if triton is not None:
     from .._launch import LeanKernel
 
     _PACK_POINTS = LeanKernel(_pack_points_kernel)
+    _STATS = LeanKernel(_stats_kernel)
+    _CENTRE = LeanKernel(_centre_kernel)
     _PACK_VALUES = LeanKernel(_pack_values_kernel)
     _TILES = LeanKernel(_gaussian_tiles_kernel)
 
@@ -1183,6 +1287,35 @@ def _pack_values(W: Tensor, n_pad: int, ldw: int, block_v: int) -> tuple[Tensor,
     return hi, lo, top
 
 
+STATS_PROGRAMS = 256  # programs of ``_stats_kernel`` at most (device-independent: the same sums everywhere)
+
+
+def _centre(K: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(``reference.centre(K)``, max |K − centre| in float32 for float32 K, else None) by two launches
+    (the torch form takes ~20 small ones). The float64 mean sums in another order than torch's, so
+    the centre can differ from the reference's where the mean sits within rounding of a rounding
+    boundary (both are multiples of the same 2^e, as distances need)."""
+    n, d = K.shape
+    split = K.dtype == torch.float32
+    block_d, d_chunks = _features_split(d)
+    width, block = block_d * d_chunks, 128
+    rows = _host.cdiv(_host.cdiv(n, min(STATS_PROGRAMS, _host.cdiv(n, block))), block) * block
+    n_part = _host.cdiv(n, rows)
+    part = torch.empty(n_part, 3, width, dtype=torch.float64, device=K.device)
+    ctr = torch.empty(d, dtype=K.dtype, device=K.device)
+    top = torch.empty(1, dtype=torch.float32, device=K.device) if split else None
+    interp = _runtime.interpreting()
+    _STATS(
+        (n_part, 1, 1), (K.dtype, block, block_d, d_chunks, interp), (K, part), (n, d, rows), (),
+        lambda: dict(BLOCK=block, BLOCK_D=block_d, D_CHUNKS=d_chunks, INTERPRET=interp, num_warps=4),
+    )
+    _CENTRE(
+        (1, 1, 1), (K.dtype, block_d, d_chunks, interp), (part, ctr, top), (n_part, n, d), (),
+        lambda: dict(BLOCK_P=64, BLOCK_D=block_d, D_CHUNKS=d_chunks, SPLIT=split, INTERPRET=interp, num_warps=4),
+    )
+    return ctr, top
+
+
 PACK_ROWS = 128  # packed operands have a multiple of this many rows: every tile's block_m and block_n divide it
 
 
@@ -1224,9 +1357,9 @@ def _pack_operands(
     block_d, d_chunks = _features_split(3 * d + 4 if fold else d)
     q_pad, k_pad = _round_up(n_q, PACK_ROWS), _round_up(n_k, PACK_ROWS)
     c = torch.full((1,), beta * _LOG2E if exp2 else beta, dtype=Q.dtype, device=Q.device)
-    ctr = reference.centre(K)
+    ctr, topk = _centre(K)
     kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, -math.inf, c=c, bias=log_bias,
-                                    fold="key" if fold else None)
+                                    fold="key" if fold else None, top=topk)
     if fold:  # one operand each (no lo part); padded keys: zero rows (s = 0, finite) against zero values
         kl = kh
         qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0, c=c, fold="query", top=topk)
@@ -1318,9 +1451,9 @@ def _launch_knn(Q, K, k, *, exclude_self) -> tuple[Tensor, Tensor]:
     block_d, d_chunks = _features_split(d)
     cfg = pick_config("knn", Q.dtype, block_d * d_chunks, 16)
     q_pad, k_pad = _round_up(n_q, max(cfg.block_m, 64)), _round_up(n_k, max(cfg.block_n, 64))
-    ctr = reference.centre(K)
+    ctr, topk = _centre(K)
     qh, ql, qt, topq = _pack_points(Q, ctr, q_pad, block_d, d_chunks, 0.0)
-    kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, math.inf)
+    kh, kl, kt, topk = _pack_points(K, ctr, k_pad, block_d, d_chunks, math.inf, top=topk)
     dist = torch.empty(n_q, k, dtype=Q.dtype, device=Q.device)
     index = torch.empty(n_q, k, dtype=torch.int64, device=Q.device)
     _knn_kernel[(_host.cdiv(n_q, cfg.block_m),)](
@@ -1339,7 +1472,8 @@ def _launch_bgh_sums(X, eps) -> Tensor:
     n_pad = _round_up(n, max(cfg.block_m, 64))
     eps_pad = _pow2_at_least(eps.shape[0], 1)
     ieps = (1.0 / eps.to(torch.float64)) * (_LOG2E if exp2 else 1.0)
-    xh, xl, xt, top = _pack_points(X, reference.centre(X), n_pad, block_d, d_chunks, math.inf)
+    ctr, top = _centre(X)
+    xh, xl, xt, top = _pack_points(X, ctr, n_pad, block_d, d_chunks, math.inf, top=top)
     n_prog = _host.cdiv(n, cfg.block_m)
     part = torch.empty(n_prog, eps_pad, dtype=torch.float64, device=X.device)
     _bgh_kernel[(n_prog,)](
