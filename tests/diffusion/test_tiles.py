@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flashmarkov.diffusion import reference, tiles
+from flashmarkov.diffusion import FlashDiffusion, reference, tiles
 
 from ..conftest import DEVICE, TOLERANCE, assert_close, rel_err
 
@@ -230,7 +230,7 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
     """``PackedProduct`` (the operator's M·V: points packed once) equals ``gaussian_matmat`` bitwise for
     several value blocks and scales, packs its points once on the Triton path, and is within the
     dtype's tolerance of the float64 dense product; a value block that requires a gradient takes the
-    custom op, whose backward raises (nothing silently non-differentiable)."""
+    custom op (its gradient as the public call's)."""
     n = 70 if dtype == torch.float32 else 45
     X = points(n, 3, torch.float64, 0.8).to(dtype)
     s = positive(n, dtype) if sigma else None
@@ -254,8 +254,11 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
     assert torch.equal(got, tiles.gaussian_matmat(X, X, V, 0.7, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s))
     assert len(packs) == (6 if backend == "triton" else 0)
     V = torch.randn(n, 2, dtype=dtype, device=X.device, requires_grad=True)
-    with pytest.raises(RuntimeError, match="autograd"):
-        product(V).sum().backward()
+    product(V, row_scale=r).sum().backward()  # a value block that requires a gradient: the custom op
+    dV = V.grad.clone()
+    V.grad = None
+    tiles.gaussian_matmat(X, X, V, 0.7, row_scale=r, sigma_q=s, sigma_k=s).sum().backward()
+    assert torch.equal(dV, V.grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -313,6 +316,35 @@ def test_centre_kernels_ties_and_constants(triton_backend):
     assert tiles._centre(K)[0].tolist() == [2.0, 0.0, -2.0]  # step 1 (the radius over all columns)
     K = torch.full((9, 2), 7.25, device=triton_backend, dtype=torch.float64)
     assert tiles._centre(K)[0].tolist() == [7.25, 7.25]
+
+
+def test_value_gradients(backend):
+    """``gaussian_matmat`` (scales, bandwidths; Q ≠ K and Q is K), ``gaussian_softmax_apply`` (a masked key;
+    every key masked: out 0, lse −inf, zero gradient) and ``FlashDiffusion`` are differentiable in V
+    (gradcheck, float64); a gradient asked of the points raises at the backward, naming them."""
+    gen = torch.Generator().manual_seed(0)
+    Q, K = (torch.randn(n, 3, generator=gen, dtype=torch.float64).to(DEVICE) for n in (9, 11))
+    rs, sq = (torch.rand(9, generator=gen, dtype=torch.float64).to(DEVICE) + 0.5 for _ in range(2))
+    cs, sk = (torch.rand(11, generator=gen, dtype=torch.float64).to(DEVICE) + 0.5 for _ in range(2))
+    V = torch.randn(11, 2, generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_()
+    bias = torch.randn(11, generator=gen, dtype=torch.float64).to(DEVICE)
+    bias[3] = -math.inf
+    checks = {
+        "matmat": lambda V: tiles.gaussian_matmat(Q, K, V, 0.7, row_scale=rs, col_scale=cs, sigma_q=sq, sigma_k=sk),
+        "matmat same": lambda V: tiles.gaussian_matmat(K, K, V, 0.7, row_scale=cs, col_scale=cs),
+        "softmax": lambda V: tiles.gaussian_softmax_apply(Q, K, V, 0.7, log_bias=bias)[0],
+        "FlashDiffusion": lambda V: FlashDiffusion(Q, K, V, beta=0.7, alpha=0.5),
+        "FlashDiffusion same": lambda V: FlashDiffusion(K, K, V, beta=0.7, alpha=1.0),
+    }
+    for name, fn in checks.items():
+        assert torch.autograd.gradcheck(fn, (V,)), name
+    out, lse = tiles.gaussian_softmax_apply(Q, K, V, 0.7, log_bias=torch.full_like(bias, -math.inf))
+    (dV,) = torch.autograd.grad(out.sum() + lse.sum() * 0, (V,))
+    assert torch.equal(out, torch.zeros_like(out)) and torch.equal(dV, torch.zeros_like(dV))
+    with pytest.raises(NotImplementedError, match="differentiable in its values V only; .* to Q, row_scale"):
+        tiles.gaussian_matmat(Q.clone().requires_grad_(), K, V, 0.7, row_scale=rs.clone().requires_grad_()).sum().backward()
+    with pytest.raises(NotImplementedError, match="gaussian_softmax_apply .* to log_bias"):
+        tiles.gaussian_softmax_apply(Q, K, V, 0.7, log_bias=bias.clone().requires_grad_())[0].sum().backward()
 
 
 def test_matmat_sym_tiles_must_nest(monkeypatch):
@@ -510,8 +542,8 @@ OPS = {
 
 @pytest.mark.parametrize("name", OPS)
 def test_opcheck(name, monkeypatch: pytest.MonkeyPatch):
-    """The custom ops (reference path on CPU) pass torch.library.opcheck: schema, fake, no
-    autograd registered (forward-only, documented)."""
+    """The custom ops (reference path on CPU) pass torch.library.opcheck: schema, fake, AOT dispatch
+    (the V-gradients of matmat and softmax-apply: ``test_value_gradients``)."""
     monkeypatch.setenv("FLASHMARKOV_BACKEND", "reference")
     Q, K, V = points(7, 2, torch.float64), points(9, 2, torch.float64), points(9, 3, torch.float64)
     extras = (positive(7, torch.float64), positive(9, torch.float64), positive(7, torch.float64), positive(9, torch.float64))

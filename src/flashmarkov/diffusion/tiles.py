@@ -13,12 +13,16 @@ absolute error, so the norms are taken about the cloud's centre, not the origin)
 Inputs are float32 or float64 2-D tensors; computation stays in the input dtype on every
 backend (float32 kernels run on float16 tensor cores through exact hi + lo splits, at float32
 accuracy; see the kernel section). Each function validates, then calls one ``torch.library``
-custom op whose implementation asks ``_runtime.backend_for`` and runs the reference
-(``reference.py``, chunked, never Nq x Nk) or the Triton launchers. Memory O(N·(d + m)).
+custom op (in eager mode, with nothing for autograd to record, its implementation directly)
+whose implementation asks ``_runtime.backend_for`` and runs the reference (``reference.py``,
+chunked, never Nq x Nk) or the Triton launchers. Memory O(N·(d + m)). ``PackedProduct`` packs
+the points of one product once for many value blocks (iterative solvers).
 
-The ops have fake implementations (torch.compile traces them without graph breaks) but no
-autograd: these are forward-only building blocks of an eigensolver. The symmetric kernel adds
-with float atomics, so its float32 results vary in the last bits from run to run.
+The ops have fake implementations (torch.compile traces them without graph breaks).
+``gaussian_matmat`` and ``gaussian_softmax_apply`` are differentiable in their values V (the
+transposed product is another product); gradients in the points, scales, bandwidths or
+log-bias, and of the other ops, are not implemented and raise at the backward. The symmetric
+kernel adds with float atomics, so its float32 results vary in the last bits from run to run.
 """
 
 from __future__ import annotations
@@ -100,9 +104,9 @@ def _sigmas(sigma_q: object, sigma_k: object, Q: Tensor, K: Tensor) -> tuple[Ten
 
 
 def _call(op, impl, *args):
-    """``op(*args)`` under torch.compile, and where autograd would record the call (the ops have no
-    autograd formula: a backward through one raises, naming it); otherwise ``impl(*args)`` directly,
-    without the custom op's dispatch layers (~20 µs of host time per call on this project's CPU)."""
+    """``op(*args)`` under torch.compile, and where autograd would record the call (the op's autograd
+    formula, or the error of an op without one); otherwise ``impl(*args)`` directly, without the custom
+    op's dispatch layers (~10 µs of host time per call on this project's CPU)."""
     if torch.compiler.is_compiling() or (
         torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args)
     ):
@@ -181,6 +185,64 @@ gaussian_softmax_apply_op = torch.library.custom_op("flashmarkov::gaussian_softm
 @gaussian_softmax_apply_op.register_fake
 def _(Q, K, V, beta, log_bias):
     return Q.new_empty(Q.shape[0], V.shape[1]), Q.new_empty(Q.shape[0])
+
+
+# autograd: the products are linear in their values V and differentiable there (the transposed product
+# is another product of the same kernel); gradients in the points, scales, bandwidths or log-bias are not
+# implemented and raise at the backward, naming what asked for them
+
+
+def _values_only(ctx, names: tuple[str | None, ...], fn: str) -> None:
+    wanted = [name for name, need in zip(names, ctx.needs_input_grad, strict=True) if need and name is not None]
+    if wanted:
+        raise NotImplementedError(
+            f"{fn} is differentiable in its values V only; gradients with respect to {', '.join(wanted)} are not "
+            "implemented (detach them)"
+        )
+
+
+def _matmat_setup(ctx, inputs, output) -> None:
+    Q, K, _, beta, row_scale, col_scale, sigma_q, sigma_k = inputs
+    ctx.save_for_backward(Q, K, row_scale, col_scale, sigma_q, sigma_k)
+    ctx.beta, ctx.same = beta, Q is K
+
+
+def _matmat_backward(ctx, d_out):
+    """dV = diag(col_scale) K(Q, K)ᵀ diag(row_scale) d_out: the product of the keys against the queries."""
+    _values_only(ctx, ("Q", "K", None, None, "row_scale", "col_scale", "sigma_q", "sigma_k"), "gaussian_matmat")
+    Q, K, row_scale, col_scale, sigma_q, sigma_k = ctx.saved_tensors
+    dV = None
+    if ctx.needs_input_grad[2]:
+        Q = K if ctx.same else Q
+        dV = gaussian_matmat_op(K, Q, d_out.contiguous(), ctx.beta, col_scale, row_scale, sigma_k, sigma_q)
+    return None, None, dV, None, None, None, None, None
+
+
+gaussian_matmat_op.register_autograd(_matmat_backward, setup_context=_matmat_setup)
+
+
+def _softmax_apply_setup(ctx, inputs, output) -> None:
+    Q, K, _, beta, log_bias = inputs
+    ctx.save_for_backward(Q, K, log_bias, output[1])
+    ctx.beta, ctx.same = beta, Q is K
+
+
+def _softmax_apply_backward(ctx, d_out, d_lse):
+    """dV_j = Σ_i P_ij d_out_i with P_ij = exp(s_ij − lse_i): the softmax-apply of the keys against the
+    queries with the log-bias −lse_i (−inf for rows without weight, which take no part), times
+    exp(log_bias_j + lse'_j) (lse' its log-sum-exp). lse does not depend on V."""
+    _values_only(ctx, ("Q", "K", None, None, "log_bias"), "gaussian_softmax_apply")
+    if not ctx.needs_input_grad[2] or d_out is None:
+        return None, None, None, None, None
+    Q, K, log_bias, lse = ctx.saved_tensors
+    Q = K if ctx.same else Q
+    back = torch.where(torch.isfinite(lse), -lse, -torch.inf)
+    u, lse_t = gaussian_softmax_apply_op(K, Q, d_out.contiguous(), ctx.beta, back)
+    factor = lse_t.double() if log_bias is None else lse_t.double() + log_bias.double()
+    return None, None, u * torch.exp(factor).to(u.dtype)[:, None], None, None
+
+
+gaussian_softmax_apply_op.register_autograd(_softmax_apply_backward, setup_context=_softmax_apply_setup)
 
 
 @torch.library.custom_op("flashmarkov::knn", mutates_args=())
