@@ -269,14 +269,16 @@ class AsymmetricMarkov:
     def matvec(self, V: Tensor) -> Tensor:
         """P V for V (Nk, m) → (Nq, m), in the points' dtype."""
         if self._forward is None:  # the points packed once for every product (tiles.PackedProduct)
-            self._forward = tiles.PackedProduct(self.Q, self.K, self.beta, softmax=True, log_bias=self.log_w.to(self.K.dtype))
+            bias = self.log_w.to(self.K.dtype)
+            self._forward = tiles.PackedProduct(self.Q, self.K, self.beta, softmax=True, log_bias=bias)
         out, _ = self._forward(V.to(self.K.dtype).contiguous())
         return out
 
     def rmatvec(self, U: Tensor) -> Tensor:
         """Pᵀ U for U (Nq, m) → (Nk, m): w_j Σ_i W_ij e^−lse_i U_i = e^{log w_j + lse'_j} softmax-apply."""
         if self._transposed is None:
-            self._transposed = tiles.PackedProduct(self.K, self.Q, self.beta, softmax=True, log_bias=(-self.lse).to(self.Q.dtype))
+            bias = (-self.lse).to(self.Q.dtype)
+            self._transposed = tiles.PackedProduct(self.K, self.Q, self.beta, softmax=True, log_bias=bias)
         out, lse2 = self._transposed(U.to(self.Q.dtype).contiguous())
         return out * torch.exp(self.log_w + lse2.double()).to(out.dtype)[:, None]
 
