@@ -253,6 +253,9 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
     got = product(V, row_scale=r, col_scale=r)
     assert torch.equal(got, tiles.gaussian_matmat(X, X, V, 0.7, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s))
     assert len(packs) == (6 if backend == "triton" else 0)
+    Xt = X.T.contiguous().T  # the same points, not contiguous: one copy serves as queries and keys
+    got = tiles.PackedProduct(Xt, Xt, 0.7, sigma_q=s, sigma_k=s)(V, row_scale=r, col_scale=r)
+    assert torch.equal(got, product(V, row_scale=r, col_scale=r))
     V = torch.randn(n, 2, dtype=dtype, device=X.device, requires_grad=True)
     product(V, row_scale=r).sum().backward()  # a value block that requires a gradient: the custom op
     dV = V.grad.clone()

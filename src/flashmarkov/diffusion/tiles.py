@@ -318,14 +318,16 @@ class PackedProduct:
     fixed here; V and the scales come per call. On the reference backend, under torch.compile and
     where autograd would record the call, a call is the public function itself. The packed operands
     hold ~128 bytes per point and side (float32: the float16 operands) until the object is dropped;
-    an in-place change of a fixed tensor (its version counter) packs them again."""
+    an in-place change of a fixed tensor (its version counter) packs them again (a non-contiguous
+    one is held as a contiguous copy, which such a change does not reach)."""
 
     def __init__(
         self, Q: Tensor, K: Tensor, beta: float, *, softmax: bool = False, sigma_q: Tensor | None = None,
         sigma_k: Tensor | None = None, log_bias: Tensor | None = None,
     ) -> None:
+        same = K is Q
         Q = _points("Q", Q)
-        K = K if K is Q else _points("K", K, Q, "Q")
+        K = Q if same else _points("K", K, Q, "Q")
         _features("K", K, "Q", Q)
         if softmax and (sigma_q is not None or sigma_k is not None):
             raise ValueError("per-point bandwidths are not supported with softmax=True")
