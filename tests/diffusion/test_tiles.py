@@ -256,6 +256,8 @@ def test_packed_matmat(backend, dtype, sigma, monkeypatch):
     Xt = X.T.contiguous().T  # the same points, not contiguous: one copy serves as queries and keys
     got = tiles.PackedProduct(Xt, Xt, 0.7, sigma_q=s, sigma_k=s)(V, row_scale=r, col_scale=r)
     assert torch.equal(got, product(V, row_scale=r, col_scale=r))
+    got = tiles.gaussian_matmat(Xt, Xt, V, 0.7, row_scale=r, col_scale=r, sigma_q=s, sigma_k=s)
+    assert torch.equal(got, product(V, row_scale=r, col_scale=r))
     V = torch.randn(n, 2, dtype=dtype, device=X.device, requires_grad=True)
     product(V, row_scale=r).sum().backward()  # a value block that requires a gradient: the custom op
     dV = V.grad.clone()

@@ -56,6 +56,14 @@ def _points(name: str, x: object, like: Tensor | None = None, like_name: str = "
     return x.contiguous()
 
 
+def _point_sets(Q: object, K: object) -> tuple[Tensor, Tensor]:
+    """Queries and keys as ``_points``; one set given twice stays one (``K is Q``: the products take the
+    queries-are-keys kernels) even where it needs a contiguous copy."""
+    same = K is Q
+    Q = _points("Q", Q)
+    return Q, Q if same else _points("K", K, Q, "Q")
+
+
 def _features(name: str, x: Tensor, ref_name: str, ref: Tensor) -> None:
     if x.shape[1] != ref.shape[1]:
         raise ValueError(
@@ -300,8 +308,7 @@ def gaussian_matmat(
     Returns:
         (Nq, m) in the input dtype. The transposed product is ``gaussian_matmat(K, Q, ...)``.
     """
-    Q = _points("Q", Q)
-    K = _points("K", K, Q, "Q")
+    Q, K = _point_sets(Q, K)
     _features("K", K, "Q", Q)
     V = _values("V", V, K.shape[0], Q, "Q")
     row_scale = _vector("row_scale", row_scale, Q.shape[0], Q, "Q", "one scale per query")
@@ -325,9 +332,7 @@ class PackedProduct:
         self, Q: Tensor, K: Tensor, beta: float, *, softmax: bool = False, sigma_q: Tensor | None = None,
         sigma_k: Tensor | None = None, log_bias: Tensor | None = None,
     ) -> None:
-        same = K is Q
-        Q = _points("Q", Q)
-        K = Q if same else _points("K", K, Q, "Q")
+        Q, K = _point_sets(Q, K)
         _features("K", K, "Q", Q)
         if softmax and (sigma_q is not None or sigma_k is not None):
             raise ValueError("per-point bandwidths are not supported with softmax=True")
@@ -379,8 +384,7 @@ def gaussian_rowsum(
     sigma_k: Tensor | None = None,
 ) -> Tensor:
     """Σ_j K_ij · col_scale_j: (Nq,) in the input dtype. Arguments as ``gaussian_matmat``."""
-    Q = _points("Q", Q)
-    K = _points("K", K, Q, "Q")
+    Q, K = _point_sets(Q, K)
     _features("K", K, "Q", Q)
     col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
     sigma_q, sigma_k = _sigmas(sigma_q, sigma_k, Q, K)
@@ -416,8 +420,7 @@ def gaussian_softmax_apply(
     Returns:
         (out (Nq, m), lse (Nq,)) in the input dtype.
     """
-    Q = _points("Q", Q)
-    K = _points("K", K, Q, "Q")
+    Q, K = _point_sets(Q, K)
     _features("K", K, "Q", Q)
     V = _values("V", V, K.shape[0], Q, "Q")
     log_bias = _vector("log_bias", log_bias, K.shape[0], Q, "Q", "one bias per key")
@@ -431,8 +434,7 @@ def knn(Q: Tensor, K: Tensor, k: int, *, exclude_self: bool = False) -> tuple[Te
         (dist2 (Nq, k) squared distances ascending in the input dtype, index (Nq, k) int64);
         ties go to the smaller index. ``exclude_self`` (Q is K, so Nq == Nk) drops j == i.
     """
-    Q = _points("Q", Q)
-    K = _points("K", K, Q, "Q")
+    Q, K = _point_sets(Q, K)
     _features("K", K, "Q", Q)
     _checks.check_flag("exclude_self", exclude_self)
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
