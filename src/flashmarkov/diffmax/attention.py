@@ -830,8 +830,20 @@ def attention_bwd_launch(
     # need 249 KB of shared memory
     deep = q.element_size() == 2 and blocks["BLOCK_D"] + blocks["BLOCK_DV"] <= 128
     dq_m = cfg.bwd_block_m or cfg.block_m
-    common = dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep), STEP_M=dq_m,
-                  num_warps=cfg.bwd_warps or cfg.num_warps, num_stages=cfg.num_stages)
+
+    def dq_options() -> dict:  # called by LeanKernel on a miss only (host time)
+        return dict(CAUSAL=causal, **blocks, **com["constexprs"], LIST_STAGES=_list_stages(cfg, deep), STEP_M=dq_m,
+                    num_warps=cfg.bwd_warps or cfg.num_warps, num_stages=cfg.num_stages)
+
+    def dkdv_options() -> dict:
+        dkdv = dq_options()
+        dkdv.update(LIST_SHIFT=LIST_SHIFT, STEP_M=cfg.dkdv_block_m or dq_m, num_warps=cfg.dkdv_warps or dkdv["num_warps"])
+        if cfg.dkdv_stages:
+            dkdv.update(num_stages=cfg.dkdv_stages, LIST_STAGES=_list_stages(AttnConfig(1, 1, 1, cfg.dkdv_stages), deep))
+        if cfg.dkdv_maxnreg:
+            dkdv["maxnreg"] = cfg.dkdv_maxnreg
+        return dkdv
+
     constants, window = com["constants"], (com["wl"], com["wr"])
     static = (com["static"], q.dtype, do.dtype, causal, blocks["BLOCK_D"], blocks["BLOCK_DV"], deep)
     run = kernels.split(",")
@@ -839,22 +851,17 @@ def attention_bwd_launch(
         _DQ(
             (B * Hq, n_m * (cfg.block_m // dq_m), 1), static, (q, k, v, do, dq, tau, rn, by_query, count_query, delta, c_r, tau_r, constants),
             (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3],
-             Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: common,
+             Hq, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), dq_options,
         )
     else:
         delta.zero_()
         c_r.fill_(1.0)
         tau_r.fill_(float("inf"))
     if "dkdv" in run:
-        dkdv = dict(common, LIST_SHIFT=LIST_SHIFT, STEP_M=cfg.dkdv_block_m or dq_m, num_warps=cfg.dkdv_warps or common["num_warps"])
-        if cfg.dkdv_stages:
-            dkdv.update(num_stages=cfg.dkdv_stages, LIST_STAGES=_list_stages(AttnConfig(1, 1, 1, cfg.dkdv_stages), deep))
-        if cfg.dkdv_maxnreg:
-            dkdv["maxnreg"] = cfg.dkdv_maxnreg
         _DKDV(
             (B * Hkv, n_n, 1), static, (q, k, v, do, dk, dv, delta, c_r, tau_r, by_key, count_key, constants),
             (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-             Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), lambda: dkdv,
+             Hq, Hkv, Hq // Hkv, Sq, Sk, D, DV, n_m, n_n, *window), (), dkdv_options,
         )
     return dq, dk, dv
 
