@@ -84,6 +84,40 @@ def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton
     assert len(by_key) > 20
 
 
+def test_diffmax_attention_static_keys_determine_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
+    """diffmax attention's lean launches (forward, tile lists, dq, dkdv) over dtypes, head dims, α (integer
+    and general powers), causal and windowed bands: each static key maps to one set of kernel[grid]
+    options and pointer dtypes (the backward builds its options only on a miss)."""
+    from flashmarkov.diffmax import attention, diffmax_attention
+
+    calls: list[tuple] = []
+    names = ("_FWD", "_LISTS", "_DQ", "_DKDV")
+    for name in names:
+        lean = getattr(attention, name)
+
+        def record(grid, static, ptrs, ints, floats, options, lean=lean, name=name):
+            hash(static)
+            calls.append((name, static, options(), tuple(None if p is None else p.dtype for p in ptrs)))
+            return lean(grid, static, ptrs, ints, floats, options)
+
+        monkeypatch.setattr(attention, name, record)
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for D, alpha, causal, window in ((16, 0.5, False, (-1, -1)), (16, 0.5, True, (-1, -1)), (16, 0.3, True, (-1, -1)),
+                                         (8, 0.5, False, (5, 2))):
+            q = torch.randn(1, 2, 20, D, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype)
+            k, v = (torch.randn(1, 1, 24, D, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype)
+                    for _ in range(2))
+            xs = [x.requires_grad_() for x in (q, k, v)]
+            o = diffmax_attention(*xs, alpha, causal=causal, window=window)
+            torch.autograd.grad(o, xs, torch.ones_like(o))
+    by_key: dict = {}
+    for name, static, opts, dtypes in calls:
+        assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)
+    assert {name for name, _ in by_key} == set(names)
+    assert len(by_key) > 15
+
+
 def test_scan_kernel_parameters_are_pointers_ints_constexprs():
     params = list(inspect.signature(_raw(kernels._linear_scan_kernel)).parameters.values())
     names = [p.name for p in params]
