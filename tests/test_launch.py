@@ -30,7 +30,6 @@ def test_every_lean_launcher_is_the_shared_one():
     governs every one of them."""
     from flashmarkov.attention import backward, forward
     from flashmarkov.diffmax import attention as diffmax_attention
-
     from flashmarkov.diffusion import tiles
 
     launchers = [forward._FWD, backward._PRE, backward._DKDV, backward._DQ, kernels._SCAN,
@@ -39,19 +38,14 @@ def test_every_lean_launcher_is_the_shared_one():
     assert all(type(k) is _launch.LeanKernel for k in launchers)
 
 
-def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
-    """The diffusion products' lean launches (centring, points and values packing, the tile kernel): parameters
-    in LeanKernel's order (pointers, ints, then constexprs), and each static key maps to one set of
-    kernel[grid] options and pointer dtypes over every job, dtype and option, so a bound compiled
-    kernel is never reused for a launch Triton would have specialised apart."""
-    from flashmarkov.diffusion import tiles
-
+def _record_launches(monkeypatch, module, names: tuple[str, ...]) -> list[tuple]:
+    """Wrap the LeanKernels ``module.<name>``: each launch is checked for LeanKernel's parameter order
+    (pointers, ints, floats, then constexprs) and recorded as (name, static key, options, pointer
+    dtypes) before it runs."""
     calls: list[tuple] = []
-    names = ("_PACK_POINTS", "_PACK_VALUES", "_TILES", "_STATS", "_CENTRE")
     for name in names:
-        lean = getattr(tiles, name)
-        jit = JITFunction(_raw(lean.fn))
-        flags = [p.is_constexpr for p in jit.params]
+        lean = getattr(module, name)
+        flags = [p.is_constexpr for p in JITFunction(_raw(lean.fn)).params]
         n_args = flags.index(True)
         assert not any(flags[:n_args]) and all(flags[n_args:])
 
@@ -62,7 +56,29 @@ def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton
             calls.append((name, static, options(), tuple(None if p is None else p.dtype for p in ptrs)))
             return lean(grid, static, ptrs, ints, floats, options)
 
-        monkeypatch.setattr(tiles, name, record)
+        monkeypatch.setattr(module, name, record)
+    return calls
+
+
+def _assert_one_setting_per_key(calls: list[tuple], names: tuple[str, ...], min_keys: int) -> None:
+    """Each (launcher, static key) of ``calls`` came with one set of options and pointer dtypes; every
+    launcher ran, under more than ``min_keys`` keys in all."""
+    by_key: dict = {}
+    for name, static, opts, dtypes in calls:
+        assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)
+    assert {name for name, _ in by_key} == set(names)
+    assert len(by_key) > min_keys
+
+
+def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
+    """The diffusion products' lean launches (centring, points and values packing, the tile kernel): parameters
+    in LeanKernel's order (pointers, ints, then constexprs), and each static key maps to one set of
+    kernel[grid] options and pointer dtypes over every job, dtype and option, so a bound compiled
+    kernel is never reused for a launch Triton would have specialised apart."""
+    from flashmarkov.diffusion import tiles
+
+    names = ("_PACK_POINTS", "_PACK_VALUES", "_TILES", "_STATS", "_CENTRE")
+    calls = _record_launches(monkeypatch, tiles, names)
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         X = torch.randn(70, 3, generator=gen, dtype=torch.float64).to(device=triton_backend, dtype=dtype)
@@ -77,11 +93,7 @@ def test_diffusion_static_keys_determine_every_constexpr_option_and_dtype(triton
         tiles.gaussian_softmax_apply(Y, X, V[:, :1], 0.5, log_bias=r.log())
         tiles.PackedProduct(X, X, 0.5)(V, row_scale=r, col_scale=r)
         tiles.PackedProduct(Y, X, 0.5, softmax=True, log_bias=r.log())(V)
-    by_key: dict = {}
-    for name, static, opts, dtypes in calls:
-        assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)
-    assert {name for name, _ in by_key} == set(names)
-    assert len(by_key) > 20
+    _assert_one_setting_per_key(calls, names, 20)
 
 
 def test_diffmax_attention_static_keys_determine_every_constexpr_option_and_dtype(triton_backend, monkeypatch):
@@ -90,17 +102,8 @@ def test_diffmax_attention_static_keys_determine_every_constexpr_option_and_dtyp
     options and pointer dtypes (the backward builds its options only on a miss)."""
     from flashmarkov.diffmax import attention, diffmax_attention
 
-    calls: list[tuple] = []
     names = ("_FWD", "_LISTS", "_DQ", "_DKDV")
-    for name in names:
-        lean = getattr(attention, name)
-
-        def record(grid, static, ptrs, ints, floats, options, lean=lean, name=name):
-            hash(static)
-            calls.append((name, static, options(), tuple(None if p is None else p.dtype for p in ptrs)))
-            return lean(grid, static, ptrs, ints, floats, options)
-
-        monkeypatch.setattr(attention, name, record)
+    calls = _record_launches(monkeypatch, attention, names)
     gen = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
         for D, alpha, causal, window in ((16, 0.5, False, (-1, -1)), (16, 0.5, True, (-1, -1)), (16, 0.3, True, (-1, -1)),
@@ -111,11 +114,7 @@ def test_diffmax_attention_static_keys_determine_every_constexpr_option_and_dtyp
             xs = [x.requires_grad_() for x in (q, k, v)]
             o = diffmax_attention(*xs, alpha, causal=causal, window=window)
             torch.autograd.grad(o, xs, torch.ones_like(o))
-    by_key: dict = {}
-    for name, static, opts, dtypes in calls:
-        assert by_key.setdefault((name, static), (opts, dtypes)) == (opts, dtypes), (name, static)
-    assert {name for name, _ in by_key} == set(names)
-    assert len(by_key) > 15
+    _assert_one_setting_per_key(calls, names, 15)
 
 
 def test_scan_kernel_parameters_are_pointers_ints_constexprs():

@@ -360,8 +360,10 @@ class PackedProduct:
             col_scale = _vector("col_scale", col_scale, K.shape[0], Q, "Q", "one scale per key")
             op, impl = gaussian_matmat_op, _matmat_impl
             args = (Q, K, V, self.beta, row_scale, col_scale, self.sigma_q, self.sigma_k)
-        if _through_op(args) or _runtime.backend_for(Q.device) == "reference":
-            return _call(op, impl, *args)
+        if _through_op(args):
+            return op(*args)
+        if _runtime.backend_for(Q.device) == "reference":
+            return impl(*args)
         versions = tuple(t._version for t in self._fixed)
         if self._ops is None or self._versions != versions:
             self._ops = _pack_operands(
