@@ -163,26 +163,6 @@ def test_kernels_attention_backward_steps(case, triton_backend, nan_alloc, monke
     _check_attention(dtype=torch.float32, device=triton_backend, **ATTN_CASES[case])
 
 
-@pytest.mark.parametrize("D,Dv", [(16, 48), (48, 16)])
-def test_tiles_follow_the_wider_head_dim(D, Dv, triton_backend, nan_alloc, monkeypatch):
-    """The kernels, the fake's tile-state shape, the reference's blocks and ``return_stats`` all
-    take their tiles from the wider of q's and v's head dims (a D = 64 tile with Dv = 256 spills
-    ~2.9 KB per thread on sm_90a): with a ``pick_config`` whose tiles differ below and above 32,
-    Dv ≠ D gives the wide tiles on every path, and the results hold."""
-    from flashmarkov.diffmax import attention, op
-
-    monkeypatch.setattr(attention, "pick_config",
-                        lambda d, itemsize: attention.AttnConfig(16, 16, 1) if d <= 32 else attention.AttnConfig(32, 16, 1, 2))
-    shape = (1, 2, 1, 40, 56, D, Dv)
-    stats = _check_attention(shape, torch.float32, triton_backend, causal=True)
-    assert stats["block"] == (32, 16)
-    q, k, v = _inputs(*shape, torch.float32, triton_backend)
-    states = diffmax_attention_op(q, k, v, 0.5, True, 0.25, -1, -1, 50)[3]
-    assert list(states.shape) == op._states_shape(q, v) == [1, 2, 2, 4]
-    ref_states = diffmax_attention_ref(q, k, v, 0.5, causal=True, softmax_scale=0.25, block=(32, 16))[3]
-    assert torch.equal(states, ref_states)
-
-
 def test_kernels_attention_refuse_tiles_too_small_for_their_warps():
     """A score tile of fewer than 4 elements per thread (32 × 16 on the backward's 8 warps: a wrong
     dq on the H100) is refused before any launch, on every device."""

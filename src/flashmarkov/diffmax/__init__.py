@@ -343,9 +343,9 @@ def diffmax_attention(
         o, _, _, states = DiffmaxAttentionFunction.apply(*args)
     if not return_stats:
         return o
-    from .attention import tile_config
+    from .attention import pick_config
 
-    cfg = tile_config(q, v)
+    cfg = pick_config(D, q.element_size())
     skipped, visible = int((states == 2).sum()), int((states != 0).sum())
     stats = {
         "tile_skip_fraction": skipped / visible if visible else 0.0,

@@ -108,13 +108,6 @@ def pick_config(head_dim: int, itemsize: int) -> AttnConfig:
     return AttnConfig(128, 64, 8, 3, dkdv_warps=4, dkdv_block_m=32)
 
 
-def tile_config(q: Tensor, v: Tensor) -> AttnConfig:
-    """``pick_config`` for q (…, D) and v (…, Dv): tiles for the wider of the two head dims (see
-    ``_common``). Every caller that needs the tile shape (the tile states' shape, the reference's
-    blocks, ``return_stats``) asks here, as the kernels do."""
-    return pick_config(max(q.shape[-1], v.shape[-1]), q.element_size())
-
-
 @triton.jit
 def _band(i_m, Sq, Sk, wl, wr, CAUSAL: tl.constexpr, HAS_WL: tl.constexpr, HAS_WR: tl.constexpr,
           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -668,16 +661,12 @@ def _inner(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _common(
-    q: Tensor, dv: int, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None
-) -> dict:
+def _common(q: Tensor, alpha: float, scale: float, window: tuple[int, int], config: AttnConfig | None) -> dict:
     """Launch settings shared by the three kernels (cached: they are on every call's path; the
     caller must not modify the dict); the scalars travel in an ACC tensor, as a float argument
-    reaches a compiled kernel as float32. Tiles are picked for the wider of q's and v's head dims
-    (``dv``): the forward holds a [BLOCK_M, Dv] accumulator, and D = 64 tiles at Dv = 128 / 256
-    spill 348 / 2 884 bytes per thread (sm_90a, offline), the Dv-sized tiles none."""
+    reaches a compiled kernel as float32."""
     # pick_config is part of the key: tests replace it
-    return _common_settings(q.dtype, max(q.shape[-1], dv), alpha, scale, window, config, q.device, pick_config)
+    return _common_settings(q.dtype, q.shape[-1], alpha, scale, window, config, q.device, pick_config)
 
 
 @functools.lru_cache(maxsize=256)
@@ -729,7 +718,7 @@ def attention_fwd_launch(
     q, k, v = _inner(q), _inner(k), _inner(v)
     B, Hq, Sq, D = q.shape
     Hkv, Sk, DV = k.shape[1], k.shape[2], v.shape[-1]
-    com = _common(q, DV, alpha, scale, window, config)
+    com = _common(q, alpha, scale, window, config)
     cfg = com["cfg"]
     n_m, n_n = _host.cdiv(Sq, cfg.block_m), _host.cdiv(Sk, cfg.block_n)
     o = q.new_empty(B, Hq, Sq, DV)
@@ -828,7 +817,7 @@ def attention_bwd_launch(
     q, k, v, do = _inner(q), _inner(k), _inner(v), _inner(do)
     B, Hq, Sq, D = q.shape
     Hkv, Sk, DV = k.shape[1], k.shape[2], v.shape[-1]
-    com = _common(q, DV, alpha, scale, window, config)
+    com = _common(q, alpha, scale, window, config)
     cfg = com["cfg"]
     n_m, n_n = states.shape[2], states.shape[3]
     dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)

@@ -134,11 +134,11 @@ class DiffmaxFunction(torch.autograd.Function):
         return _gradients(ctx, dp, _bwd_ref if torch.is_grad_enabled() else diffmax_bwd)
 
 
-def _states_shape(q: Tensor, v: Tensor) -> list[int]:
-    from .attention import tile_config
+def _states_shape(q: Tensor, Sk: int) -> list[int]:
+    from .attention import pick_config
 
-    cfg = tile_config(q, v)
-    return [q.shape[0], q.shape[1], -(-q.shape[2] // cfg.block_m), -(-v.shape[2] // cfg.block_n)]
+    cfg = pick_config(q.shape[-1], q.element_size())
+    return [q.shape[0], q.shape[1], -(-q.shape[2] // cfg.block_m), -(-Sk // cfg.block_n)]
 
 
 def attention_fwd(
@@ -146,9 +146,9 @@ def attention_fwd(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(o, τ, 1/S, tile states) of diffmax attention; see ``attention.py`` and ``reference.py``."""
     if _runtime.backend_for(q.device) == "reference":
-        from .attention import tile_config
+        from .attention import pick_config
 
-        cfg = tile_config(q, v)
+        cfg = pick_config(q.shape[-1], q.element_size())
         o, tau, rn, states = reference.diffmax_attention_ref(
             q, k, v, alpha, causal=causal, softmax_scale=scale, window=(wl, wr), n_iter=n_iter,
             block=(cfg.block_m, cfg.block_n),
@@ -170,7 +170,7 @@ def _(q, k, v, alpha, causal, scale, wl, wr, n_iter):
         q.new_empty(B, Hq, Sq, v.shape[-1]),
         q.new_empty(B, Hq, Sq, dtype=acc),
         q.new_empty(B, Hq, Sq, dtype=acc),
-        q.new_empty(_states_shape(q, v), dtype=torch.int8),
+        q.new_empty(_states_shape(q, k.shape[2]), dtype=torch.int8),
     )
 
 
