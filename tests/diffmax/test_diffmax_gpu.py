@@ -67,7 +67,7 @@ def test_gpu_attention_small(case, dtype, nan_alloc):
     "shape,causal,window",
     [((1, 4, 2, 300, 513, 64, 64), True, (-1, -1)), ((2, 2, 2, 1000, 1000, 64, 64), False, (-1, -1)),
      ((1, 2, 1, 777, 777, 128, 128), True, (100, -1)), ((1, 2, 2, 257, 257, 40, 72), False, (-1, -1)),
-     ((1, 2, 1, 333, 333, 64, 256), True, (-1, -1))],  # Dv > 128 >= D: the D > 128 tiles
+     ((1, 2, 1, 333, 333, 64, 256), True, (-1, -1))],  # Dv > 128 >= D: the D = 64 tiles with a 256-wide accumulator
 )
 def test_gpu_attention_sizes(shape, causal, window, dtype, nan_alloc):
     _check_attention(shape, dtype, "cuda", causal=causal, window=window)
