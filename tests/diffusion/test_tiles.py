@@ -323,33 +323,103 @@ def test_centre_kernels_ties_and_constants(triton_backend):
     assert tiles._centre(K)[0].tolist() == [7.25, 7.25]
 
 
-def test_value_gradients(backend):
-    """``gaussian_matmat`` (scales, bandwidths; Q ≠ K and Q is K), ``gaussian_softmax_apply`` (a masked key;
-    every key masked: out 0, lse −inf, zero gradient) and ``FlashDiffusion`` are differentiable in V
-    (gradcheck, float64); a gradient asked of the points raises at the backward, naming them."""
+def _gradient_cases() -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """{name: (function, float64 inputs)} for the gradient tests, and Q, K, V, sq, sk."""
     gen = torch.Generator().manual_seed(0)
     Q, K = (torch.randn(n, 3, generator=gen, dtype=torch.float64).to(DEVICE) for n in (9, 11))
     rs, sq = (torch.rand(9, generator=gen, dtype=torch.float64).to(DEVICE) + 0.5 for _ in range(2))
-    cs, sk = (torch.rand(11, generator=gen, dtype=torch.float64).to(DEVICE) + 0.5 for _ in range(2))
-    V = torch.randn(11, 2, generator=gen, dtype=torch.float64).to(DEVICE).requires_grad_()
+    cs, sk, h = (torch.rand(11, generator=gen, dtype=torch.float64).to(DEVICE) + 0.5 for _ in range(3))
+    V = torch.randn(11, 2, generator=gen, dtype=torch.float64).to(DEVICE)
     bias = torch.randn(11, generator=gen, dtype=torch.float64).to(DEVICE)
-    bias[3] = -math.inf
-    checks = {
-        "matmat": lambda V: tiles.gaussian_matmat(Q, K, V, 0.7, row_scale=rs, col_scale=cs, sigma_q=sq, sigma_k=sk),
-        "matmat same": lambda V: tiles.gaussian_matmat(K, K, V, 0.7, row_scale=cs, col_scale=cs),
-        "softmax": lambda V: tiles.gaussian_softmax_apply(Q, K, V, 0.7, log_bias=bias)[0],
-        "FlashDiffusion": lambda V: FlashDiffusion(Q, K, V, beta=0.7, alpha=0.5),
-        "FlashDiffusion same": lambda V: FlashDiffusion(K, K, V, beta=0.7, alpha=1.0),
+    masked = bias.clone()
+    masked[3] = -math.inf
+
+    def softmax_both(q, k, v, b):  # out and lse: lse's gradient flows to the points and the log-bias
+        out, lse = tiles.gaussian_softmax_apply(q, k, v, 0.7, log_bias=b)
+        return out, lse
+
+    cases = {
+        "matmat": (lambda q, k, v, r, c: tiles.gaussian_matmat(q, k, v, 0.7, row_scale=r, col_scale=c), (Q, K, V, rs, cs)),
+        "matmat sigma": (lambda q, k, v, r, c: tiles.gaussian_matmat(q, k, v, 0.7, row_scale=r, col_scale=c, sigma_q=sq,
+                                                                     sigma_k=sk), (Q, K, V, rs, cs)),
+        "matmat same": (lambda k, v, c: tiles.gaussian_matmat(k, k, v, 0.7, row_scale=c, col_scale=c), (K, V, cs)),
+        "rowsum": (lambda q, k, c: tiles.gaussian_rowsum(q, k, 0.7, col_scale=c, sigma_q=sq, sigma_k=sk), (Q, K, cs)),
+        "rowsum same": (lambda k: tiles.gaussian_rowsum(k, k, 0.7), (K,)),
+        "softmax": (softmax_both, (Q, K, V, bias)),
+        "softmax masked key": (lambda q, k, v: softmax_both(q, k, v, masked), (Q, K, V)),
+        "softmax same": (lambda k, v: tiles.gaussian_softmax_apply(k, k, v, 0.7)[0], (K, V)),
+        "FlashDiffusion": (lambda q, k, v, hh: FlashDiffusion(q, k, v, beta=0.7, alpha=0.5, h=hh), (Q, K, V, h)),
+        "FlashDiffusion same": (lambda k, v: FlashDiffusion(k, k, v, beta=0.7, alpha=1.0), (K, V)),
     }
-    for name, fn in checks.items():
-        assert torch.autograd.gradcheck(fn, (V,)), name
-    out, lse = tiles.gaussian_softmax_apply(Q, K, V, 0.7, log_bias=torch.full_like(bias, -math.inf))
-    (dV,) = torch.autograd.grad(out.sum() + lse.sum() * 0, (V,))
-    assert torch.equal(out, torch.zeros_like(out)) and torch.equal(dV, torch.zeros_like(dV))
-    with pytest.raises(NotImplementedError, match="differentiable in its values V only; .* to Q, row_scale"):
-        tiles.gaussian_matmat(Q.clone().requires_grad_(), K, V, 0.7, row_scale=rs.clone().requires_grad_()).sum().backward()
-    with pytest.raises(NotImplementedError, match="gaussian_softmax_apply .* to log_bias"):
-        tiles.gaussian_softmax_apply(Q, K, V, 0.7, log_bias=bias.clone().requires_grad_())[0].sum().backward()
+    return cases, Q, K, V, sq, sk
+
+
+def _leaves(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(t.clone().requires_grad_() for t in ts)
+
+
+def test_gradients(monkeypatch):
+    """``gaussian_matmat`` (points, values, scales; with per-point bandwidths; Q ≠ K and Q is K),
+    ``gaussian_rowsum``, ``gaussian_softmax_apply`` (points, values, log-bias; a masked key; both outputs)
+    and ``FlashDiffusion`` (points, values, Doob h) pass gradcheck in float64 on the reference path."""
+    monkeypatch.setenv("FLASHMARKOV_BACKEND", "reference")
+    for name, (fn, inputs) in _gradient_cases()[0].items():
+        assert torch.autograd.gradcheck(fn, _leaves(*inputs)), name
+
+
+@pytest.mark.triton
+def test_gradients_triton(monkeypatch):
+    """The same gradients with every product of the forward and backward on the Triton kernels (interpreted)
+    equal the reference path's (float64, whose formulas gradcheck checks above; gradcheck itself through
+    the interpreter takes minutes)."""
+    gen = torch.Generator().manual_seed(1)
+    for name, (fn, inputs) in _gradient_cases()[0].items():
+        got = {}
+        for backend in ("reference", "triton"):
+            monkeypatch.setenv("FLASHMARKOV_BACKEND", backend)
+            ins = _leaves(*inputs)
+            outs = fn(*ins)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            if backend == "reference":
+                cot = [torch.randn(o.shape, generator=gen, dtype=o.dtype).to(DEVICE) for o in outs]
+            got[backend] = torch.autograd.grad(outs, ins, cot)
+        for i, (g, r) in enumerate(zip(got["triton"], got["reference"], strict=True)):
+            assert_close(g, r, torch.float64, f"{name}: input {i}")
+
+
+def test_gradients_edge_cases(backend):
+    """Every key masked: out 0, lse −inf and zero gradients, not NaN; a gradient asked of the bandwidths σ
+    raises at the backward, naming them."""
+    _, Q, K, V, sq, sk = _gradient_cases()
+    q, k, v = _leaves(Q, K, V)
+    out, lse = tiles.gaussian_softmax_apply(q, k, v, 0.7, log_bias=torch.full((11,), -math.inf, dtype=Q.dtype, device=DEVICE))
+    grads = torch.autograd.grad(out.sum() + lse.clamp_min(0).sum(), (q, k, v))
+    assert torch.equal(out, torch.zeros_like(out)) and torch.equal(lse, torch.full_like(lse, -math.inf))
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+    with pytest.raises(NotImplementedError, match="gaussian_matmat: gradients with respect to sigma_q are not"):
+        tiles.gaussian_matmat(Q, K, V, 0.7, sigma_q=sq.clone().requires_grad_(), sigma_k=sk).sum().backward()
+    with pytest.raises(NotImplementedError, match="gaussian_rowsum: gradients with respect to sigma_k"):
+        tiles.gaussian_rowsum(Q, K, 0.7, sigma_q=sq, sigma_k=sk.clone().requires_grad_()).sum().backward()
+
+
+@pytest.mark.parametrize("op", ["matmat", "softmax", "FlashDiffusion"])
+def test_float32_gradients(op, backend):
+    """Float32 gradients in the points and values (a cloud away from the origin, where (Σ w) q − Σ w k
+    would cancel without centring) within float32's tolerance of the float64 ones."""
+    gen = torch.Generator().manual_seed(2)
+    Q, K = ((torch.randn(n, 5, generator=gen, dtype=torch.float64) * 0.5 + 30.0).to(DEVICE) for n in (70, 90))
+    V = torch.randn(90, 3, generator=gen, dtype=torch.float64).to(DEVICE)
+    G = torch.randn(70, 3, generator=gen, dtype=torch.float64).to(DEVICE)
+    fn = {"matmat": lambda q, k, v: tiles.gaussian_matmat(q, k, v, 0.9),
+          "softmax": lambda q, k, v: tiles.gaussian_softmax_apply(q, k, v, 0.9)[0],
+          "FlashDiffusion": lambda q, k, v: FlashDiffusion(q, k, v, beta=0.9, alpha=0.5)}[op]
+
+    def grads(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        ins = [x.to(dtype).requires_grad_() for x in (Q, K, V)]
+        return torch.autograd.grad(fn(*ins), ins, G.to(dtype))
+
+    for name, got, ref in zip(("dQ", "dK", "dV"), grads(torch.float32), grads(torch.float64), strict=True):
+        assert_close(got, ref, torch.float32, name)
 
 
 def test_matmat_sym_tiles_must_nest(monkeypatch):

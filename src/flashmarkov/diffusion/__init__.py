@@ -80,8 +80,8 @@ def FlashDiffusion(  # noqa: N802 - the seed's public name
 
     Returns:
         (N_q, m) (or (N_q,) for 1-D V): NumPy when the inputs were NumPy, else a tensor of Q's
-        dtype on their device; differentiable in V (the transposed operator applied to the output's
-        gradient), not in the points, β or h.
+        dtype on their device; differentiable in Q, K, V and h (every gradient is a few more tiled
+        products: ``flashmarkov.diffusion.tiles``' autograd section), not in β or α.
     """
     Qt, Kt, all_numpy, dtype = _points_pair(Q, K)
     beta = check_positive("beta", beta)

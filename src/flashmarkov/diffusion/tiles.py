@@ -200,59 +200,158 @@ def _(Q, K, V, beta, log_bias):
     return Q.new_empty(Q.shape[0], V.shape[1]), Q.new_empty(Q.shape[0])
 
 
-# autograd: the products are linear in their values V and differentiable there (the transposed product
-# is another product of the same kernel); gradients in the points, scales, bandwidths or log-bias are not
-# implemented and raise at the backward, naming what asked for them
+# autograd. With A_ij = exp(−β‖q_i − k_j‖² / (σ_i σ_j)) (σ ≡ 1 without per-point bandwidths) every gradient is
+# a few more products of the same kernels (math.md §4's primitive and its transpose), with values widened by
+# row-wise outer products: for weights w_ij on the pairs, Σ_j w_ij (q_i − k_j) = (Σ_j w_ij) q_i − Σ_j w_ij k_j,
+# and Σ_j A_ij c_j (g_i · v_j) k_j = Σ_c g_ic [A diag(c) (V ⊗ K)]_(i, c, :). Points enter those sums centred
+# (the kernel's own centring: distances do not change, the cancellation in (Σ w) q − Σ w k does). Gradients in
+# the bandwidths σ and in β (a float) are not implemented and raise at the backward, naming what asked.
 
 
-def _values_only(ctx, names: tuple[str | None, ...], fn: str) -> None:
+def _not_differentiable(ctx, names: tuple[str | None, ...], fn: str) -> None:
     wanted = [name for name, need in zip(names, ctx.needs_input_grad, strict=True) if need and name is not None]
     if wanted:
         raise NotImplementedError(
-            f"{fn} is differentiable in its values V only; gradients with respect to {', '.join(wanted)} are not "
-            "implemented (detach them)"
+            f"{fn}: gradients with respect to {', '.join(wanted)} are not implemented (detach them); the points, "
+            "values, scales and log-bias are differentiable"
         )
 
 
+def _outer(a: Tensor, b: Tensor) -> Tensor:
+    """(N, m), (N, d) → (N, m·d): the row-wise outer products a_i ⊗ b_i."""
+    return (a[:, :, None] * b[:, None, :]).reshape(a.shape[0], -1)
+
+
+def _contract(a: Tensor, y: Tensor) -> Tensor:
+    """(N, m), (N, m·d) → (N, d): Σ_c a_ic y_i(c, ·)."""
+    return (a[:, :, None] * y.reshape(a.shape[0], a.shape[1], -1)).sum(1)
+
+
+def _centred(Q: Tensor, K: Tensor) -> tuple[Tensor, Tensor]:
+    """Q and K less the keys' centre (``reference.centre``, as the kernels subtract)."""
+    ctr = reference.centre(K)
+    return Q - ctr, K - ctr
+
+
+def _div(x: Tensor, sigma: Tensor | None) -> Tensor:
+    return x if sigma is None else x / sigma[:, None]
+
+
+def _matmat_grads(ctx, Q, K, V, G, row_scale, col_scale, sigma_q, sigma_k, need) -> tuple:
+    """(dQ, dK, dV, d row_scale, d col_scale) of out = diag(r) A diag(c) V against out's gradient G, each
+    None unless ``need`` (five flags) asks for it. Two products at most: A diag(c) [V | V/σ_k | (V/σ_k) ⊗ K]
+    for the query side and Aᵀ diag(r) [G | G/σ_q | (G/σ_q) ⊗ Q] for the key side (parts only as needed)."""
+    need_q, need_k, need_v, need_r, need_c = need
+    Qc, Kc = _centred(Q, K) if need_q or need_k else (Q, K)
+    m = V.shape[1]
+    dQ = dK = dV = dr = dc = None
+    if need_q or need_r:
+        Vs = _div(V, sigma_k)
+        parts = ([V] if need_r else []) + ([Vs, _outer(Vs, Kc)] if need_q else [])
+        u = gaussian_matmat_op(Q, K, torch.cat(parts, 1), ctx.beta, None, col_scale, sigma_q, sigma_k)
+        if need_r:
+            dr, u = (G * u[:, :m]).sum(1), u[:, m:]
+        if need_q:
+            r = _div(G, sigma_q) if row_scale is None else _div(G * row_scale[:, None], sigma_q)
+            dQ = -2.0 * ctx.beta * ((r * u[:, :m]).sum(1, keepdim=True) * Qc - _contract(r, u[:, m:]))
+    if need_k or need_v or need_c:
+        Gs = _div(G, sigma_q)
+        parts = ([G] if need_v or need_c else []) + ([Gs, _outer(Gs, Qc)] if need_k else [])
+        t = gaussian_matmat_op(K, Q, torch.cat(parts, 1), ctx.beta, None, row_scale, sigma_k, sigma_q)
+        if need_v or need_c:
+            if need_c:
+                dc = (V * t[:, :m]).sum(1)
+            if need_v:
+                dV = t[:, :m] if col_scale is None else t[:, :m] * col_scale[:, None]
+            t = t[:, m:]
+        if need_k:
+            c = _div(V, sigma_k) if col_scale is None else _div(V * col_scale[:, None], sigma_k)
+            dK = -2.0 * ctx.beta * ((c * t[:, :m]).sum(1, keepdim=True) * Kc - _contract(c, t[:, m:]))
+    return dQ, dK, dV, dr, dc
+
+
 def _matmat_setup(ctx, inputs, output) -> None:
-    Q, K, _, beta, row_scale, col_scale, sigma_q, sigma_k = inputs
-    ctx.save_for_backward(Q, K, row_scale, col_scale, sigma_q, sigma_k)
+    Q, K, V, beta, row_scale, col_scale, sigma_q, sigma_k = inputs
+    ctx.save_for_backward(Q, K, V, row_scale, col_scale, sigma_q, sigma_k)
     ctx.beta, ctx.same = beta, Q is K
 
 
 def _matmat_backward(ctx, d_out):
-    """dV = diag(col_scale) K(Q, K)ᵀ diag(row_scale) d_out: the product of the keys against the queries."""
-    _values_only(ctx, ("Q", "K", None, None, "row_scale", "col_scale", "sigma_q", "sigma_k"), "gaussian_matmat")
-    Q, K, row_scale, col_scale, sigma_q, sigma_k = ctx.saved_tensors
-    dV = None
-    if ctx.needs_input_grad[2]:
-        Q = K if ctx.same else Q
-        dV = gaussian_matmat_op(K, Q, d_out.contiguous(), ctx.beta, col_scale, row_scale, sigma_k, sigma_q)
-    return None, None, dV, None, None, None, None, None
+    """Gradients of ``gaussian_matmat`` in Q, K, V, row_scale and col_scale (``_matmat_grads``)."""
+    _not_differentiable(ctx, (None,) * 6 + ("sigma_q", "sigma_k"), "gaussian_matmat")
+    Q, K, V, row_scale, col_scale, sigma_q, sigma_k = ctx.saved_tensors
+    Q = K if ctx.same else Q
+    n = ctx.needs_input_grad
+    dQ, dK, dV, dr, dc = _matmat_grads(ctx, Q, K, V, d_out.contiguous(), row_scale, col_scale, sigma_q, sigma_k,
+                                       (n[0], n[1], n[2], n[4], n[5]))
+    return dQ, dK, dV, None, dr, dc, None, None
 
 
 gaussian_matmat_op.register_autograd(_matmat_backward, setup_context=_matmat_setup)
 
 
+def _rowsum_setup(ctx, inputs, output) -> None:
+    Q, K, beta, col_scale, sigma_q, sigma_k = inputs
+    ctx.save_for_backward(Q, K, col_scale, sigma_q, sigma_k)
+    ctx.beta, ctx.same = beta, Q is K
+
+
+def _rowsum_backward(ctx, d_out):
+    """``gaussian_rowsum`` is ``gaussian_matmat`` with V a column of ones."""
+    _not_differentiable(ctx, (None,) * 4 + ("sigma_q", "sigma_k"), "gaussian_rowsum")
+    Q, K, col_scale, sigma_q, sigma_k = ctx.saved_tensors
+    Q = K if ctx.same else Q
+    n = ctx.needs_input_grad
+    ones = K.new_ones(K.shape[0], 1)
+    dQ, dK, _, _, dc = _matmat_grads(ctx, Q, K, ones, d_out[:, None].contiguous(), None, col_scale, sigma_q, sigma_k,
+                                     (n[0], n[1], False, False, n[3]))
+    return dQ, dK, None, dc, None, None
+
+
+gaussian_rowsum_op.register_autograd(_rowsum_backward, setup_context=_rowsum_setup)
+
+
 def _softmax_apply_setup(ctx, inputs, output) -> None:
-    Q, K, _, beta, log_bias = inputs
-    ctx.save_for_backward(Q, K, log_bias, output[1])
+    Q, K, V, beta, log_bias = inputs
+    ctx.save_for_backward(Q, K, V, log_bias, *output)
     ctx.beta, ctx.same = beta, Q is K
 
 
 def _softmax_apply_backward(ctx, d_out, d_lse):
-    """dV_j = Σ_i P_ij d_out_i with P_ij = exp(s_ij − lse_i): the softmax-apply of the keys against the
-    queries with the log-bias −lse_i (−inf for rows without weight, which take no part), times
-    exp(log_bias_j + lse'_j) (lse' its log-sum-exp). lse does not depend on V."""
-    _values_only(ctx, ("Q", "K", None, None, "log_bias"), "gaussian_softmax_apply")
-    if not ctx.needs_input_grad[2] or d_out is None:
-        return None, None, None, None, None
-    Q, K, log_bias, lse = ctx.saved_tensors
+    """With P_ij = exp(s_ij − lse_i), s_ij = −β‖q_i − k_j‖² + b_j: ds_ij = P_ij (g_i · v_j + h_i), h_i =
+    d_lse_i − g_i · out_i. Query side: one softmax-apply of [V ⊗ K | K] (Σ_j ds_ij k_j), Σ_j ds_ij = d_lse_i on
+    rows with weight. Key side: Σ_i P_ij x_i = exp(b_j + lse'_j) · softmax-apply(K, Q, x, bias −lse_i)_j (lse'
+    its log-sum-exp; rows without weight, lse −inf, take no part) of x = [G | h | G ⊗ Q | h Q], which gives dV,
+    d log_bias_j = Σ_i ds_ij and Σ_i ds_ij q_i. lse does not depend on V."""
+    Q, K, V, log_bias, out, lse = ctx.saved_tensors
     Q = K if ctx.same else Q
-    back = torch.where(torch.isfinite(lse), -lse, -torch.inf)
-    u, lse_t = gaussian_softmax_apply_op(K, Q, d_out.contiguous(), ctx.beta, back)
-    factor = lse_t.double() if log_bias is None else lse_t.double() + log_bias.double()
-    return None, None, u * torch.exp(factor).to(u.dtype)[:, None], None, None
+    need_q, need_k, need_v, _, need_b = ctx.needs_input_grad
+    G = torch.zeros_like(out) if d_out is None else d_out.contiguous()
+    gl = torch.zeros_like(lse) if d_lse is None else d_lse
+    live = torch.isfinite(lse)
+    h = torch.where(live, gl - (G * out).sum(1), 0.0)[:, None]
+    Qc, Kc = _centred(Q, K) if need_q or need_k else (Q, K)
+    m, dQ, dK, dV, db = V.shape[1], None, None, None, None
+    if need_q:
+        y, _ = gaussian_softmax_apply_op(Q, K, torch.cat([_outer(V, Kc), Kc], 1), ctx.beta, log_bias)
+        d = Kc.shape[1]
+        s = _contract(G, y[:, :-d]) + h * y[:, -d:]
+        dQ = -2.0 * ctx.beta * (torch.where(live, gl, 0.0)[:, None] * Qc - s)
+    if need_k or need_v or need_b:
+        parts = [G] + ([h] if need_k or need_b else []) + ([_outer(G, Qc), h * Qc] if need_k else [])
+        back = torch.where(live, -lse, -torch.inf)
+        u, lse_t = gaussian_softmax_apply_op(K, Q, torch.cat(parts, 1), ctx.beta, back)
+        factor = lse_t.double() if log_bias is None else lse_t.double() + log_bias.double()
+        u = u * torch.exp(factor).to(u.dtype)[:, None]  # u_j = Σ_i P_ij x_i
+        dV = u[:, :m] if need_v else None
+        if need_k or need_b:
+            ds = (V * u[:, :m]).sum(1) + u[:, m]  # Σ_i ds_ij
+            db = ds if need_b else None
+            if need_k:
+                d = Kc.shape[1]
+                sq = _contract(V, u[:, m + 1:-d]) + u[:, -d:]  # Σ_i ds_ij q_i
+                dK = -2.0 * ctx.beta * (ds[:, None] * Kc - sq)
+    return dQ, dK, dV, None, db
 
 
 gaussian_softmax_apply_op.register_autograd(_softmax_apply_backward, setup_context=_softmax_apply_setup)
@@ -307,6 +406,7 @@ def gaussian_matmat(
 
     Returns:
         (Nq, m) in the input dtype. The transposed product is ``gaussian_matmat(K, Q, ...)``.
+        Differentiable in Q, K, V, row_scale and col_scale (not in sigma_q, sigma_k or beta).
     """
     Q, K = _point_sets(Q, K)
     _features("K", K, "Q", Q)
@@ -420,7 +520,7 @@ def gaussian_softmax_apply(
     row with every weight 0 gets out 0 and lse −inf.
 
     Returns:
-        (out (Nq, m), lse (Nq,)) in the input dtype.
+        (out (Nq, m), lse (Nq,)) in the input dtype; both differentiable in Q, K, V (out only) and log_bias.
     """
     Q, K = _point_sets(Q, K)
     _features("K", K, "Q", Q)
