@@ -19,10 +19,10 @@ chunked, never Nq x Nk) or the Triton launchers. Memory O(N·(d + m)). ``PackedP
 the points of one product once for many value blocks (iterative solvers).
 
 The ops have fake implementations (torch.compile traces them without graph breaks).
-``gaussian_matmat`` and ``gaussian_softmax_apply`` are differentiable in their values V (the
-transposed product is another product); gradients in the points, scales, bandwidths or
-log-bias, and of the other ops, are not implemented and raise at the backward. The symmetric
-kernel adds with float atomics, so its float32 results vary in the last bits from run to run.
+``gaussian_matmat``, ``gaussian_rowsum`` and ``gaussian_softmax_apply`` are differentiable in the
+points, values, scales and log-bias (each gradient is a few more products: the autograd section);
+gradients in the per-point bandwidths, and of ``gaussian_matmat_sym``, raise at the backward. The
+symmetric kernel adds with float atomics, so its float32 results vary in the last bits from run to run.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def _div(x: Tensor, sigma: Tensor | None) -> Tensor:
     return x if sigma is None else x / sigma[:, None]
 
 
-def _matmat_grads(ctx, Q, K, V, G, row_scale, col_scale, sigma_q, sigma_k, need) -> tuple:
+def _matmat_grads(beta, Q, K, V, G, row_scale, col_scale, sigma_q, sigma_k, need) -> tuple:
     """(dQ, dK, dV, d row_scale, d col_scale) of out = diag(r) A diag(c) V against out's gradient G, each
     None unless ``need`` (five flags) asks for it. Two products at most: A diag(c) [V | V/σ_k | (V/σ_k) ⊗ K]
     for the query side and Aᵀ diag(r) [G | G/σ_q | (G/σ_q) ⊗ Q] for the key side (parts only as needed)."""
@@ -248,16 +248,16 @@ def _matmat_grads(ctx, Q, K, V, G, row_scale, col_scale, sigma_q, sigma_k, need)
     if need_q or need_r:
         Vs = _div(V, sigma_k)
         parts = ([V] if need_r else []) + ([Vs, _outer(Vs, Kc)] if need_q else [])
-        u = gaussian_matmat_op(Q, K, torch.cat(parts, 1), ctx.beta, None, col_scale, sigma_q, sigma_k)
+        u = gaussian_matmat_op(Q, K, torch.cat(parts, 1), beta, None, col_scale, sigma_q, sigma_k)
         if need_r:
             dr, u = (G * u[:, :m]).sum(1), u[:, m:]
         if need_q:
             r = _div(G, sigma_q) if row_scale is None else _div(G * row_scale[:, None], sigma_q)
-            dQ = -2.0 * ctx.beta * ((r * u[:, :m]).sum(1, keepdim=True) * Qc - _contract(r, u[:, m:]))
+            dQ = -2.0 * beta * ((r * u[:, :m]).sum(1, keepdim=True) * Qc - _contract(r, u[:, m:]))
     if need_k or need_v or need_c:
         Gs = _div(G, sigma_q)
         parts = ([G] if need_v or need_c else []) + ([Gs, _outer(Gs, Qc)] if need_k else [])
-        t = gaussian_matmat_op(K, Q, torch.cat(parts, 1), ctx.beta, None, row_scale, sigma_k, sigma_q)
+        t = gaussian_matmat_op(K, Q, torch.cat(parts, 1), beta, None, row_scale, sigma_k, sigma_q)
         if need_v or need_c:
             if need_c:
                 dc = (V * t[:, :m]).sum(1)
@@ -266,7 +266,7 @@ def _matmat_grads(ctx, Q, K, V, G, row_scale, col_scale, sigma_q, sigma_k, need)
             t = t[:, m:]
         if need_k:
             c = _div(V, sigma_k) if col_scale is None else _div(V * col_scale[:, None], sigma_k)
-            dK = -2.0 * ctx.beta * ((c * t[:, :m]).sum(1, keepdim=True) * Kc - _contract(c, t[:, m:]))
+            dK = -2.0 * beta * ((c * t[:, :m]).sum(1, keepdim=True) * Kc - _contract(c, t[:, m:]))
     return dQ, dK, dV, dr, dc
 
 
@@ -282,7 +282,7 @@ def _matmat_backward(ctx, d_out):
     Q, K, V, row_scale, col_scale, sigma_q, sigma_k = ctx.saved_tensors
     Q = K if ctx.same else Q
     n = ctx.needs_input_grad
-    dQ, dK, dV, dr, dc = _matmat_grads(ctx, Q, K, V, d_out.contiguous(), row_scale, col_scale, sigma_q, sigma_k,
+    dQ, dK, dV, dr, dc = _matmat_grads(ctx.beta, Q, K, V, d_out.contiguous(), row_scale, col_scale, sigma_q, sigma_k,
                                        (n[0], n[1], n[2], n[4], n[5]))
     return dQ, dK, dV, None, dr, dc, None, None
 
@@ -303,7 +303,7 @@ def _rowsum_backward(ctx, d_out):
     Q = K if ctx.same else Q
     n = ctx.needs_input_grad
     ones = K.new_ones(K.shape[0], 1)
-    dQ, dK, _, _, dc = _matmat_grads(ctx, Q, K, ones, d_out[:, None].contiguous(), None, col_scale, sigma_q, sigma_k,
+    dQ, dK, _, _, dc = _matmat_grads(ctx.beta, Q, K, ones, d_out[:, None].contiguous(), None, col_scale, sigma_q, sigma_k,
                                      (n[0], n[1], False, False, n[3]))
     return dQ, dK, None, dc, None, None
 
@@ -331,10 +331,9 @@ def _softmax_apply_backward(ctx, d_out, d_lse):
     live = torch.isfinite(lse)
     h = torch.where(live, gl - (G * out).sum(1), 0.0)[:, None]
     Qc, Kc = _centred(Q, K) if need_q or need_k else (Q, K)
-    m, dQ, dK, dV, db = V.shape[1], None, None, None, None
+    m, d, dQ, dK, dV, db = V.shape[1], K.shape[1], None, None, None, None
     if need_q:
         y, _ = gaussian_softmax_apply_op(Q, K, torch.cat([_outer(V, Kc), Kc], 1), ctx.beta, log_bias)
-        d = Kc.shape[1]
         s = _contract(G, y[:, :-d]) + h * y[:, -d:]
         dQ = -2.0 * ctx.beta * (torch.where(live, gl, 0.0)[:, None] * Qc - s)
     if need_k or need_v or need_b:
@@ -348,7 +347,6 @@ def _softmax_apply_backward(ctx, d_out, d_lse):
             ds = (V * u[:, :m]).sum(1) + u[:, m]  # Σ_i ds_ij
             db = ds if need_b else None
             if need_k:
-                d = Kc.shape[1]
                 sq = _contract(V, u[:, m + 1:-d]) + u[:, -d:]  # Σ_i ds_ij q_i
                 dK = -2.0 * ctx.beta * (ds[:, None] * Kc - sq)
     return dQ, dK, dV, None, db
